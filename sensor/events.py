@@ -1,0 +1,117 @@
+"""Events: the sensor's output contract (DESIGN.md section 4), one JSON object per line.
+
+An ``Event`` is a frozen value; ``to_json`` is the one serializer, and its field order is the
+documented order. ``SCHEMA_VERSION`` is written into every event as ``v`` so that readers (the
+verifier among them) can refuse a format they do not know. The JSON Schema lives in
+``sensor/schema/event.schema.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+CONTAINER_TYPES = ("container.created", "container.running", "container.exited", "container.destroyed")
+SANDBOX_TYPES = ("sandbox.ready", "sandbox.notready", "sandbox.destroyed")
+SENSOR_TYPES = ("sensor.connected", "sensor.gap")
+EVENT_TYPES = CONTAINER_TYPES + SANDBOX_TYPES + SENSOR_TYPES
+
+SOURCES = ("poll", "stream", "resync")
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    namespace: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class Event:
+    """One lifecycle event. ``seq`` is assigned at emission (0 until then)."""
+
+    type: str
+    time_ns: int
+    window_ns: tuple[int, int]
+    observed_ns: int
+    source: str = "poll"
+    container_id: str | None = None
+    sandbox_id: str | None = None
+    name: str | None = None
+    attempt: int | None = None
+    image: str | None = None
+    image_ref: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    pod: Pod | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    synthetic: bool = False
+    why: str | None = None
+    info: dict[str, Any] | None = None
+    seq: int = 0
+
+    def with_seq(self, seq: int) -> Event:
+        return replace(self, seq=seq)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "seq": self.seq,
+            "type": self.type,
+            "container_id": self.container_id,
+            "sandbox_id": self.sandbox_id,
+            "name": self.name,
+            "attempt": self.attempt,
+            "image": self.image,
+            "image_ref": self.image_ref,
+            "labels": self.labels,
+            "pod": None
+            if self.pod is None
+            else {"name": self.pod.name, "namespace": self.pod.namespace, "uid": self.pod.uid},
+            "time_ns": self.time_ns,
+            "window_ns": [self.window_ns[0], self.window_ns[1]],
+            "observed_ns": self.observed_ns,
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+            "synthetic": self.synthetic,
+            "why": self.why,
+            "source": self.source,
+        }
+        if self.info is not None:
+            d["info"] = self.info
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+
+def from_dict(d: dict[str, Any]) -> Event:
+    """Parse one event as written by :meth:`Event.to_json` (the verifier uses this for any sensor)."""
+    if d.get("v") != SCHEMA_VERSION:
+        raise ValueError(f"unsupported event schema version {d.get('v')!r} (accepted: {SCHEMA_VERSION})")
+    pod = d.get("pod")
+    window = d.get("window_ns") or [d.get("time_ns"), d.get("time_ns")]
+    return Event(
+        type=d["type"],
+        time_ns=d["time_ns"],
+        window_ns=(window[0], window[1]),
+        observed_ns=d["observed_ns"],
+        source=d.get("source", "poll"),
+        container_id=d.get("container_id"),
+        sandbox_id=d.get("sandbox_id"),
+        name=d.get("name"),
+        attempt=d.get("attempt"),
+        image=d.get("image"),
+        image_ref=d.get("image_ref"),
+        labels=d.get("labels") or {},
+        pod=None if pod is None else Pod(pod["name"], pod["namespace"], pod["uid"]),
+        exit_code=d.get("exit_code"),
+        reason=d.get("reason"),
+        synthetic=bool(d.get("synthetic", False)),
+        why=d.get("why"),
+        info=d.get("info"),
+        seq=d["seq"],
+    )
