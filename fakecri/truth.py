@@ -12,7 +12,9 @@ Record kinds (``kind`` field):
 ``runtime``    transition in {down, up}: the runtime restarted (``state_kept`` says whether
                containers survived).
 ``fault``      a fault or quirk window opening (``phase: start``) or closing (``phase: stop``).
-``rpc``        one served RPC: method, API version, start/end time and gRPC status code name.
+``rpc``        one served RPC: method, API version, the instant its answer was taken (``time_ns``),
+               when it was sent (``end_ns``), the gRPC status code name, and ``target`` (the
+               container or sandbox ID of a per-object call such as ContainerStatus).
 ``process``    a process (exec) event inside a container, for the analytics stage.
 """
 
@@ -86,6 +88,7 @@ class RpcServed:
     time_ns: int
     end_ns: int
     code: str
+    target: str | None = None
     kind: Literal["rpc"] = "rpc"
 
 
