@@ -1,0 +1,154 @@
+"""Translate between the runtime model and CRI protobuf messages.
+
+Both API versions share message shapes for everything the fake serves, so each function takes
+the generated ``pb`` module (``protos.v1.api_pb2`` or ``protos.v1alpha2.api_pb2``) as its first
+argument instead of being written twice.
+"""
+
+from __future__ import annotations
+
+import json
+from types import ModuleType
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+
+from fakecri.flavors import Flavor
+from fakecri.model import Container, Image, Sandbox
+
+CONTAINER_STATE = {"created": 0, "running": 1, "exited": 2, "unknown": 3}
+CONTAINER_STATE_NAME = {v: k for k, v in CONTAINER_STATE.items()}
+SANDBOX_STATE = {"ready": 0, "notready": 1}
+SANDBOX_STATE_NAME = {v: k for k, v in SANDBOX_STATE.items()}
+
+
+def message_dict(msg: Any) -> dict[str, Any]:
+    """A request message as JSON-able dict with proto field names (stored in verbose ``info``)."""
+    return MessageToDict(msg, preserving_proto_field_name=True)
+
+
+def _runtime_spec(flavor: Flavor, pid: int, args: list[str], hostname: str = "") -> dict[str, Any]:
+    return {
+        "ociVersion": "1.0.2-dev",
+        "process": {"user": {"uid": 0, "gid": 0}, "args": args, "cwd": "/",
+                    "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "root": {"path": "rootfs"},
+        "hostname": hostname,
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+                                 {"type": "network"}]},
+    }
+
+
+def sandbox_info(flavor: Flavor, s: Sandbox) -> dict[str, str]:
+    spec = _runtime_spec(flavor, s.pid, ["/pause"], s.hostname)
+    if flavor.info_shape == "containerd":
+        info: dict[str, Any] = {
+            "pid": s.pid if s.state == "ready" else 0,
+            "processStatus": "running" if s.state == "ready" else "stopped",
+            "netNamespaceClosed": s.state != "ready",
+            "image": "registry.k8s.io/pause:3.6",
+            "snapshotKey": s.id,
+            "snapshotter": "overlayfs",
+            "runtimeHandler": s.runtime_handler,
+            "runtimeType": "io.containerd.runc.v2",
+            "runtimeOptions": None,
+            "config": s.config,
+            "runtimeSpec": spec,
+            "cniResult": None if s.network == "NODE" else {"Interfaces": {"eth0": {"IPConfigs": [{"IP": s.ip}]}}},
+        }
+    else:
+        info = {"image": "registry.k8s.io/pause:3.6", "pid": s.pid, "runtimeSpec": spec}
+    return {"info": json.dumps(info)}
+
+
+def container_info(flavor: Flavor, c: Container) -> dict[str, str]:
+    cfg = c.config
+    args = list(cfg.get("command", [])) + list(cfg.get("args", [])) or ["/bin/sh"]
+    spec = _runtime_spec(flavor, c.pid, args)
+    if flavor.info_shape == "containerd":
+        info: dict[str, Any] = {
+            "sandboxID": c.sandbox_id,
+            "pid": c.pid,
+            "removing": False,
+            "snapshotKey": c.id,
+            "snapshotter": "overlayfs",
+            "runtimeType": "io.containerd.runc.v2",
+            "runtimeOptions": None,
+            "config": cfg,
+            "runtimeSpec": spec,
+        }
+    else:
+        info = {"sandboxID": c.sandbox_id, "pid": c.pid, "runtimeSpec": spec, "privileged": False}
+    return {"info": json.dumps(info)}
+
+
+def pod_sandbox(pb: ModuleType, s: Sandbox) -> Any:
+    return pb.PodSandbox(
+        id=s.id,
+        metadata=pb.PodSandboxMetadata(name=s.name, uid=s.uid, namespace=s.namespace, attempt=s.attempt),
+        state=SANDBOX_STATE[s.state],
+        created_at=s.created_at,
+        labels=s.labels,
+        annotations=s.annotations,
+        runtime_handler=s.runtime_handler,
+    )
+
+
+def pod_sandbox_status(pb: ModuleType, s: Sandbox) -> Any:
+    ns_mode = 2 if s.network == "NODE" else 0  # NamespaceMode: POD=0, CONTAINER=1, NODE=2, TARGET=3
+    return pb.PodSandboxStatus(
+        id=s.id,
+        metadata=pb.PodSandboxMetadata(name=s.name, uid=s.uid, namespace=s.namespace, attempt=s.attempt),
+        state=SANDBOX_STATE[s.state],
+        created_at=s.created_at,
+        network=pb.PodSandboxNetworkStatus(ip=s.ip),
+        linux=pb.LinuxPodSandboxStatus(
+            namespaces=pb.Namespace(options=pb.NamespaceOption(network=ns_mode, pid=0, ipc=0))
+        ),
+        labels=s.labels,
+        annotations=s.annotations,
+        runtime_handler=s.runtime_handler,
+    )
+
+
+def container(pb: ModuleType, c: Container) -> Any:
+    return pb.Container(
+        id=c.id,
+        pod_sandbox_id=c.sandbox_id,
+        metadata=pb.ContainerMetadata(name=c.name, attempt=c.attempt),
+        image=pb.ImageSpec(image=c.image),
+        image_ref=c.image_ref,
+        state=CONTAINER_STATE[c.state],
+        created_at=c.created_at,
+        labels=c.labels,
+        annotations=c.annotations,
+    )
+
+
+def container_status(pb: ModuleType, c: Container, flavor: Flavor) -> Any:
+    exit_code = c.exit_code if c.state == "exited" else 0
+    return pb.ContainerStatus(
+        id=c.id,
+        metadata=pb.ContainerMetadata(name=c.name, attempt=c.attempt),
+        state=CONTAINER_STATE[c.state],
+        created_at=c.created_at,
+        started_at=c.started_at,
+        finished_at=c.finished_at,
+        exit_code=exit_code,
+        image=pb.ImageSpec(image=c.image),
+        image_ref=c.image_ref,
+        reason=c.reason if c.state == "exited" else "",
+        message=c.message,
+        labels=c.labels,
+        annotations=c.annotations,
+        log_path=c.log_path,
+    )
+
+
+def image(pb: ModuleType, img: Image) -> Any:
+    return pb.Image(id=img.id, repo_tags=img.repo_tags, repo_digests=img.repo_digests, size=img.size,
+                    pinned=img.pinned)
+
+
+def labels_of(filter_msg: Any) -> dict[str, str]:
+    return dict(filter_msg.label_selector) if filter_msg is not None else {}

@@ -1,0 +1,68 @@
+"""Flavours: which runtime the fake pretends to be.
+
+A flavour fixes everything a client can observe without a scenario: the API versions served,
+``Version`` strings, how ``GetContainerEvents`` behaves, the shape of verbose ``info`` JSON, and
+the few places where CRI-O and containerd answer the same call differently. Scenarios may
+override single fields (see ``Flavor.replace``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+EventsMode = Literal["stream", "eof", "error", "unimplemented", "stream-then-closed"]
+
+
+@dataclass(frozen=True)
+class Flavor:
+    name: str
+    runtime_name: str
+    runtime_version: str
+    apis: tuple[str, ...]
+    #: GetContainerEvents behaviour (v1 only): stream, immediate EOF, error, UNIMPLEMENTED, or
+    #: stream that a runtime-side close ends with UNAVAILABLE "subscription closed".
+    events: EventsMode
+    #: Shape of verbose ``info``: "containerd" or "crio".
+    info_shape: Literal["containerd", "crio"]
+    #: StopContainer/StopPodSandbox on an unknown ID: "ok" (idempotent) or "not_found".
+    stop_unknown: Literal["ok", "not_found"] = "ok"
+    #: RemoveContainer on a running container: "force" (stop, then remove) or "refuse".
+    remove_running: Literal["force", "refuse"] = "force"
+    #: Exit code reported when the runtime does not know it (CRI-O reports -1).
+    unknown_exit_code: int = 0
+    #: The CRI ``Version.version`` field: the kubelet runtime API version, always "0.1.0".
+    kubelet_api_version: str = "0.1.0"
+
+    def replace(self, **changes: object) -> Flavor:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+FLAVORS: dict[str, Flavor] = {
+    f.name: f
+    for f in (
+        Flavor("containerd-1.5", "containerd", "v1.5.18", ("v1alpha2",), "unimplemented", "containerd",
+               stop_unknown="not_found"),
+        Flavor("containerd-1.6", "containerd", "v1.6.20", ("v1", "v1alpha2"), "unimplemented", "containerd",
+               stop_unknown="not_found"),
+        Flavor("containerd-1.7", "containerd", "v1.7.13", ("v1", "v1alpha2"), "stream-then-closed",
+               "containerd", stop_unknown="not_found"),
+        Flavor("containerd-2.0", "containerd", "v2.0.2", ("v1",), "stream-then-closed", "containerd",
+               stop_unknown="not_found"),
+        Flavor("crio-1.13", "cri-o", "1.13.11", ("v1alpha2",), "unimplemented", "crio",
+               unknown_exit_code=-1),
+        Flavor("crio-1.16", "cri-o", "1.16.6", ("v1alpha2",), "unimplemented", "crio",
+               unknown_exit_code=-1),
+        Flavor("crio-1.26", "cri-o", "1.26.4", ("v1",), "eof", "crio", unknown_exit_code=-1),
+    )
+}
+
+DEFAULT_FLAVOR = "containerd-1.7"
+
+
+def get_flavor(name: str) -> Flavor:
+    """Look up a flavour; the error lists the accepted names."""
+    try:
+        return FLAVORS[name]
+    except KeyError:
+        raise ValueError(f"unknown flavor {name!r} (accepted: {', '.join(FLAVORS)})") from None

@@ -1,0 +1,475 @@
+"""The runtime model: a CRI runtime's state machine, pure, with an injected clock.
+
+Theory of operation
+-------------------
+* The model takes calls (mirroring CRI RPCs, with plain Python arguments) and time (from the
+  injected clock) in, and hands results and ground truth out. It knows nothing of gRPC or
+  protobuf: ``fakecri.convert`` and ``fakecri.server`` translate.
+* Everything that changes a container's or sandbox's state goes through ``_set_state``, which
+  consults ``CONTAINER_TRANSITIONS``/``SANDBOX_TRANSITIONS`` and records one truth record. So the
+  truth is complete by construction: there is no other way to change state.
+* Errors are ``CriError(code, message)``; ``code`` is a gRPC status-code name. Which code a real
+  runtime gives for which mistake is written once, here, with the flavour deciding the few places
+  where CRI-O and containerd differ.
+* Timestamps are wall-clock ns from the clock; 0 means unset, as in the CRI.
+* IDs are 64 hex digits from a seeded RNG, so a seeded run is repeatable byte for byte. Like
+  containerd, any unique ID prefix is accepted where an ID is expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from fakecri.clock import Clock
+from fakecri.flavors import Flavor
+from fakecri.truth import ContainerTransition, PodRef, SandboxTransition, Truth
+
+#: Container state machine: state -> {action: new state}. ``removed`` is not a state a client can
+#: see; it is where a container goes when it leaves the runtime.
+CONTAINER_TRANSITIONS: dict[str, dict[str, str]] = {
+    "created": {"start": "running", "remove": "removed"},
+    "running": {"exit": "exited"},
+    "exited": {"remove": "removed"},
+}
+#: Sandbox state machine.
+SANDBOX_TRANSITIONS: dict[str, dict[str, str]] = {
+    "ready": {"stop": "notready"},
+    "notready": {"remove": "removed"},
+}
+#: Truth names for the states a transition enters.
+_CONTAINER_TRUTH = {"created": "created", "running": "running", "exited": "exited", "removed": "destroyed"}
+_SANDBOX_TRUTH = {"ready": "ready", "notready": "notready", "removed": "destroyed"}
+
+REASON_COMPLETED = "Completed"
+REASON_ERROR = "Error"
+REASON_OOM = "OOMKilled"
+#: Exit code of a container killed by SIGKILL (stop with timeout 0, forced removal, OOM).
+SIGKILL_EXIT = 137
+
+
+class CriError(Exception):
+    """A CRI call failed: ``code`` is the gRPC status-code name a real runtime would use."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Image:
+    id: str
+    repo_tags: list[str]
+    repo_digests: list[str]
+    size: int
+    pinned: bool = False
+
+
+@dataclass
+class Sandbox:
+    id: str
+    name: str
+    namespace: str
+    uid: str
+    attempt: int
+    state: str
+    created_at: int
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    hostname: str = ""
+    log_directory: str = ""
+    runtime_handler: str = ""
+    network: str = "POD"  # POD or NODE, from linux.security_context.namespace_options.network
+    ip: str = ""
+    pid: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pod(self) -> PodRef:
+        return PodRef(self.name, self.namespace, self.uid)
+
+
+@dataclass
+class Container:
+    id: str
+    sandbox_id: str
+    name: str
+    attempt: int
+    image: str
+    image_ref: str
+    state: str
+    created_at: int
+    started_at: int = 0
+    finished_at: int = 0
+    exit_code: int = 0
+    reason: str = ""
+    message: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    log_path: str = ""
+    pid: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+T = TypeVar("T", Sandbox, Container)
+
+
+def _matches(labels: Mapping[str, str], selector: Mapping[str, str] | None) -> bool:
+    return not selector or all(labels.get(k) == v for k, v in selector.items())
+
+
+class RuntimeModel:
+    """A CRI runtime's state: sandboxes, containers and images. Thread-safe (one lock)."""
+
+    def __init__(self, clock: Clock, flavor: Flavor, truth: Truth | None = None, seed: int = 0) -> None:
+        self.clock = clock
+        self.flavor = flavor
+        self.truth = truth if truth is not None else Truth()
+        self.lock = threading.RLock()
+        self._rng = random.Random(seed)
+        self._next_pid = 1000
+        self.sandboxes: dict[str, Sandbox] = {}
+        self.containers: dict[str, Container] = {}
+        self.images: dict[str, Image] = {}
+        self.runtime_config: dict[str, Any] = {}
+        #: ExecSync result (stdout, stderr, exit_code) or None for "not emulated".
+        self.exec_result: tuple[bytes, bytes, int] | None = None
+        #: IDs that ``new_id`` hands out next, before drawing random ones (ID-reuse fault).
+        self.reuse_ids: list[str] = []
+        self._listeners: list[Callable[[str, Container | Sandbox, str], None]] = []
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def new_id(self) -> str:
+        if self.reuse_ids:
+            return self.reuse_ids.pop(0)
+        return f"{self._rng.getrandbits(256):064x}"
+
+    def _pid(self) -> int:
+        self._next_pid += 1
+        return self._next_pid
+
+    def on_change(self, listener: Callable[[str, Container | Sandbox, str], None]) -> None:
+        """Call ``listener(kind, obj, truth_transition)`` after every state change (event stream)."""
+        self._listeners.append(listener)
+
+    @staticmethod
+    def _resolve(table: Mapping[str, T], ref: str, what: str) -> T:
+        """Find by full ID or unique prefix, as containerd does; unknown -> NOT_FOUND."""
+        if ref in table:
+            return table[ref]
+        if ref:
+            hits = [v for k, v in table.items() if k.startswith(ref)]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise CriError("UNKNOWN", f"ambiguous {what} id prefix {ref!r}: {len(hits)} matches")
+        raise CriError("NOT_FOUND", f"an error occurred when try to find {what} {ref!r}: not found")
+
+    def find_container(self, ref: str) -> Container:
+        return self._resolve(self.containers, ref, "container")
+
+    def find_sandbox(self, ref: str) -> Sandbox:
+        return self._resolve(self.sandboxes, ref, "sandbox")
+
+    def _set_container_state(self, c: Container, action: str, now: int) -> None:
+        new = CONTAINER_TRANSITIONS.get(c.state, {}).get(action)
+        if new is None:
+            raise CriError("UNKNOWN", f"container {c.id} is in {c.state.upper()} state; cannot {action}")
+        c.state = new
+        sb = self.sandboxes.get(c.sandbox_id)
+        rec = ContainerTransition(
+            container_id=c.id,
+            transition=_CONTAINER_TRUTH[new],
+            time_ns=now,
+            sandbox_id=c.sandbox_id,
+            name=c.name,
+            attempt=c.attempt,
+            image=c.image,
+            image_ref=c.image_ref,
+            labels=dict(c.labels),
+            pod=sb.pod if sb else None,
+            exit_code=c.exit_code if new == "exited" else None,
+            reason=c.reason if new == "exited" else None,
+        )
+        if new == "removed":
+            del self.containers[c.id]
+        self.truth.record(rec)
+        for listener in self._listeners:
+            listener("container", c, rec.transition)
+
+    def _record_container_created(self, c: Container) -> None:
+        sb = self.sandboxes[c.sandbox_id]
+        rec = ContainerTransition(
+            container_id=c.id, transition="created", time_ns=c.created_at, sandbox_id=c.sandbox_id,
+            name=c.name, attempt=c.attempt, image=c.image, image_ref=c.image_ref,
+            labels=dict(c.labels), pod=sb.pod,
+        )
+        self.truth.record(rec)
+        for listener in self._listeners:
+            listener("container", c, "created")
+
+    def _set_sandbox_state(self, s: Sandbox, action: str, now: int) -> None:
+        new = SANDBOX_TRANSITIONS.get(s.state, {}).get(action)
+        if new is None:
+            raise CriError("UNKNOWN", f"sandbox {s.id} is in {s.state.upper()} state; cannot {action}")
+        s.state = new
+        if new == "removed":
+            del self.sandboxes[s.id]
+        rec = SandboxTransition(sandbox_id=s.id, transition=_SANDBOX_TRUTH[new], time_ns=now, pod=s.pod,
+                                labels=dict(s.labels))
+        self.truth.record(rec)
+        for listener in self._listeners:
+            listener("sandbox", s, rec.transition)
+
+    # ---- sandboxes ---------------------------------------------------------------------------
+
+    def run_pod_sandbox(self, name: str, namespace: str, uid: str, attempt: int = 0, *,
+                        labels: Mapping[str, str] | None = None,
+                        annotations: Mapping[str, str] | None = None, hostname: str = "",
+                        log_directory: str = "", runtime_handler: str = "", network: str = "POD",
+                        config: Mapping[str, Any] | None = None) -> Sandbox:
+        with self.lock:
+            if not name:
+                raise CriError("UNKNOWN", "sandbox config must include metadata")
+            for s in self.sandboxes.values():
+                if (s.name, s.namespace, s.uid, s.attempt) == (name, namespace, uid, attempt):
+                    raise CriError(
+                        "UNKNOWN",
+                        f"failed to reserve sandbox name \"{name}_{namespace}_{uid}_{attempt}\": "
+                        f"name is reserved for {s.id}",
+                    )
+            now = self.clock.now_ns()
+            sid = self.new_id()
+            n = self._next_pid
+            ip = "" if network == "NODE" else f"10.88.{(n // 250) % 250}.{2 + n % 250}"
+            s = Sandbox(sid, name, namespace, uid, attempt, "ready", now, dict(labels or {}),
+                        dict(annotations or {}), hostname, log_directory, runtime_handler, network, ip,
+                        self._pid(), dict(config or {}))
+            self.sandboxes[sid] = s
+            self.truth.record(SandboxTransition(sandbox_id=sid, transition="ready", time_ns=now, pod=s.pod,
+                                                labels=dict(s.labels)))
+            for listener in self._listeners:
+                listener("sandbox", s, "ready")
+            return s
+
+    def stop_pod_sandbox(self, ref: str) -> None:
+        with self.lock:
+            try:
+                s = self.find_sandbox(ref)
+            except CriError as e:
+                if e.code == "NOT_FOUND" and self.flavor.stop_unknown == "ok":
+                    return
+                raise
+            now = self.clock.now_ns()
+            for c in [c for c in self.containers.values() if c.sandbox_id == s.id]:
+                if c.state == "running":
+                    self._exit(c, SIGKILL_EXIT, REASON_ERROR, now)
+            if s.state == "ready":
+                self._set_sandbox_state(s, "stop", now)
+
+    def remove_pod_sandbox(self, ref: str) -> None:
+        with self.lock:
+            try:
+                s = self.find_sandbox(ref)
+            except CriError as e:
+                if e.code == "NOT_FOUND":
+                    return  # idempotent in every runtime
+                raise
+            self.stop_pod_sandbox(s.id)
+            now = self.clock.now_ns()
+            for c in [c for c in self.containers.values() if c.sandbox_id == s.id]:
+                self._set_container_state(c, "remove", now)
+            self._set_sandbox_state(s, "remove", now)
+
+    def pod_sandbox_status(self, ref: str) -> Sandbox:
+        with self.lock:
+            return self.find_sandbox(ref)
+
+    def list_pod_sandbox(self, *, id: str = "", state: str | None = None,
+                         label_selector: Mapping[str, str] | None = None) -> list[Sandbox]:
+        with self.lock:
+            return [
+                s for s in self.sandboxes.values()
+                if (not id or s.id.startswith(id)) and (state is None or s.state == state)
+                and _matches(s.labels, label_selector)
+            ]
+
+    # ---- containers --------------------------------------------------------------------------
+
+    def create_container(self, sandbox_ref: str, name: str, attempt: int, image: str, *,
+                         labels: Mapping[str, str] | None = None,
+                         annotations: Mapping[str, str] | None = None, log_path: str = "",
+                         config: Mapping[str, Any] | None = None) -> Container:
+        with self.lock:
+            s = self.find_sandbox(sandbox_ref)
+            if s.state != "ready":
+                raise CriError("UNKNOWN", f"sandbox container {s.id!r} is not running")
+            if not name:
+                raise CriError("UNKNOWN", "container config must include metadata")
+            img = self.resolve_image(image)
+            if img is None:
+                raise CriError("NOT_FOUND", f"failed to resolve image {image!r}: not found")
+            for c in self.containers.values():
+                if c.sandbox_id == s.id and (c.name, c.attempt) == (name, attempt):
+                    raise CriError(
+                        "UNKNOWN",
+                        f"failed to reserve container name \"{name}_{s.name}_{s.namespace}_{s.uid}_{attempt}\": "
+                        f"name is reserved for {c.id}",
+                    )
+            now = self.clock.now_ns()
+            cid = self.new_id()
+            if cid in self.containers:
+                raise CriError("UNKNOWN", f"container id {cid} is already in use")
+            shown = image if image.startswith("sha256:") else (img.repo_tags[0] if img.repo_tags else image)
+            c = Container(cid, s.id, name, attempt, shown, img.id, "created", now,
+                          labels=dict(labels or {}), annotations=dict(annotations or {}),
+                          log_path=log_path, config=dict(config or {}))
+            self.containers[cid] = c
+            self._record_container_created(c)
+            return c
+
+    def start_container(self, ref: str) -> None:
+        with self.lock:
+            c = self.find_container(ref)
+            if c.state != "created":
+                raise CriError("UNKNOWN", f"container {c.id!r} is in CONTAINER_{c.state.upper()} state")
+            now = self.clock.now_ns()
+            c.started_at = now
+            c.pid = self._pid()
+            self._set_container_state(c, "start", now)
+
+    def _exit(self, c: Container, exit_code: int, reason: str | None, now: int) -> None:
+        c.finished_at = now
+        c.exit_code = exit_code
+        c.reason = reason or (REASON_COMPLETED if exit_code == 0 else REASON_ERROR)
+        c.pid = 0
+        self._set_container_state(c, "exit", now)
+
+    def exit_container(self, ref: str, exit_code: int = 0, reason: str | None = None) -> None:
+        """The container's process ends by itself (scenario step); OOM kills pass ``OOMKilled``."""
+        with self.lock:
+            c = self.find_container(ref)
+            if c.state != "running":
+                raise CriError("FAILED_PRECONDITION", f"container {c.id} is not running")
+            self._exit(c, exit_code, reason, self.clock.now_ns())
+
+    def stop_container(self, ref: str, timeout: int = 0) -> None:
+        with self.lock:
+            try:
+                c = self.find_container(ref)
+            except CriError as e:
+                if e.code == "NOT_FOUND" and self.flavor.stop_unknown == "ok":
+                    return
+                raise
+            if c.state == "running":
+                self._exit(c, SIGKILL_EXIT, REASON_ERROR, self.clock.now_ns())
+
+    def remove_container(self, ref: str) -> None:
+        with self.lock:
+            try:
+                c = self.find_container(ref)
+            except CriError as e:
+                if e.code == "NOT_FOUND":
+                    return
+                raise
+            now = self.clock.now_ns()
+            if c.state == "running":
+                if self.flavor.remove_running == "refuse":
+                    raise CriError("UNKNOWN", f"container {c.id!r} is running, stop it before removing")
+                self._exit(c, SIGKILL_EXIT, REASON_ERROR, now)
+            self._set_container_state(c, "remove", now)
+
+    def container_status(self, ref: str) -> Container:
+        with self.lock:
+            return self.find_container(ref)
+
+    def list_containers(self, *, id: str = "", state: str | None = None, sandbox_id: str = "",
+                        label_selector: Mapping[str, str] | None = None) -> list[Container]:
+        with self.lock:
+            return [
+                c for c in self.containers.values()
+                if (not id or c.id.startswith(id)) and (state is None or c.state == state)
+                and (not sandbox_id or c.sandbox_id.startswith(sandbox_id))
+                and _matches(c.labels, label_selector)
+            ]
+
+    def exec_sync(self, ref: str, cmd: Iterable[str]) -> tuple[bytes, bytes, int]:
+        with self.lock:
+            c = self.find_container(ref)
+            if c.state != "running":
+                raise CriError("UNKNOWN", f"container {c.id!r} is not running")
+            if self.exec_result is None:
+                raise CriError(
+                    "UNIMPLEMENTED",
+                    "fakecri does not run processes: ExecSync is not emulated "
+                    "(set an exec result in the scenario to answer it)",
+                )
+            return self.exec_result
+
+    # ---- images ------------------------------------------------------------------------------
+
+    @staticmethod
+    def normalize_image(ref: str) -> str:
+        """``busybox`` -> ``docker.io/library/busybox:latest`` (the reference a runtime stores)."""
+        if ref.startswith("sha256:") or "@" in ref:
+            return ref
+        name, tag = ref, "latest"
+        last = ref.rsplit("/", 1)[-1]
+        if ":" in last:
+            name, tag = ref.rsplit(":", 1)
+        first = name.split("/", 1)[0]
+        if "/" not in name:
+            name = f"docker.io/library/{name}"
+        elif "." not in first and ":" not in first and first != "localhost":
+            name = f"docker.io/{name}"
+        return f"{name}:{tag}"
+
+    def pull_image(self, ref: str) -> Image:
+        with self.lock:
+            norm = self.normalize_image(ref)
+            found = self.resolve_image(ref)
+            if found is not None:
+                return found
+            digest = hashlib.sha256(norm.encode()).hexdigest()
+            repo = norm.rsplit(":", 1)[0]
+            img = Image(f"sha256:{digest}", [norm], [f"{repo}@sha256:{digest[::-1]}"],
+                        size=1_000_000 + int(digest[:5], 16))
+            self.images[img.id] = img
+            return img
+
+    def resolve_image(self, ref: str) -> Image | None:
+        with self.lock:
+            if ref in self.images:
+                return self.images[ref]
+            norm = self.normalize_image(ref)
+            for img in self.images.values():
+                if norm in img.repo_tags or ref in img.repo_digests or img.id.startswith(f"sha256:{ref}"):
+                    return img
+            return None
+
+    def remove_image(self, ref: str) -> None:
+        with self.lock:
+            img = self.resolve_image(ref)
+            if img is not None:
+                del self.images[img.id]
+
+    # ---- runtime-level faults ----------------------------------------------------------------
+
+    def lose_state(self) -> None:
+        """A restart that loses state: every container and sandbox is gone (truth says so)."""
+        with self.lock:
+            now = self.clock.now_ns()
+            for c in list(self.containers.values()):
+                if c.state == "running":
+                    self._exit(c, SIGKILL_EXIT, REASON_ERROR, now)
+                self._set_container_state(c, "remove", now)
+            for s in list(self.sandboxes.values()):
+                if s.state == "ready":
+                    self._set_sandbox_state(s, "stop", now)
+                self._set_sandbox_state(s, "remove", now)

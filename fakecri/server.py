@@ -1,0 +1,462 @@
+"""The gRPC shell: serve a ``RuntimeModel`` as CRI RuntimeService + ImageService on a unix socket.
+
+Every handler is the same three steps: ask the ``CallPolicy`` (faults: latency, hangs, errors),
+call the model, convert the result. ``CriError`` becomes the gRPC status the real runtime
+returns. Every served call is written to the truth as an ``rpc`` record, because the verifier
+needs to know what a client could have seen and when.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import socket
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from types import ModuleType
+from typing import Any
+
+import grpc
+
+import protos
+from fakecri import convert
+from fakecri.flavors import Flavor
+from fakecri.model import Container, CriError, RuntimeModel, Sandbox
+from fakecri.truth import RpcServed
+
+log = logging.getLogger("fakecri")
+
+#: gRPC's default receive limit is 4 MiB; the server sends whatever it must (like a real runtime),
+#: and takes requests up to this size.
+MAX_RECV_BYTES = 16 * 1024 * 1024
+
+_EVENT_TYPE = {"created": 0, "running": 1, "exited": 2, "destroyed": 3}
+_STREAM_END = object()
+
+
+class CallPolicy:
+    """Fault hooks the server consults. The default injects nothing; scenarios subclass it."""
+
+    def before_call(self, method: str, api: str, target: str | None) -> None:
+        """Called before every RPC: may sleep (latency, hang) or raise ``CriError``."""
+
+    def shape_containers(self, items: list[Any], pb: ModuleType) -> list[Any]:
+        """Rewrite a ListContainers answer (duplicate IDs, missing metadata, odd timestamps)."""
+        return items
+
+    def shape_sandboxes(self, items: list[Any], pb: ModuleType) -> list[Any]:
+        return items
+
+    def shape_status(self, status: Any, pb: ModuleType) -> Any:
+        return status
+
+
+class EventHub:
+    """Fans model changes out to GetContainerEvents subscribers, in model order, with no gap."""
+
+    def __init__(self, model: RuntimeModel) -> None:
+        self._model = model
+        self._subs: dict[int, tuple[ModuleType, queue.SimpleQueue[Any]]] = {}
+        self._lock = threading.Lock()
+        self._next = 0
+        model.on_change(self._on_change)
+
+    def subscribe(self, pb: ModuleType) -> tuple[int, queue.SimpleQueue[Any]]:
+        q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        with self._lock:
+            self._next += 1
+            self._subs[self._next] = (pb, q)
+            return self._next, q
+
+    def unsubscribe(self, key: int) -> None:
+        with self._lock:
+            self._subs.pop(key, None)
+
+    def close_all(self, reason: object = _STREAM_END) -> None:
+        """End every open stream (runtime shutdown); ``reason`` is put on each queue."""
+        with self._lock:
+            subs, self._subs = list(self._subs.values()), {}
+        for _, q in subs:
+            q.put(reason)
+
+    def _on_change(self, kind: str, obj: Container | Sandbox, transition: str) -> None:
+        if transition not in _EVENT_TYPE or (kind == "sandbox" and transition == "notready"):
+            return
+        with self._lock:
+            subs = list(self._subs.values())
+        if not subs:
+            return
+        model = self._model
+        sandbox_id = obj.sandbox_id if isinstance(obj, Container) else obj.id
+        sb = model.sandboxes.get(sandbox_id)
+        members = [c for c in model.containers.values() if c.sandbox_id == sandbox_id]
+        # Sandbox transitions are announced as container events whose ID is the sandbox's (as containerd does).
+        event_type = {"ready": 0, "notready": 2}.get(transition, _EVENT_TYPE.get(transition, 0))
+        for pb, q in subs:
+            q.put(pb.ContainerEventResponse(
+                container_id=obj.id,
+                container_event_type=event_type,
+                created_at=model.clock.now_ns(),
+                pod_sandbox_status=convert.pod_sandbox_status(pb, sb) if sb is not None else None,
+                containers_statuses=[convert.container_status(pb, c, model.flavor) for c in members],
+            ))
+
+
+class Handlers:
+    """One method per RPC, written once for both API versions (``pb`` is the version's module)."""
+
+    def __init__(self, model: RuntimeModel, policy: CallPolicy, hub: EventHub) -> None:
+        self.model = model
+        self.policy = policy
+        self.hub = hub
+
+    @property
+    def flavor(self) -> Flavor:
+        return self.model.flavor
+
+    # runtime service -------------------------------------------------------------------------
+    def Version(self, pb: ModuleType, api: str, req: Any) -> Any:
+        f = self.flavor
+        return pb.VersionResponse(version=f.kubelet_api_version, runtime_name=f.runtime_name,
+                                  runtime_version=f.runtime_version, runtime_api_version=api)
+
+    def Status(self, pb: ModuleType, api: str, req: Any) -> Any:
+        conds = [pb.RuntimeCondition(type="RuntimeReady", status=True),
+                 pb.RuntimeCondition(type="NetworkReady", status=True)]
+        info: dict[str, str] = {}
+        if req.verbose:
+            import json
+
+            info = {
+                "config": json.dumps({"fakecri": {"flavor": self.flavor.name, "apis": list(self.flavor.apis)},
+                                      "runtimeConfig": self.model.runtime_config}),
+                "golang": json.dumps("go1.20.14"),
+                "lastCNILoadStatus": json.dumps("OK"),
+            }
+        return pb.StatusResponse(status=pb.RuntimeStatus(conditions=conds), info=info)
+
+    def RunPodSandbox(self, pb: ModuleType, api: str, req: Any) -> Any:
+        cfg = req.config
+        md = cfg.metadata
+        network = "POD"
+        if cfg.HasField("linux") and cfg.linux.security_context.namespace_options.network == 2:
+            network = "NODE"
+        s = self.model.run_pod_sandbox(
+            md.name, md.namespace, md.uid, md.attempt, labels=cfg.labels, annotations=cfg.annotations,
+            hostname=cfg.hostname, log_directory=cfg.log_directory, runtime_handler=req.runtime_handler,
+            network=network, config=convert.message_dict(cfg))
+        return pb.RunPodSandboxResponse(pod_sandbox_id=s.id)
+
+    def StopPodSandbox(self, pb: ModuleType, api: str, req: Any) -> Any:
+        self.model.stop_pod_sandbox(req.pod_sandbox_id)
+        return pb.StopPodSandboxResponse()
+
+    def RemovePodSandbox(self, pb: ModuleType, api: str, req: Any) -> Any:
+        self.model.remove_pod_sandbox(req.pod_sandbox_id)
+        return pb.RemovePodSandboxResponse()
+
+    def PodSandboxStatus(self, pb: ModuleType, api: str, req: Any) -> Any:
+        s = self.model.pod_sandbox_status(req.pod_sandbox_id)
+        info = convert.sandbox_info(self.flavor, s) if req.verbose else {}
+        return pb.PodSandboxStatusResponse(status=convert.pod_sandbox_status(pb, s), info=info)
+
+    def ListPodSandbox(self, pb: ModuleType, api: str, req: Any) -> Any:
+        f = req.filter if req.HasField("filter") else None
+        state = None
+        if f is not None and f.HasField("state"):
+            state = convert.SANDBOX_STATE_NAME.get(f.state.state)
+        items = self.model.list_pod_sandbox(id=f.id if f else "", state=state,
+                                            label_selector=convert.labels_of(f))
+        out = [convert.pod_sandbox(pb, s) for s in items]
+        return pb.ListPodSandboxResponse(items=self.policy.shape_sandboxes(out, pb))
+
+    def CreateContainer(self, pb: ModuleType, api: str, req: Any) -> Any:
+        cfg = req.config
+        c = self.model.create_container(
+            req.pod_sandbox_id, cfg.metadata.name, cfg.metadata.attempt, cfg.image.image,
+            labels=cfg.labels, annotations=cfg.annotations, log_path=cfg.log_path,
+            config=convert.message_dict(cfg))
+        return pb.CreateContainerResponse(container_id=c.id)
+
+    def StartContainer(self, pb: ModuleType, api: str, req: Any) -> Any:
+        self.model.start_container(req.container_id)
+        return pb.StartContainerResponse()
+
+    def StopContainer(self, pb: ModuleType, api: str, req: Any) -> Any:
+        self.model.stop_container(req.container_id, req.timeout)
+        return pb.StopContainerResponse()
+
+    def RemoveContainer(self, pb: ModuleType, api: str, req: Any) -> Any:
+        self.model.remove_container(req.container_id)
+        return pb.RemoveContainerResponse()
+
+    def ListContainers(self, pb: ModuleType, api: str, req: Any) -> Any:
+        f = req.filter if req.HasField("filter") else None
+        state = None
+        if f is not None and f.HasField("state"):
+            state = convert.CONTAINER_STATE_NAME.get(f.state.state)
+        items = self.model.list_containers(id=f.id if f else "", state=state,
+                                           sandbox_id=f.pod_sandbox_id if f else "",
+                                           label_selector=convert.labels_of(f))
+        out = [convert.container(pb, c) for c in items]
+        return pb.ListContainersResponse(containers=self.policy.shape_containers(out, pb))
+
+    def ContainerStatus(self, pb: ModuleType, api: str, req: Any) -> Any:
+        c = self.model.container_status(req.container_id)
+        info = convert.container_info(self.flavor, c) if req.verbose else {}
+        status = self.policy.shape_status(convert.container_status(pb, c, self.flavor), pb)
+        return pb.ContainerStatusResponse(status=status, info=info)
+
+    def UpdateContainerResources(self, pb: ModuleType, api: str, req: Any) -> Any:
+        self.model.container_status(req.container_id)
+        return pb.UpdateContainerResourcesResponse()
+
+    def ReopenContainerLog(self, pb: ModuleType, api: str, req: Any) -> Any:
+        c = self.model.container_status(req.container_id)
+        if c.state != "running":
+            raise CriError("UNKNOWN", f"container {c.id!r} is not running")
+        return pb.ReopenContainerLogResponse()
+
+    def ExecSync(self, pb: ModuleType, api: str, req: Any) -> Any:
+        out, err, code = self.model.exec_sync(req.container_id, list(req.cmd))
+        return pb.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
+
+    def _stats(self, pb: ModuleType, c: Container) -> Any:
+        now = self.model.clock.now_ns()
+        running = c.state == "running"
+        cpu = (now - c.started_at) // 100 if running and c.started_at else 0
+        return pb.ContainerStats(
+            attributes=pb.ContainerAttributes(id=c.id, metadata=pb.ContainerMetadata(name=c.name, attempt=c.attempt),
+                                              labels=c.labels, annotations=c.annotations),
+            cpu=pb.CpuUsage(timestamp=now, usage_core_nano_seconds=pb.UInt64Value(value=cpu),
+                            usage_nano_cores=pb.UInt64Value(value=10_000_000 if running else 0)),
+            memory=pb.MemoryUsage(timestamp=now, working_set_bytes=pb.UInt64Value(value=4_194_304 if running else 0)),
+            writable_layer=pb.FilesystemUsage(timestamp=now, fs_id=pb.FilesystemIdentifier(
+                mountpoint="/var/lib/fakecri/snapshots"), used_bytes=pb.UInt64Value(value=8192),
+                inodes_used=pb.UInt64Value(value=2)),
+        )
+
+    def ContainerStats(self, pb: ModuleType, api: str, req: Any) -> Any:
+        return pb.ContainerStatsResponse(stats=self._stats(pb, self.model.container_status(req.container_id)))
+
+    def ListContainerStats(self, pb: ModuleType, api: str, req: Any) -> Any:
+        f = req.filter if req.HasField("filter") else None
+        items = self.model.list_containers(id=f.id if f else "", sandbox_id=f.pod_sandbox_id if f else "",
+                                           label_selector=convert.labels_of(f))
+        return pb.ListContainerStatsResponse(stats=[self._stats(pb, c) for c in items])
+
+    def UpdateRuntimeConfig(self, pb: ModuleType, api: str, req: Any) -> Any:
+        self.model.runtime_config = convert.message_dict(req.runtime_config)
+        return pb.UpdateRuntimeConfigResponse()
+
+    # image service ---------------------------------------------------------------------------
+    def ListImages(self, pb: ModuleType, api: str, req: Any) -> Any:
+        want = req.filter.image.image if req.HasField("filter") else ""
+        with self.model.lock:
+            imgs = list(self.model.images.values())
+        if want:
+            hit = self.model.resolve_image(want)
+            imgs = [hit] if hit is not None else []
+        return pb.ListImagesResponse(images=[convert.image(pb, i) for i in imgs])
+
+    def ImageStatus(self, pb: ModuleType, api: str, req: Any) -> Any:
+        img = self.model.resolve_image(req.image.image)
+        if img is None:
+            return pb.ImageStatusResponse()  # CRI: absent image -> unset field, not an error
+        return pb.ImageStatusResponse(image=convert.image(pb, img))
+
+    def PullImage(self, pb: ModuleType, api: str, req: Any) -> Any:
+        return pb.PullImageResponse(image_ref=self.model.pull_image(req.image.image).id)
+
+    def RemoveImage(self, pb: ModuleType, api: str, req: Any) -> Any:
+        self.model.remove_image(req.image.image)
+        return pb.RemoveImageResponse()
+
+    def ImageFsInfo(self, pb: ModuleType, api: str, req: Any) -> Any:
+        with self.model.lock:
+            used = sum(i.size for i in self.model.images.values())
+            n = len(self.model.images)
+        fs = pb.FilesystemUsage(timestamp=self.model.clock.now_ns(),
+                                fs_id=pb.FilesystemIdentifier(mountpoint="/var/lib/fakecri/images"),
+                                used_bytes=pb.UInt64Value(value=used), inodes_used=pb.UInt64Value(value=n))
+        return pb.ImageFsInfoResponse(image_filesystems=[fs])
+
+
+RUNTIME_RPCS = ("Version", "Status", "RunPodSandbox", "StopPodSandbox", "RemovePodSandbox", "PodSandboxStatus",
+                "ListPodSandbox", "CreateContainer", "StartContainer", "StopContainer", "RemoveContainer",
+                "ListContainers", "ContainerStatus", "UpdateContainerResources", "ReopenContainerLog", "ExecSync",
+                "ContainerStats", "ListContainerStats", "UpdateRuntimeConfig")
+IMAGE_RPCS = ("ListImages", "ImageStatus", "PullImage", "RemoveImage", "ImageFsInfo")
+_TARGET_FIELDS = ("container_id", "pod_sandbox_id")
+
+
+def _target(req: Any) -> str | None:
+    for name in _TARGET_FIELDS:
+        with contextlib.suppress(AttributeError, ValueError):
+            value = getattr(req, name)
+            if value:
+                return str(value)
+    return None
+
+
+class FakeCriServer:
+    """gRPC server for one model on one unix socket. ``start``/``stop`` may be repeated (restarts)."""
+
+    def __init__(self, model: RuntimeModel, socket_path: str, *, policy: CallPolicy | None = None,
+                 socket_mode: int = 0o660, max_workers: int = 32) -> None:
+        self.model = model
+        self.socket_path = os.path.abspath(socket_path)
+        self.policy = policy or CallPolicy()
+        self.socket_mode = socket_mode
+        self.max_workers = max_workers
+        self.hub = EventHub(model)
+        self.handlers = Handlers(model, self.policy, self.hub)
+        self._server: grpc.Server | None = None
+        self._streams_close_unavailable = model.flavor.events == "stream-then-closed"
+
+    @property
+    def addr(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    # ---- plumbing ------------------------------------------------------------------------------
+
+    def _unary(self, name: str, pb: ModuleType, api: str) -> Callable[[Any, Any, grpc.ServicerContext], Any]:
+        handler = getattr(self.handlers, name)
+        model, policy = self.model, self.policy
+
+        def call(_self: Any, req: Any, context: grpc.ServicerContext) -> Any:
+            target = _target(req)
+            try:
+                policy.before_call(name, api, target)
+                t0 = model.clock.now_ns()
+                resp = handler(pb, api, req)
+            except CriError as e:
+                now = model.clock.now_ns()
+                model.truth.record(RpcServed(name, api, now, now, e.code, target))
+                context.abort(getattr(grpc.StatusCode, e.code), e.message)
+            model.truth.record(RpcServed(name, api, t0, model.clock.now_ns(), "OK", target))
+            return resp
+
+        call.__name__ = name
+        return call
+
+    def _events(self, pb: ModuleType, api: str) -> Callable[[Any, Any, grpc.ServicerContext], Iterator[Any]]:
+        model, hub, policy = self.model, self.hub, self.policy
+        mode = model.flavor.events
+
+        def GetContainerEvents(_self: Any, req: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                policy.before_call("GetContainerEvents", api, None)
+            except CriError as e:
+                context.abort(getattr(grpc.StatusCode, e.code), e.message)
+            t0 = model.clock.now_ns()
+            if mode == "unimplemented":
+                model.truth.record(RpcServed("GetContainerEvents", api, t0, t0, "UNIMPLEMENTED"))
+                context.abort(grpc.StatusCode.UNIMPLEMENTED, "method GetContainerEvents not implemented")
+            if mode == "error":
+                model.truth.record(RpcServed("GetContainerEvents", api, t0, t0, "UNKNOWN"))
+                context.abort(grpc.StatusCode.UNKNOWN, "pod events are not enabled in this runtime")
+            if mode == "eof":
+                model.truth.record(RpcServed("GetContainerEvents", api, t0, t0, "OK"))
+                return
+            with model.lock:  # subscribe under the model lock: no change falls between
+                key, q = hub.subscribe(pb)
+                t0 = model.clock.now_ns()
+            closed = threading.Event()
+            context.add_callback(lambda: (closed.set(), q.put(_STREAM_END)))
+            code = "CANCELLED"
+            try:
+                while True:
+                    item = q.get()
+                    if item is _STREAM_END:
+                        if closed.is_set():
+                            return
+                        if mode == "stream-then-closed":
+                            code = "UNAVAILABLE"
+                            context.abort(grpc.StatusCode.UNAVAILABLE, "subscription closed")
+                        code = "OK"
+                        return
+                    yield item
+            finally:
+                hub.unsubscribe(key)
+                model.truth.record(RpcServed("GetContainerEvents", api, t0, model.clock.now_ns(), code))
+
+        return GetContainerEvents
+
+    def _servicers(self, api: str) -> list[tuple[Any, Callable[[Any, grpc.Server], None]]]:
+        mods = protos.api(api)
+        pb, pb_grpc = mods.pb2, mods.pb2_grpc
+        runtime_ns: dict[str, Any] = {n: self._unary(n, pb, api) for n in RUNTIME_RPCS}
+        if hasattr(pb, "GetContainerEventsRequest"):
+            runtime_ns["GetContainerEvents"] = self._events(pb, api)
+        image_ns = {n: self._unary(n, pb, api) for n in IMAGE_RPCS}
+        runtime_cls = type(f"Runtime_{api}", (pb_grpc.RuntimeServiceServicer,), runtime_ns)
+        image_cls = type(f"Image_{api}", (pb_grpc.ImageServiceServicer,), image_ns)
+        return [(runtime_cls(), pb_grpc.add_RuntimeServiceServicer_to_server),
+                (image_cls(), pb_grpc.add_ImageServiceServicer_to_server)]
+
+    def _prepare_socket(self) -> None:
+        path = self.socket_path
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise FileExistsError(f"{path} exists and is not a socket; refusing to replace it "
+                                  "(remove it yourself or pick another --socket)")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.settimeout(0.5)
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # stale socket: nobody listens
+            return
+        finally:
+            probe.close()
+        raise FileExistsError(f"{path} is in use by another server (a live socket); refusing to take it over")
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> FakeCriServer:
+        self._prepare_socket()
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="fakecri"),
+            options=[("grpc.max_receive_message_length", MAX_RECV_BYTES),
+                     ("grpc.max_send_message_length", -1),
+                     ("grpc.so_reuseport", 0)],
+        )
+        for api in self.model.flavor.apis:
+            for servicer, add in self._servicers(api):
+                add(servicer, server)
+        if server.add_insecure_port(self.addr) == 0:
+            raise OSError(f"could not listen on {self.socket_path}")
+        server.start()
+        os.chmod(self.socket_path, self.socket_mode)
+        self._server = server
+        log.info("fakecri %s serving %s on %s", self.model.flavor.name, "+".join(self.model.flavor.apis),
+                 self.socket_path)
+        return self
+
+    def stop(self, grace: float | None = 0.5) -> None:
+        """Stop serving; open event streams end (UNAVAILABLE "subscription closed" where the flavour does)."""
+        self.hub.close_all()
+        if self._server is not None:
+            self._server.stop(grace).wait()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
+
+    def __enter__(self) -> FakeCriServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""Helpers that run a REAL containerd (CRI plugin) for tests: see docs/realruntime.md."""
