@@ -391,7 +391,7 @@ class FakeCriServer:
         mods = protos.api(api)
         pb, pb_grpc = mods.pb2, mods.pb2_grpc
         runtime_ns: dict[str, Any] = {n: self._unary(n, pb, api) for n in RUNTIME_RPCS}
-        if hasattr(pb, "GetContainerEventsRequest"):
+        if hasattr(pb, "GetEventsRequest"):
             runtime_ns["GetContainerEvents"] = self._events(pb, api)
         image_ns = {n: self._unary(n, pb, api) for n in IMAGE_RPCS}
         runtime_cls = type(f"Runtime_{api}", (pb_grpc.RuntimeServiceServicer,), runtime_ns)
