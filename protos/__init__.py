@@ -34,9 +34,7 @@ class CriApi(NamedTuple):
 def api(version: str) -> CriApi:
     """Return the generated modules for CRI ``version`` ("v1" or "v1alpha2")."""
     if version not in API_VERSIONS:
-        raise ValueError(
-            f"unknown CRI API version {version!r}: expected one of {', '.join(map(repr, API_VERSIONS))}"
-        )
+        raise ValueError(f"unknown CRI API version {version!r}: expected one of {', '.join(map(repr, API_VERSIONS))}")
     pb2 = importlib.import_module(f"{__name__}.{version}.api_pb2")
     pb2_grpc = importlib.import_module(f"{__name__}.{version}.api_pb2_grpc")
     return CriApi(version, pb2, pb2_grpc)
