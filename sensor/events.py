@@ -21,6 +21,31 @@ EVENT_TYPES = CONTAINER_TYPES + SANDBOX_TYPES + SENSOR_TYPES
 
 SOURCES = ("poll", "stream", "resync")
 
+# The ``why`` of a synthetic event: one fixed string per reason the sensor forged it (docs/events.md).
+#: first seen in a later state (container running/exited/unknown, sandbox notready): created/ready forged
+WHY_CREATED_BEFORE_FIRST_SEEN = "created before first seen"
+#: first seen exited (or created, then exited) with a reported ``started_at``: running forged
+WHY_RAN_BETWEEN_POLLS = "ran between polls"
+#: a container absent from a successful list while created or running: exited forged
+WHY_EXITED_AND_REMOVED = "exited and removed between polls"
+#: a sandbox absent from a successful list while ready: notready forged
+WHY_STOPPED_AND_REMOVED = "stopped and removed between polls"
+#: like the two above, but the sensor was blind (failed polls or a lost connection) meanwhile
+WHY_VANISHED_DURING_OUTAGE = "vanished during outage"
+#: a container listed under a known ID with a different ``created_at``: the old one's end is forged
+WHY_CONTAINER_ID_REUSED = "container ID reused"
+#: the same for a sandbox ID
+WHY_SANDBOX_ID_REUSED = "sandbox ID reused"
+WHY_STRINGS = (
+    WHY_CREATED_BEFORE_FIRST_SEEN,
+    WHY_RAN_BETWEEN_POLLS,
+    WHY_EXITED_AND_REMOVED,
+    WHY_STOPPED_AND_REMOVED,
+    WHY_VANISHED_DURING_OUTAGE,
+    WHY_CONTAINER_ID_REUSED,
+    WHY_SANDBOX_ID_REUSED,
+)
+
 
 @dataclass(frozen=True)
 class Pod:

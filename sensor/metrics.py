@@ -1,0 +1,30 @@
+"""Prometheus metrics for the sensor (served only with ``--metrics-addr``).
+
+Each sensor owns its own registry, so several sensors in one process (tests) do not collide.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.poll_seconds = Histogram(
+            "crisensor_poll_duration_seconds", "Wall time of one poll (lists + status calls + diff).",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r)
+        self.rpc_errors = Counter("crisensor_rpc_errors_total", "Failed CRI calls by method and gRPC code.",
+                                  ["method", "code"], registry=r)
+        self.synthetic = Counter("crisensor_synthetic_events_total", "Forged events by why.", ["why"], registry=r)
+        self.events = Counter("crisensor_events_total", "Events emitted by type and source.", ["type", "source"],
+                              registry=r)
+        self.tracked = Gauge("crisensor_containers_tracked", "Containers the diff engine tracks.", registry=r)
+        self.runtime_up = Gauge("crisensor_runtime_up", "1 while the runtime answers, else 0.", registry=r)
+        self.reconnects = Counter("crisensor_reconnects_total", "Successful reconnections after a loss.",
+                                  registry=r)
+        self.overruns = Counter("crisensor_schedule_overruns_total",
+                                "Poll ticks skipped because a poll ran past its slot.", registry=r)
+
+    def serve(self, host: str, port: int) -> None:
+        start_http_server(port, addr=host, registry=self.registry)
