@@ -141,7 +141,7 @@ class Poller:
             self.state_log.say(logging.INFO, "crisensor: polling")
         self.polls += 1
         self.metrics.poll_seconds.observe(time.perf_counter() - t0)
-        self.metrics.tracked.set(self.engine.tracked())
+        self.metrics.tracked.set(self.engine.table_sizes()[0])
         return True
 
     def emit(self, events: list[Event]) -> list[Event]:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from fakecri.model import RuntimeModel
+from fakecri.kubelet import populate
 from fakecri.server import FakeCriServer
 from fakecri.truth import RpcServed
 
@@ -243,28 +243,9 @@ def test_socket_safety(tmp_path, serve) -> None:  # type: ignore[no-untyped-def]
     assert not stale.exists()
 
 
-def kubelet_labels(pod: str, ns: str, uid: str, name: str) -> tuple[dict[str, str], dict[str, str]]:
-    """The labels and annotations the kubelet puts on every container (so list sizes are realistic)."""
-    labels = {"io.kubernetes.container.name": name, "io.kubernetes.pod.name": pod,
-              "io.kubernetes.pod.namespace": ns, "io.kubernetes.pod.uid": uid}
-    annotations = {"io.kubernetes.container.hash": "7c5b7e4f", "io.kubernetes.container.restartCount": "0",
-                   "io.kubernetes.container.terminationMessagePath": "/dev/termination-log",
-                   "io.kubernetes.container.terminationMessagePolicy": "File",
-                   "io.kubernetes.pod.terminationGracePeriod": "30"}
-    return labels, annotations
-
-
 def test_ten_thousand_containers_need_a_raised_limit(serve) -> None:  # type: ignore[no-untyped-def]
     f = serve("containerd-1.7", "v1", **{"grpc.max_receive_message_length": 16 * 1024 * 1024})
-    m: RuntimeModel = f.model
-    for p in range(100):
-        uid = f"5f0e2b9c-1d2e-4c3b-9a8f-{p:012d}"
-        s = m.run_pod_sandbox(f"workload-{p}", "bulk", uid)
-        for i in range(100):
-            labels, annotations = kubelet_labels(f"workload-{p}", "bulk", uid, f"worker-{i}")
-            c = m.create_container(s.id, f"worker-{i}", 0, "busybox", labels=labels, annotations=annotations,
-                                   log_path=f"worker-{i}/0.log")
-            m.start_container(c.id)
+    populate(f.model, 10_000)
     resp = f.rt.ListContainers(f.pb.ListContainersRequest(), timeout=30)
     assert len(resp.containers) == 10_000 and resp.ByteSize() > 4 * 1024 * 1024
     # The same call from a client that keeps gRPC's default 4 MiB receive limit:

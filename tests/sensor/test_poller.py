@@ -1,0 +1,205 @@
+"""The poll loop end to end: fake runtime on a real socket, virtual clock, truth compared with events."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from fakecri.model import CriError
+from fakecri.server import CallPolicy
+from fakecri.truth import ContainerTransition
+
+MS = 1_000_000
+SCHEMA = json.loads((Path(__file__).parents[2] / "sensor/schema/event.schema.json").read_text())
+
+
+def by_type(events: list[dict], cid: str) -> dict[str, dict]:
+    return {e["type"]: e for e in events if e["container_id"] == cid}
+
+
+def truth_time(model, cid: str, transition: str) -> int:  # type: ignore[no-untyped-def]
+    return next(r.time_ns for r in model.truth
+                if isinstance(r, ContainerTransition) and r.container_id == cid and r.transition == transition)
+
+
+def validate(events: list[dict]) -> None:
+    for e in events:
+        jsonschema.validate(e, SCHEMA)
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(set(seqs))
+
+
+def test_fast_exit_is_forged_with_a_true_window(rig) -> None:  # type: ignore[no-untyped-def]
+    r = rig()
+    m, clock, p = r.model, r.clock, r.poller
+    sb = m.run_pod_sandbox("batch", "default", "u1")
+    p.step()
+    clock.advance(50 * MS)
+    c = m.create_container(sb.id, "job", 0, "busybox")
+    m.start_container(c.id)
+    clock.advance(50 * MS)
+    m.exit_container(c.id, 0)
+    clock.advance(50 * MS)
+    m.remove_container(c.id)
+    clock.advance(100 * MS)
+    p.step()  # the container lived and died between two polls: invisible, so no events at all
+    events = r.events()
+    assert by_type(events, c.id) == {}
+    # A container that is seen running, then exits and is removed between polls:
+    c2 = m.create_container(sb.id, "job2", 0, "busybox")
+    m.start_container(c2.id)
+    clock.advance(250 * MS)
+    p.step()
+    clock.advance(100 * MS)
+    m.exit_container(c2.id, 1)
+    clock.advance(20 * MS)
+    m.remove_container(c2.id)
+    clock.advance(130 * MS)
+    p.step()
+    events = r.events()
+    validate(events)
+    got = by_type(events, c2.id)
+    assert list(got) == ["container.created", "container.running", "container.exited", "container.destroyed"]
+    exited, destroyed = got["container.exited"], got["container.destroyed"]
+    assert exited["synthetic"] is True and exited["why"] == "exited and removed between polls"
+    assert exited["exit_code"] is None
+    lo, hi = exited["window_ns"]
+    assert lo <= truth_time(m, c2.id, "exited") <= hi
+    lo, hi = destroyed["window_ns"]
+    assert lo <= truth_time(m, c2.id, "destroyed") <= hi
+    assert got["container.created"]["time_ns"] == truth_time(m, c2.id, "created")  # runtime-reported
+    assert got["container.running"]["time_ns"] == truth_time(m, c2.id, "running")
+
+
+def test_exit_seen_carries_code_reason_and_true_time(rig) -> None:  # type: ignore[no-untyped-def]
+    r = rig()
+    m, clock, p = r.model, r.clock, r.poller
+    sb = m.run_pod_sandbox("p", "ns", "u")
+    c = m.create_container(sb.id, "c", 0, "busybox")
+    m.start_container(c.id)
+    p.step()
+    clock.advance(100 * MS)
+    m.exit_container(c.id, 137, "OOMKilled")
+    clock.advance(150 * MS)
+    p.step()
+    ex = by_type(r.events(), c.id)["container.exited"]
+    assert (ex["synthetic"], ex["exit_code"], ex["reason"]) == (False, 137, "OOMKilled")
+    assert ex["time_ns"] == truth_time(m, c.id, "exited")
+
+
+class Flaky(CallPolicy):
+    def __init__(self) -> None:
+        self.fail: str | None = None
+
+    def before_call(self, method: str, api: str, target: str | None) -> None:
+        if self.fail and method.startswith("List"):
+            raise CriError(self.fail, "injected")
+
+
+@pytest.mark.parametrize("code", ["UNAVAILABLE", "UNKNOWN", "DEADLINE_EXCEEDED"])
+def test_failed_list_is_never_read_as_empty(rig, code: str) -> None:  # type: ignore[no-untyped-def]
+    policy = Flaky()
+    r = rig(policy=policy)
+    m, clock, p = r.model, r.clock, r.poller
+    sb = m.run_pod_sandbox("p", "ns", "u")
+    c = m.create_container(sb.id, "c", 0, "busybox")
+    m.start_container(c.id)
+    p.step()
+    policy.fail = code
+    for _ in range(4):
+        clock.advance(250 * MS)
+        assert p.step() is False
+    policy.fail = None
+    clock.advance(250 * MS)
+    while not p.step():  # reconnects where the code meant "connection lost"
+        clock.advance(250 * MS)
+    events = r.events()
+    validate(events)
+    types = [e["type"] for e in events if e["container_id"] == c.id]
+    assert "container.exited" not in types and "container.destroyed" not in types
+    gaps = [e for e in events if e["type"] == "sensor.gap"]
+    assert len(gaps) == 1
+    assert gaps[0]["window_ns"][0] < gaps[0]["window_ns"][1]
+
+
+def test_runtime_restart_resyncs_without_duplicates(rig) -> None:  # type: ignore[no-untyped-def]
+    r = rig()
+    m, clock, p, server = r.model, r.clock, r.poller, r.server
+    sb = m.run_pod_sandbox("p", "ns", "u")
+    keep = m.create_container(sb.id, "keep", 0, "busybox")
+    m.start_container(keep.id)
+    gone = m.create_container(sb.id, "gone", 0, "busybox")
+    m.start_container(gone.id)
+    p.step()
+    server.stop(grace=None)
+    clock.advance(250 * MS)
+    assert p.step() is False
+    m.exit_container(gone.id, 0)
+    m.remove_container(gone.id)
+    server.start()
+    clock.advance(250 * MS)
+    while not p.step():
+        clock.advance(250 * MS)
+    events = r.events()
+    validate(events)
+    keep_types = [e["type"] for e in events if e["container_id"] == keep.id]
+    assert keep_types == ["container.created", "container.running"]  # no duplicates after the resync
+    gone_events = by_type(events, gone.id)
+    assert gone_events["container.exited"]["why"] == "vanished during outage"
+    assert gone_events["container.exited"]["synthetic"] is True
+    assert [e["type"] for e in events].count("sensor.connected") == 2
+    gap = next(e for e in events if e["type"] == "sensor.gap")
+    assert gap["window_ns"][0] <= truth_time(m, gone.id, "destroyed") <= gap["window_ns"][1]
+
+
+class RemoveOnStatus(CallPolicy):
+    """The runtime removes the container between the list and the status call."""
+
+    def __init__(self) -> None:
+        self.model = None
+
+    def before_call(self, method: str, api: str, target: str | None) -> None:
+        if method == "ContainerStatus" and self.model is not None and target in self.model.containers:
+            c = self.model.containers[target]
+            if c.state == "running":
+                self.model.exit_container(target, 0)
+            self.model.remove_container(target)
+
+
+def test_notfound_race_is_tolerated(rig) -> None:  # type: ignore[no-untyped-def]
+    policy = RemoveOnStatus()
+    r = rig(policy=policy)
+    policy.model = r.model
+    m, clock, p = r.model, r.clock, r.poller
+    sb = m.run_pod_sandbox("p", "ns", "u")
+    c = m.create_container(sb.id, "c", 0, "busybox")
+    m.start_container(c.id)
+    p.step()  # list shows it running; status finds it gone
+    policy.model = None
+    clock.advance(250 * MS)
+    p.step()
+    events = r.events()
+    validate(events)
+    types = [e["type"] for e in events if e["container_id"] == c.id]
+    assert types == ["container.created", "container.running", "container.exited", "container.destroyed"]
+    destroyed = by_type(events, c.id)["container.destroyed"]
+    assert destroyed["observed_ns"] >= truth_time(m, c.id, "destroyed")
+
+
+def test_memory_stays_bounded_under_churn(rig) -> None:  # type: ignore[no-untyped-def]
+    r = rig()
+    m, clock, p = r.model, r.clock, r.poller
+    sb = m.run_pod_sandbox("p", "ns", "u")
+    for i in range(60):
+        c = m.create_container(sb.id, f"c{i}", 0, "busybox")
+        m.start_container(c.id)
+        p.step()
+        clock.advance(250 * MS)
+        m.exit_container(c.id, 0)
+        m.remove_container(c.id)
+        p.step()
+        clock.advance(250 * MS)
+        assert p.engine.table_sizes() == (0, 1)
