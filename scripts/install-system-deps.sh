@@ -3,7 +3,7 @@
 # busybox-static to build the test image, gcc for the pause binary). Only as root; elsewhere
 # the real-runtime tests skip with a reason (and fail under CI=true).
 set -euo pipefail
-pkgs=(containerd runc containernetworking-plugins busybox-static gcc iproute2 iptables)
+pkgs=(containerd runc containernetworking-plugins busybox-static gcc libc6-dev iproute2 iptables)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

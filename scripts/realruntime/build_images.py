@@ -230,7 +230,7 @@ def _base_entries() -> list[Entry]:
     dirs = ["bin", "dev", "etc", "proc", "root", "sys", "tmp", "usr", "usr/bin", "var"]
     entries = [Entry(d, "dir", 0o1777 if d == "tmp" else 0o755) for d in dirs]
     entries += [
-        Entry("etc/passwd", "file", 0o644, b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
+        Entry("etc/passwd", "file", 0o644, b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"),
         Entry("etc/group", "file", 0o644, b"root:x:0:\nnogroup:x:65534:\n"),
     ]
     return entries
