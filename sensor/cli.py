@@ -160,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(snap)
     snap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     snap.set_defaults(func=cmd_snapshot)
+
+    from sensor.doctor import add_doctor_parser
+
+    add_doctor_parser(sub)
     return p
 
 

@@ -109,10 +109,7 @@ class CriClient:
     def connect(self) -> RuntimeInfo:
         """Open the channel and negotiate the API version. Raises ``ConnectError``."""
         self.close()
-        path = socket_path(self.addr)
-        if not os.path.exists(path):
-            raise ConnectError(f"connection error: socket {path} does not exist (is the runtime running? "
-                               f"check crisensor.addr)")
+        probe_socket(socket_path(self.addr))
         self._channel = self._open_channel()
         try:
             grpc.channel_ready_future(self._channel).result(timeout=self.rpc_timeout_s)
@@ -217,6 +214,38 @@ class CriClient:
             raise CriCallError("GetContainerEvents", "UNIMPLEMENTED", "runtime.v1alpha2 has no event stream")
         self.rpc_count["GetContainerEvents"] = self.rpc_count.get("GetContainerEvents", 0) + 1
         return self._rt.GetContainerEvents(self.pb.GetEventsRequest())
+
+
+def probe_socket(path: str) -> None:
+    """Fail fast, with the real cause, where gRPC would only say "deadline exceeded"."""
+    import errno
+    import socket
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ConnectError(f"connection error: socket {path} does not exist (is the runtime running? "
+                           "check crisensor.addr)") from None
+    except PermissionError:
+        raise ConnectError(f"connection error: permission denied reaching {path} "
+                           "(run `crisensor doctor` for the fix)") from None
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ConnectError(f"connection error: {path} is not a unix socket (check crisensor.addr)")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise ConnectError(f"connection error: permission denied connecting to {path} "
+                               "(run `crisensor doctor` for the fix)") from None
+        if e.errno == errno.ECONNREFUSED:
+            raise ConnectError(f"connection error: nothing is listening on {path} (stale socket: "
+                               "is the runtime running?)") from None
+        raise ConnectError(f"connection error: cannot connect to {path}: {e.strerror}") from None
+    finally:
+        probe.close()
 
 
 def sandbox_snap(s: Any) -> SandboxSnap:
