@@ -94,15 +94,39 @@ def test_missing_socket_message_is_documented(tmp_path: Path) -> None:
     _quoted(f"crisensor: {err.value}; retrying")
 
 
-def test_deadline_message_is_documented(tmp_path: Path) -> None:
+def _connect_error(addr: str, **kw: float) -> str:
+    with pytest.raises(ConnectError) as err:
+        CriClient(addr, **kw).connect()  # type: ignore[arg-type]
+    return str(err.value)
+
+
+def test_stale_socket_message_is_documented(tmp_path: Path) -> None:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.bind(str(tmp_path / "stale.sock"))  # never listens: the connection never becomes ready
+    s.bind(str(tmp_path / "stale.sock"))  # never listens: connection refused
     try:
-        with pytest.raises(ConnectError) as err:
-            CriClient(f"unix://{tmp_path}/stale.sock", rpc_timeout_s=0.3).connect()
+        message = _connect_error(f"unix://{tmp_path}/stale.sock", rpc_timeout_s=0.3)
     finally:
         s.close()
-    _quoted(f"crisensor: {err.value}; retrying")
+    assert message.startswith("connection error: nothing is listening on ")
+    assert any(h.startswith("crisensor: connection error: nothing is listening on ") for h in _headings())
+
+
+def test_not_a_socket_message_is_documented(tmp_path: Path) -> None:
+    (tmp_path / "file.sock").write_text("")
+    message = _connect_error(f"unix://{tmp_path}/file.sock")
+    assert message.endswith(" is not a unix socket (check crisensor.addr)")
+    assert any(h.endswith(" is not a unix socket (check crisensor.addr); retrying") for h in _headings())
+
+
+def test_deadline_message_is_documented(tmp_path: Path) -> None:
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.bind(str(tmp_path / "silent.sock"))
+    silent.listen(4)  # accepts, then says nothing: the HTTP/2 preface never comes
+    try:
+        message = _connect_error(f"unix://{tmp_path}/silent.sock", rpc_timeout_s=0.3)
+    finally:
+        silent.close()
+    _quoted(f"crisensor: {message}; retrying")
 
 
 def test_not_a_cri_runtime_message_is_documented(tmp_path: Path) -> None:
