@@ -229,7 +229,7 @@ def probe_socket(path: str) -> None:
                            "check crisensor.addr)") from None
     except PermissionError:
         raise ConnectError(f"connection error: permission denied reaching {path} "
-                           "(run "crisensor doctor" for the fix)") from None
+                           "(run 'crisensor doctor' for the fix)") from None
     if not stat.S_ISSOCK(st.st_mode):
         raise ConnectError(f"connection error: {path} is not a unix socket (check crisensor.addr)")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -239,7 +239,7 @@ def probe_socket(path: str) -> None:
     except OSError as e:
         if e.errno in (errno.EACCES, errno.EPERM):
             raise ConnectError(f"connection error: permission denied connecting to {path} "
-                               "(run "crisensor doctor" for the fix)") from None
+                               "(run 'crisensor doctor' for the fix)") from None
         if e.errno == errno.ECONNREFUSED:
             raise ConnectError(f"connection error: nothing is listening on {path} (stale socket: "
                                "is the runtime running?)") from None
