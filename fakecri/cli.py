@@ -1,7 +1,17 @@
 """``fakecri``: command line for the fake CRI runtime.
 
-``fakecri serve [SCENARIO] [--flavor NAME] [--socket PATH]`` serves until SIGINT/SIGTERM and then
-shuts down cleanly (socket removed). Errors are one line on stderr and exit code 2.
+    fakecri serve [SCENARIO] [--socket PATH] [--truth FILE] [--speed X] [--flavor NAME] [--exit-at-end]
+    fakecri validate SCENARIO...
+    fakecri scenarios
+
+``serve`` without a scenario serves an empty runtime of the flavour until SIGINT/SIGTERM. With a
+scenario (a path, or the name of a bundled one such as ``fast_exit``) it runs the timeline in
+real time (``--speed 2`` runs it twice as fast), reports when the scenario's end has passed
+(with the measured timing jitter), and keeps serving until signalled -- or exits at the end with
+``--exit-at-end``. Shutdown is clean either way: sockets are removed. ``--truth FILE`` writes
+the ground truth as JSON lines while it happens.
+
+Errors are one line on stderr and exit code 2; never a traceback.
 """
 
 from __future__ import annotations
@@ -12,11 +22,9 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import IO
 
-from fakecri.clock import RealClock
-from fakecri.flavors import DEFAULT_FLAVOR, FLAVORS, get_flavor
-from fakecri.model import RuntimeModel
-from fakecri.server import FakeCriServer
+from fakecri.flavors import FLAVORS, get_flavor
 
 DEFAULT_SOCKET = "/tmp/fakecri.sock"
 
@@ -25,28 +33,99 @@ class UsageError(Exception):
     """A bad command line or input file: printed as one line, exit code 2."""
 
 
-def _wait_for_signal() -> None:
+def _install_stop_handlers() -> threading.Event:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        pass
+    return stop
+
+
+def _ms(ns: int) -> str:
+    return f"{ns / 1e6:.2f} ms"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    flavor = get_flavor(args.flavor or DEFAULT_FLAVOR)
-    model = RuntimeModel(RealClock(), flavor)
-    server = FakeCriServer(model, args.socket or DEFAULT_SOCKET)
+    from fakecri.harness import Harness
+    from fakecri.scenario import ScenarioError, load
+
+    if args.speed is not None and args.speed <= 0:
+        raise UsageError(f"--speed must be a number > 0, not {args.speed:g}")
+    if args.flavor is not None:
+        get_flavor(args.flavor)  # ValueError lists the accepted names
     try:
-        server.start()
-    except (OSError, FileExistsError) as e:
+        scenario = load(args.scenario) if args.scenario else None
+    except ScenarioError as e:
         raise UsageError(str(e)) from None
-    print(f"fakecri: serving {flavor.name} ({'+'.join(flavor.apis)}) on {server.addr}", file=sys.stderr, flush=True)
+    sink: IO[str] | None = None
+    if args.truth:
+        try:
+            sink = open(args.truth, "w", encoding="utf-8")  # noqa: SIM115 -- closed in finally below
+        except OSError as e:
+            raise UsageError(f"--truth {args.truth}: cannot write: {e.strerror or e}") from None
+    stop = _install_stop_handlers()
     try:
-        _wait_for_signal()
+        try:
+            h = Harness(scenario, socket=args.socket or None, flavor=args.flavor, clock="real",
+                        speed=args.speed or 1.0, truth_sink=sink)
+            h.start()
+        except OSError as e:
+            if e.strerror and e.filename:
+                raise UsageError(f"cannot serve on {args.socket or 'the socket'}: {e.filename}: {e.strerror}") from None
+            raise UsageError(str(e)) from None
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        f = h.flavor
+        what = f"scenario {h.scenario.name}" if scenario is not None else "an empty runtime"
+        quirk = f", handshake {h.handshake}" if h.handshake != "none" else ""
+        print(f"fakecri: serving {what} as {f.name} ({'+'.join(f.apis)}{quirk}) on {h.addr}", file=sys.stderr,
+              flush=True)
+        try:
+            if scenario is not None:
+                while not stop.is_set() and not h.wait_end(0.2):
+                    pass
+                if not stop.is_set():
+                    j = h.jitter_summary()
+                    print(f"fakecri: scenario {h.scenario.name} reached its end ({j['count']} steps; jitter p50 "
+                          f"{_ms(j['p50_ns'])}, p99 {_ms(j['p99_ns'])}, max {_ms(j['max_ns'])}"
+                          f"{'; ' + str(len(h.skipped)) + ' steps skipped' if h.skipped else ''})",
+                          file=sys.stderr, flush=True)
+                if args.exit_at_end:
+                    stop.set()
+            while not stop.wait(0.5):
+                pass
+        finally:
+            h.stop()
+            print("fakecri: stopped", file=sys.stderr, flush=True)
     finally:
-        server.stop()
-        print("fakecri: stopped", file=sys.stderr, flush=True)
+        if sink is not None:
+            sink.close()
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from fakecri.scenario import ScenarioError, load
+
+    bad = 0
+    for path in args.scenarios:
+        try:
+            load(path)
+        except ScenarioError as e:
+            bad += 1
+            print(e, flush=True)
+        else:
+            print(f"ok {path}", flush=True)
+    return 2 if bad else 0
+
+
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    from fakecri.scenario import bundled, summary_of
+
+    found = bundled()
+    if not found:
+        raise UsageError("no bundled scenarios found (is the package installed completely?)")
+    width = max(len(n) for n in found)
+    for name, path in found.items():
+        print(f"{name:<{width}}  {summary_of(path.read_text(encoding='utf-8'))}")
     return 0
 
 
@@ -54,10 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fakecri", description="A scriptable fake CRI runtime.")
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve a runtime (empty, or scripted by a scenario) on a unix socket")
-    serve.add_argument("scenario", nargs="?", help="scenario YAML file")
-    serve.add_argument("--flavor", help=f"runtime to emulate ({', '.join(FLAVORS)})")
-    serve.add_argument("--socket", help=f"unix socket path (default {DEFAULT_SOCKET})")
+    serve.add_argument("scenario", nargs="?", help="scenario YAML file, or the name of a bundled scenario")
+    serve.add_argument("--flavor", help=f"runtime to emulate ({', '.join(FLAVORS)}); overrides the scenario's")
+    serve.add_argument("--socket", help=f"unix socket path (default: the scenario's, else {DEFAULT_SOCKET})")
+    serve.add_argument("--truth", metavar="FILE", help="write ground truth to FILE as JSON lines")
+    serve.add_argument("--speed", type=float, metavar="X", help="run the timeline X times as fast (default 1)")
+    serve.add_argument("--exit-at-end", action="store_true", help="exit once the scenario's end has passed")
     serve.set_defaults(func=cmd_serve)
+    val = sub.add_parser("validate", help="check scenario files; prints 'ok FILE' or the error line per file")
+    val.add_argument("scenarios", nargs="+", metavar="SCENARIO")
+    val.set_defaults(func=cmd_validate)
+    lst = sub.add_parser("scenarios", help="list the bundled scenarios")
+    lst.set_defaults(func=cmd_scenarios)
     return p
 
 
@@ -69,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError) as e:
         print(f"fakecri: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

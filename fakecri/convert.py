@@ -11,7 +11,7 @@ import json
 from types import ModuleType
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
+from google.protobuf.json_format import MessageToDict, ParseDict
 
 from fakecri.flavors import Flavor
 from fakecri.model import Container, Image, Sandbox
@@ -44,8 +44,8 @@ def sandbox_info(flavor: Flavor, s: Sandbox) -> dict[str, str]:
     if flavor.info_shape == "containerd":
         info: dict[str, Any] = {
             "pid": s.pid if s.state == "ready" else 0,
-            "processStatus": "running" if s.state == "ready" else "stopped",
-            "netNamespaceClosed": s.state != "ready",
+            "processStatus": "running" if s.state == "ready" else "deleted",  # containerd deletes the task
+            "netNamespaceClosed": s.state != "ready" and s.network != "NODE",  # NODE: no netns of its own
             "image": "registry.k8s.io/pause:3.6",
             "snapshotKey": s.id,
             "snapshotter": "overlayfs",
@@ -94,14 +94,16 @@ def pod_sandbox(pb: ModuleType, s: Sandbox) -> Any:
     )
 
 
-def pod_sandbox_status(pb: ModuleType, s: Sandbox) -> Any:
+def pod_sandbox_status(pb: ModuleType, s: Sandbox, flavor: Flavor | None = None) -> Any:
     ns_mode = 2 if s.network == "NODE" else 0  # NamespaceMode: POD=0, CONTAINER=1, NODE=2, TARGET=3
+    # containerd reports no IP once the sandbox's network namespace is closed (StopPodSandbox)
+    ip = "" if flavor is not None and flavor.runtime_name == "containerd" and s.state != "ready" else s.ip
     return pb.PodSandboxStatus(
         id=s.id,
         metadata=pb.PodSandboxMetadata(name=s.name, uid=s.uid, namespace=s.namespace, attempt=s.attempt),
         state=SANDBOX_STATE[s.state],
         created_at=s.created_at,
-        network=pb.PodSandboxNetworkStatus(ip=s.ip),
+        network=pb.PodSandboxNetworkStatus(ip=ip),
         linux=pb.LinuxPodSandboxStatus(
             namespaces=pb.Namespace(options=pb.NamespaceOption(network=ns_mode, pid=0, ipc=0))
         ),
@@ -125,8 +127,19 @@ def container(pb: ModuleType, c: Container) -> Any:
     )
 
 
+def container_resources(pb: ModuleType, c: Container) -> Any:
+    """containerd reports the container's Linux resources (set, even when all zero), as configured;
+    a memory limit without a swap limit gets swap = memory (runc's default)."""
+    res = ParseDict(c.config.get("linux", {}).get("resources", {}), pb.LinuxContainerResources(),
+                    ignore_unknown_fields=True)
+    if res.memory_limit_in_bytes and not res.memory_swap_limit_in_bytes:
+        res.memory_swap_limit_in_bytes = res.memory_limit_in_bytes
+    return pb.ContainerResources(linux=res)
+
+
 def container_status(pb: ModuleType, c: Container, flavor: Flavor) -> Any:
     exit_code = c.exit_code if c.state == "exited" else 0
+    resources = container_resources(pb, c) if flavor.runtime_name == "containerd" else None
     return pb.ContainerStatus(
         id=c.id,
         metadata=pb.ContainerMetadata(name=c.name, attempt=c.attempt),
@@ -142,6 +155,7 @@ def container_status(pb: ModuleType, c: Container, flavor: Flavor) -> Any:
         labels=c.labels,
         annotations=c.annotations,
         log_path=c.log_path,
+        resources=resources,
     )
 
 

@@ -31,8 +31,10 @@ from fakecri.truth import ContainerTransition, PodRef, SandboxTransition, Truth
 
 #: Container state machine: state -> {action: new state}. ``removed`` is not a state a client can
 #: see; it is where a container goes when it leaves the runtime.
+#: ``start_error``: containerd marks a container whose start failed (e.g. its sandbox is stopped)
+#: EXITED with reason ``StartError`` and exit code 128, without it ever running.
 CONTAINER_TRANSITIONS: dict[str, dict[str, str]] = {
-    "created": {"start": "running", "remove": "removed"},
+    "created": {"start": "running", "remove": "removed", "start_error": "exited"},
     "running": {"exit": "exited"},
     "exited": {"remove": "removed"},
 }
@@ -139,16 +141,25 @@ class RuntimeModel:
         self.runtime_config: dict[str, Any] = {}
         #: ExecSync result (stdout, stderr, exit_code) or None for "not emulated".
         self.exec_result: tuple[bytes, bytes, int] | None = None
-        #: IDs that ``new_id`` hands out next, before drawing random ones (ID-reuse fault).
+        #: Container IDs that ``create_container`` hands out next, before drawing random ones (ID-reuse
+        #: fault). Sandboxes never take them.
         self.reuse_ids: list[str] = []
         self._listeners: list[Callable[[str, Container | Sandbox, str], None]] = []
+        #: (sandbox ID, name, attempt) -> container ID: the name-reservation check without a scan.
+        self._names: dict[tuple[str, str, int], str] = {}
 
     # ---- helpers -----------------------------------------------------------------------------
 
     def new_id(self) -> str:
-        if self.reuse_ids:
-            return self.reuse_ids.pop(0)
         return f"{self._rng.getrandbits(256):064x}"
+
+    def _new_container_id(self) -> str:
+        """Next container ID: a reusable one first (ID-reuse fault), skipping any that are live."""
+        while self.reuse_ids:
+            cid = self.reuse_ids.pop(0)
+            if cid not in self.containers:
+                return cid
+        return self.new_id()
 
     def _pid(self) -> int:
         self._next_pid += 1
@@ -160,7 +171,9 @@ class RuntimeModel:
 
     @staticmethod
     def _resolve(table: Mapping[str, T], ref: str, what: str) -> T:
-        """Find by full ID or unique prefix, as containerd does; unknown -> NOT_FOUND."""
+        """Find by full ID or unique prefix, as containerd does; unknown -> NOT_FOUND, "" -> UNKNOWN."""
+        if not ref:  # containerd's truncindex refuses an empty prefix (texts as containerd 1.6 words them)
+            raise CriError("UNKNOWN", f'an error occurred when try to find {what} "": Prefix can\'t be empty')
         if ref in table:
             return table[ref]
         if ref:
@@ -169,7 +182,7 @@ class RuntimeModel:
                 return hits[0]
             if len(hits) > 1:
                 raise CriError("UNKNOWN", f"ambiguous {what} id prefix {ref!r}: {len(hits)} matches")
-        raise CriError("NOT_FOUND", f"an error occurred when try to find {what} {ref!r}: not found")
+        raise CriError("NOT_FOUND", f'an error occurred when try to find {what} "{ref}": not found')
 
     def find_container(self, ref: str) -> Container:
         return self._resolve(self.containers, ref, "container")
@@ -199,6 +212,8 @@ class RuntimeModel:
         )
         if new == "removed":
             del self.containers[c.id]
+            if self._names.get((c.sandbox_id, c.name, c.attempt)) == c.id:
+                del self._names[(c.sandbox_id, c.name, c.attempt)]
         self.truth.record(rec)
         for listener in self._listeners:
             listener("container", c, rec.transition)
@@ -242,7 +257,7 @@ class RuntimeModel:
                     raise CriError(
                         "UNKNOWN",
                         f"failed to reserve sandbox name \"{name}_{namespace}_{uid}_{attempt}\": "
-                        f"name is reserved for {s.id}",
+                        f"name \"{name}_{namespace}_{uid}_{attempt}\" is reserved for \"{s.id}\"",
                     )
             now = self.clock.now_ns()
             sid = self.new_id()
@@ -307,23 +322,31 @@ class RuntimeModel:
                          annotations: Mapping[str, str] | None = None, log_path: str = "",
                          config: Mapping[str, Any] | None = None) -> Container:
         with self.lock:
-            s = self.find_sandbox(sandbox_ref)
+            try:
+                s = self.find_sandbox(sandbox_ref)
+            except CriError as e:
+                raise CriError(e.code, e.message.replace("an error occurred when try to find sandbox",
+                                                         "failed to find sandbox id", 1)) from None
             if s.state != "ready":
+                if self.flavor.runtime_name == "containerd":  # its sandbox task is gone once stopped
+                    raise CriError("NOT_FOUND", "failed to get sandbox container task: no running task found: "
+                                                f"task {s.id} not found: not found")
                 raise CriError("UNKNOWN", f"sandbox container {s.id!r} is not running")
             if not name:
                 raise CriError("UNKNOWN", "container config must include metadata")
             img = self.resolve_image(image)
             if img is None:
-                raise CriError("NOT_FOUND", f"failed to resolve image {image!r}: not found")
-            for c in self.containers.values():
-                if c.sandbox_id == s.id and (c.name, c.attempt) == (name, attempt):
-                    raise CriError(
-                        "UNKNOWN",
-                        f"failed to reserve container name \"{name}_{s.name}_{s.namespace}_{s.uid}_{attempt}\": "
-                        f"name is reserved for {c.id}",
-                    )
+                raise CriError("NOT_FOUND", f'failed to resolve image "{image}": not found')
+            held = self._names.get((s.id, name, attempt))
+            c = self.containers.get(held) if held is not None else None
+            if c is not None and c.sandbox_id == s.id and (c.name, c.attempt) == (name, attempt):
+                raise CriError(
+                    "UNKNOWN",
+                    f"failed to reserve container name \"{name}_{s.name}_{s.namespace}_{s.uid}_{attempt}\": "
+                    f"name \"{name}_{s.name}_{s.namespace}_{s.uid}_{attempt}\" is reserved for \"{c.id}\"",
+                )
             now = self.clock.now_ns()
-            cid = self.new_id()
+            cid = self._new_container_id()
             if cid in self.containers:
                 raise CriError("UNKNOWN", f"container id {cid} is already in use")
             shown = image if image.startswith("sha256:") else (img.repo_tags[0] if img.repo_tags else image)
@@ -331,6 +354,7 @@ class RuntimeModel:
                           labels=dict(labels or {}), annotations=dict(annotations or {}),
                           log_path=log_path, config=dict(config or {}))
             self.containers[cid] = c
+            self._names[(s.id, name, attempt)] = cid
             self._record_container_created(c)
             return c
 
@@ -338,8 +362,16 @@ class RuntimeModel:
         with self.lock:
             c = self.find_container(ref)
             if c.state != "created":
-                raise CriError("UNKNOWN", f"container {c.id!r} is in CONTAINER_{c.state.upper()} state")
+                raise CriError("UNKNOWN", f'failed to set starting state for container "{c.id}": '
+                                          f"container is in CONTAINER_{c.state.upper()} state")
             now = self.clock.now_ns()
+            sb = self.sandboxes.get(c.sandbox_id)
+            if self.flavor.runtime_name == "containerd" and (sb is None or sb.state != "ready"):
+                # containerd 1.6: the failed start leaves the container EXITED (StartError, 128), never run
+                msg = f'sandbox container "{c.sandbox_id}" is not running'
+                c.finished_at, c.exit_code, c.reason, c.message = now, 128, "StartError", msg
+                self._set_container_state(c, "start_error", now)
+                raise CriError("UNKNOWN", msg)
             c.started_at = now
             c.pid = self._pid()
             self._set_container_state(c, "start", now)

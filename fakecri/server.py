@@ -38,6 +38,16 @@ _EVENT_TYPE = {"created": 0, "running": 1, "exited": 2, "destroyed": 3}
 _STREAM_END = object()
 
 
+_call = threading.local()
+_bind_serial = 0
+
+
+def current_context() -> grpc.ServicerContext | None:
+    """The gRPC context of the call the current thread serves (for ``CallPolicy`` hooks that need
+    the client's deadline, such as a hang that lasts until the deadline passes)."""
+    return getattr(_call, "context", None)
+
+
 class CallPolicy:
     """Fault hooks the server consults. The default injects nothing; scenarios subclass it."""
 
@@ -137,6 +147,10 @@ class Handlers:
                 "golang": json.dumps("go1.20.14"),
                 "lastCNILoadStatus": json.dumps("OK"),
             }
+            if self.flavor.info_shape == "containerd":  # as containerd 1.6: CNI config + plain-text load status
+                info["cniconfig"] = json.dumps({"PluginDirs": ["/opt/cni/bin"], "PluginConfDir": "/etc/cni/net.d",
+                                                "PluginMaxConfNum": 1, "Prefix": "eth", "Networks": []})
+                info["lastCNILoadStatus"] = info["lastCNILoadStatus.default"] = "OK"
         return pb.StatusResponse(status=pb.RuntimeStatus(conditions=conds), info=info)
 
     def RunPodSandbox(self, pb: ModuleType, api: str, req: Any) -> Any:
@@ -160,9 +174,14 @@ class Handlers:
         return pb.RemovePodSandboxResponse()
 
     def PodSandboxStatus(self, pb: ModuleType, api: str, req: Any) -> Any:
-        s = self.model.pod_sandbox_status(req.pod_sandbox_id)
+        try:
+            s = self.model.pod_sandbox_status(req.pod_sandbox_id)
+        except CriError as e:
+            if self.flavor.runtime_name == "containerd":  # containerd 1.6 leaves the ID out of this one
+                raise CriError(e.code, e.message.replace(f' "{req.pod_sandbox_id}"', "", 1)) from None
+            raise
         info = convert.sandbox_info(self.flavor, s) if req.verbose else {}
-        return pb.PodSandboxStatusResponse(status=convert.pod_sandbox_status(pb, s), info=info)
+        return pb.PodSandboxStatusResponse(status=convert.pod_sandbox_status(pb, s, self.flavor), info=info)
 
     def ListPodSandbox(self, pb: ModuleType, api: str, req: Any) -> Any:
         f = req.filter if req.HasField("filter") else None
@@ -176,9 +195,12 @@ class Handlers:
 
     def CreateContainer(self, pb: ModuleType, api: str, req: Any) -> Any:
         cfg = req.config
+        log_path = cfg.log_path
+        if log_path and self.flavor.runtime_name == "containerd":  # relative to the pod's log_directory
+            log_path = os.path.join(req.sandbox_config.log_directory, log_path)
         c = self.model.create_container(
             req.pod_sandbox_id, cfg.metadata.name, cfg.metadata.attempt, cfg.image.image,
-            labels=cfg.labels, annotations=cfg.annotations, log_path=cfg.log_path,
+            labels=cfg.labels, annotations=cfg.annotations, log_path=log_path,
             config=convert.message_dict(cfg))
         return pb.CreateContainerResponse(container_id=c.id)
 
@@ -256,6 +278,8 @@ class Handlers:
     # image service ---------------------------------------------------------------------------
     def ListImages(self, pb: ModuleType, api: str, req: Any) -> Any:
         want = req.filter.image.image if req.HasField("filter") else ""
+        if self.flavor.runtime_name == "containerd":
+            want = ""  # containerd's ListImages ignores the filter and lists every image
         with self.model.lock:
             imgs = list(self.model.images.values())
         if want:
@@ -267,7 +291,16 @@ class Handlers:
         img = self.model.resolve_image(req.image.image)
         if img is None:
             return pb.ImageStatusResponse()  # CRI: absent image -> unset field, not an error
-        return pb.ImageStatusResponse(image=convert.image(pb, img))
+        info: dict[str, str] = {}
+        if req.verbose and self.flavor.info_shape == "containerd":
+            import json
+
+            layer = "sha256:" + img.id.removeprefix("sha256:")[::-1]
+            info["info"] = json.dumps({"chainID": layer, "imageSpec": {
+                "created": "1970-01-01T00:00:00Z", "architecture": "amd64", "os": "linux",
+                "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+                "rootfs": {"type": "layers", "diff_ids": [layer]}}})
+        return pb.ImageStatusResponse(image=convert.image(pb, img), info=info)
 
     def PullImage(self, pb: ModuleType, api: str, req: Any) -> Any:
         return pb.PullImageResponse(image_ref=self.model.pull_image(req.image.image).id)
@@ -303,6 +336,24 @@ def _target(req: Any) -> str | None:
     return None
 
 
+class UnknownMethod(grpc.GenericRpcHandler):
+    """Answers calls nobody registered as grpc-go does (every real CRI runtime is Go): UNIMPLEMENTED
+    with "unknown method M for service S" / "unknown service S" -- grpcio would say "Method not found!"."""
+
+    def __init__(self, apis: tuple[str, ...]) -> None:
+        self.services = {f"runtime.{api}.{svc}" for api in apis for svc in ("RuntimeService", "ImageService")}
+
+    def service(self, handler_call_details: Any) -> Any:
+        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        text = f"unknown method {method} for service {service}" if service in self.services \
+            else f"unknown service {service}"
+
+        def abort(request: bytes, context: grpc.ServicerContext) -> None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, text)
+
+        return grpc.unary_unary_rpc_method_handler(abort)
+
+
 class FakeCriServer:
     """gRPC server for one model on one unix socket. ``start``/``stop`` may be repeated (restarts)."""
 
@@ -329,6 +380,7 @@ class FakeCriServer:
         model, policy = self.model, self.policy
 
         def call(_self: Any, req: Any, context: grpc.ServicerContext) -> Any:
+            _call.context = context
             target = _target(req)
             try:
                 policy.before_call(name, api, target)
@@ -349,6 +401,7 @@ class FakeCriServer:
         mode = model.flavor.events
 
         def GetContainerEvents(_self: Any, req: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            _call.context = context
             try:
                 policy.before_call("GetContainerEvents", api, None)
             except CriError as e:
@@ -433,10 +486,21 @@ class FakeCriServer:
         for api in self.model.flavor.apis:
             for servicer, add in self._servicers(api):
                 add(servicer, server)
-        if server.add_insecure_port(self.addr) == 0:
+        server.add_generic_rpc_handlers((UnknownMethod(self.model.flavor.apis),))  # consulted last
+        # Bind under a fresh name, then rename into place: gRPC C-core unlinks a listener's path
+        # when the old server is finally destroyed, which can happen after a restart's new server
+        # bound the same path -- and would delete the new socket.
+        global _bind_serial
+        _bind_serial += 1
+        bind = os.path.join(os.path.dirname(self.socket_path), f".fakecri-{os.getpid()}-{_bind_serial}.sock")
+        if len(bind.encode()) > 107:
+            bind = self.socket_path
+        if server.add_insecure_port(f"unix://{bind}") == 0:
             raise OSError(f"could not listen on {self.socket_path}")
         server.start()
-        os.chmod(self.socket_path, self.socket_mode)
+        os.chmod(bind, self.socket_mode)
+        if bind != self.socket_path:
+            os.rename(bind, self.socket_path)
         self._server = server
         log.info("fakecri %s serving %s on %s", self.model.flavor.name, "+".join(self.model.flavor.apis),
                  self.socket_path)

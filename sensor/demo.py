@@ -40,6 +40,7 @@ def _fmt_offset(t_ns: int, t0: int) -> str:
 
 def run(scenario: str, poll_interval_ns: int, as_json: bool, out: io.TextIOBase | None = None) -> int:
     out = out or sys.stdout  # type: ignore[assignment]
+    note = sys.stderr if as_json else out  # keep stdout pure JSON lines with --json
     path = Path(scenario) if Path(scenario).exists() else bundled_path(scenario)
     with tempfile.TemporaryDirectory(prefix="crisensor-demo-") as tmp:
         harness = Harness(path, socket=f"{tmp}/cri.sock", clock="real")
@@ -51,9 +52,9 @@ def run(scenario: str, poll_interval_ns: int, as_json: bool, out: io.TextIOBase 
         stop = threading.Event()
         with harness:
             t0 = harness.start_ns
-            print(f"# fakecri: serving {path.name} as {harness.flavor.name} on {harness.addr}", file=out)
+            print(f"# fakecri: serving {path.name} as {harness.flavor.name} on {harness.addr}", file=note)
             print(f"# crisensor: polling every {format_duration(poll_interval_ns)}; forged events are marked *",
-                  file=out)
+                  file=note)
             if not as_json:
                 print(f"{'SEQ':>4} {'WHEN':>9} {'TYPE':<20} {'OBJECT':<18} {'':1} {'WINDOW (ms since start)':<24} WHY",
                       file=out)
@@ -71,7 +72,7 @@ def run(scenario: str, poll_interval_ns: int, as_json: bool, out: io.TextIOBase 
     if not as_json:
         _print_truth(truth, t0, out)  # type: ignore[arg-type]
     forged = sum(1 for e in events if e.synthetic)
-    print(f"# {len(events)} events, {forged} forged", file=out)
+    print(f"# {len(events)} events, {forged} forged", file=note)
     return 0
 
 

@@ -178,7 +178,8 @@ class ModelVersusReference(RuleBasedStateMachine):
     def create(self, sid: str, dt: int) -> str:
         self.clock.advance(dt)
         self.n += 1
-        want = "OK" if self.ref_s.get(sid) == "ready" else ("NOT_FOUND" if sid not in self.ref_s else "UNKNOWN")
+        # containerd: a stopped sandbox has no task any more -> NOT_FOUND, like an unknown one
+        want = "OK" if self.ref_s.get(sid) == "ready" else "NOT_FOUND"
         try:
             c = self.model.create_container(sid, f"c{self.n}", 0, "busybox")
         except CriError as e:
@@ -191,9 +192,15 @@ class ModelVersusReference(RuleBasedStateMachine):
     @rule(cid=containers)
     def start(self, cid: str) -> None:
         want = {"created": "OK", None: "NOT_FOUND"}.get(self.ref_c.get(cid), "UNKNOWN")
+        c = self.model.containers.get(cid)
+        in_stopped_pod = want == "OK" and c is not None and self.ref_s.get(c.sandbox_id) != "ready"
+        if in_stopped_pod:
+            want = "UNKNOWN"  # containerd: the start fails and leaves it EXITED (StartError)
         assert self._code(self.model.start_container, cid) == want
         if want == "OK":
             self.ref_c[cid] = "running"
+        elif in_stopped_pod:
+            self.ref_c[cid] = "exited"
 
     @rule(cid=containers, code=st.integers(0, 255))
     def exit(self, cid: str, code: int) -> None:
