@@ -2,8 +2,10 @@
 
 The package is layered so that the tree shows the architecture:
 
-* pure cores (no sockets, injected clock): ``clock``, ``model``, ``flavors``, ``truth``,
-  ``scenario``, ``check``;
+* pure cores (no sockets, injected clock): ``clock``, ``model`` (the runtime state machine),
+  ``flavors``, ``truth``, ``scenario`` (format, validation, expansion), ``strategies``
+  (hypothesis), ``timeline`` (steps on a clock), ``check`` (the guarantee checker), ``kubelet``;
 * thin I/O shells: ``convert`` (model <-> protobuf), ``server`` (gRPC on a unix socket),
-  ``relay`` (byte-level handshake quirks), ``cli`` and ``pytest_plugin``.
+  ``faults`` (call policy), ``relay`` (byte-level handshake quirks), ``harness`` (a scenario
+  served for real), ``cli`` and ``pytest_plugin``.
 """

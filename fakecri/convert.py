@@ -140,6 +140,7 @@ def container_resources(pb: ModuleType, c: Container) -> Any:
 def container_status(pb: ModuleType, c: Container, flavor: Flavor) -> Any:
     exit_code = c.exit_code if c.state == "exited" else 0
     resources = container_resources(pb, c) if flavor.runtime_name == "containerd" else None
+    mounts = [ParseDict(m, pb.Mount(), ignore_unknown_fields=True) for m in c.config.get("mounts", [])]
     return pb.ContainerStatus(
         id=c.id,
         metadata=pb.ContainerMetadata(name=c.name, attempt=c.attempt),
@@ -156,6 +157,7 @@ def container_status(pb: ModuleType, c: Container, flavor: Flavor) -> Any:
         annotations=c.annotations,
         log_path=c.log_path,
         resources=resources,
+        mounts=mounts,  # the configured mounts, as runtimes report them
     )
 
 

@@ -39,7 +39,6 @@ _STREAM_END = object()
 
 
 _call = threading.local()
-_bind_serial = 0
 
 
 def current_context() -> grpc.ServicerContext | None:
@@ -487,20 +486,10 @@ class FakeCriServer:
             for servicer, add in self._servicers(api):
                 add(servicer, server)
         server.add_generic_rpc_handlers((UnknownMethod(self.model.flavor.apis),))  # consulted last
-        # Bind under a fresh name, then rename into place: gRPC C-core unlinks a listener's path
-        # when the old server is finally destroyed, which can happen after a restart's new server
-        # bound the same path -- and would delete the new socket.
-        global _bind_serial
-        _bind_serial += 1
-        bind = os.path.join(os.path.dirname(self.socket_path), f".fakecri-{os.getpid()}-{_bind_serial}.sock")
-        if len(bind.encode()) > 107:
-            bind = self.socket_path
-        if server.add_insecure_port(f"unix://{bind}") == 0:
+        if server.add_insecure_port(self.addr) == 0:
             raise OSError(f"could not listen on {self.socket_path}")
         server.start()
-        os.chmod(bind, self.socket_mode)
-        if bind != self.socket_path:
-            os.rename(bind, self.socket_path)
+        os.chmod(self.socket_path, self.socket_mode)
         self._server = server
         log.info("fakecri %s serving %s on %s", self.model.flavor.name, "+".join(self.model.flavor.apis),
                  self.socket_path)

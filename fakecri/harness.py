@@ -1,0 +1,345 @@
+"""The harness: one scenario served for real -- model, gRPC server, quirk relay, faults, runner.
+
+``Harness`` is what ``fakecri serve``, the pytest fixture and in-process users share::
+
+    from fakecri.harness import Harness
+    with Harness("scenarios/fast_exit.yaml", socket="/tmp/cri.sock") as h:   # virtual clock
+        ...                        # a client talks to h.addr; steps at offset 0 are applied
+        h.advance("250ms")         # apply every step due by then, each at its exact instant
+        h.run_to_end()
+        records = h.truth.records()
+
+Theory of operation
+-------------------
+* ``fakecri.scenario.expand`` has validated the plan, so applying a step cannot fail for a reason
+  visible in the scenario. It can still find the world changed by a client (a kubelet-like test
+  client stopped a container) or by a fault (``notfound_race`` removed it): such a step is
+  skipped and noted in ``skipped``, because the runtime would not do it either.
+* Scenario-local names map to the model objects they created (``container_id``/``pod_id``); a
+  step acts on an object only while that very object is still in the model, so a reused ID
+  never redirects a step to another container.
+* Containers and pods get the labels and annotations kubelet would set (``io.kubernetes.*``),
+  under the scenario's own labels.
+* ``restart_runtime`` stops the relay and the server (the socket disappears; open event streams
+  end), loses the model's state if asked, and after the downtime starts both again. Truth gets
+  ``runtime`` down/up records; quirks active for the whole run get ``fault`` start records at
+  offset 0 (they never stop).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from fakecri import scenario as sc
+from fakecri.clock import Clock, RealClock, VirtualClock
+from fakecri.faults import FaultPolicy
+from fakecri.model import Container, CriError, RuntimeModel, Sandbox
+from fakecri.relay import Relay
+from fakecri.server import FakeCriServer
+from fakecri.timeline import Runner
+from fakecri.truth import FaultWindow, ProcessEvent, RuntimeTransition, Truth
+from sensor.duration import parse_duration
+
+log = logging.getLogger("fakecri.harness")
+
+DEFAULT_SOCKET = "/tmp/fakecri.sock"
+#: Longest unix socket path Linux accepts (sun_path is 108 bytes, NUL included).
+MAX_SOCKET_PATH = 107
+_FIRST_PROCESS_PID = 30_000
+
+ClockName = Literal["virtual", "real"]
+
+
+def backend_path(public: str) -> str:
+    """The private socket the gRPC server listens on behind a relay: a hidden file beside ``public``."""
+    d, base = os.path.split(os.path.abspath(public))
+    return os.path.join(d, f".{base}.backend")
+
+
+def _ns(value: int | str) -> int:
+    return parse_duration(value) if isinstance(value, str) else int(value)
+
+
+class Harness:
+    """A scenario served on a unix socket. ``start``/``stop`` (or ``with``); thread-safe reads."""
+
+    def __init__(self, scenario: sc.Scenario | str | os.PathLike[str] | None = None, *, socket: str | None = None,
+                 flavor: str | None = None, clock: ClockName | Clock = "virtual", speed: float = 1.0,
+                 truth_sink: IO[str] | None = None, record_rpcs: bool = True) -> None:
+        if scenario is None:
+            scenario = sc.Scenario(flavor=flavor or sc.DEFAULT_FLAVOR, name="empty")
+        elif not isinstance(scenario, sc.Scenario):
+            scenario = sc.load(scenario)
+        self.scenario: sc.Scenario = scenario
+        self.plan: sc.Plan = sc.expand(scenario, flavor=flavor)
+        if clock == "virtual":
+            clock = VirtualClock()
+        elif clock == "real":
+            clock = RealClock()
+        elif isinstance(clock, str):
+            raise ValueError(f"unknown clock {clock!r} (accepted: virtual, real)")
+        self.clock: Clock = clock
+        self.truth = Truth(truth_sink, record_rpcs=record_rpcs)
+        self.model = RuntimeModel(self.clock, self.plan.flavor, self.truth, seed=scenario.seed)
+        for image in scenario.images:
+            self.model.pull_image(image)
+        self.faults = FaultPolicy(self.model)
+        self.socket = os.path.abspath(socket or scenario.socket or DEFAULT_SOCKET)
+        self.handshake = scenario.quirks.handshake
+        server_path = self.socket if self.handshake == "none" else backend_path(self.socket)
+        for path in {self.socket, server_path}:
+            if len(path.encode()) > MAX_SOCKET_PATH:
+                raise ValueError(f"socket path {path} is {len(path.encode())} bytes, over the unix limit of "
+                                 f"{MAX_SOCKET_PATH} (pick a shorter --socket)")
+        self.server = FakeCriServer(self.model, server_path, policy=self.faults)
+        self.relay: Relay | None = None
+        if self.handshake != "none":
+            self.relay = Relay(self.socket, server_path, self.handshake)  # type: ignore[arg-type]
+        self.start_ns = 0
+        self.runner: Runner | None = None
+        self.speed = speed
+        self.serving = False  #: the runtime's socket is up (False during a restart's downtime)
+        self.pods: dict[str, Sandbox] = {}
+        self.containers: dict[str, Container] = {}
+        #: Steps skipped because a client or a fault had already changed the object: (step, why).
+        self.skipped: list[tuple[sc.Step, str]] = []
+        self._next_pid = _FIRST_PROCESS_PID
+        self._started = False
+
+    # ---- properties --------------------------------------------------------------------------
+
+    @property
+    def addr(self) -> str:
+        """What a CRI client dials: ``unix:///path``."""
+        return f"unix://{self.socket}"
+
+    @property
+    def flavor(self) -> Any:
+        return self.plan.flavor
+
+    @property
+    def end_ns(self) -> int:
+        return self.plan.end_ns
+
+    @property
+    def offset_ns(self) -> int:
+        """Time since the scenario started (virtual or real ns)."""
+        return self.clock.now_ns() - self.start_ns
+
+    def container_id(self, name: str) -> str:
+        """The runtime ID of the scenario container ``name`` (the latest one of that name)."""
+        return self.containers[name].id
+
+    def pod_id(self, name: str) -> str:
+        return self.pods[name].id
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Harness:
+        if self._started:
+            raise RuntimeError("harness already started")
+        self._started = True
+        try:
+            self._up_sockets()
+        except BaseException:
+            self._down_sockets()
+            raise
+        # The timeline starts once the runtime answers: server start-up is not step jitter.
+        self.start_ns = self.clock.now_ns()
+        self.runner = Runner(self.plan.steps, self._apply, clock=self.clock, start_ns=self.start_ns,
+                             end_ns=self.plan.end_ns, speed=self.speed)
+        self._record_quirks()
+        if isinstance(self.clock, VirtualClock):
+            self.runner.advance_to(0)
+        else:
+            self.runner.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the runner, release hung calls, stop relay and server (sockets removed). Idempotent."""
+        if self.runner is not None:
+            self.runner.stop()
+        self.faults.release_all()
+        self._down_sockets()
+
+    def __enter__(self) -> Harness:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _up_sockets(self) -> None:
+        self.server.start()
+        if self.relay is not None:
+            self.relay.start()
+        self.serving = True
+
+    def _down_sockets(self, grace: float | None = 0.2) -> None:
+        self.serving = False
+        if self.relay is not None:
+            self.relay.stop()
+        self.server.stop(grace)
+
+    def _record_quirks(self) -> None:
+        q, now = self.scenario.quirks, self.start_ns
+        if q.handshake != "none":
+            self.truth.record(FaultWindow("handshake", "start", now, {"mode": q.handshake}))
+        if q.apis is not None:
+            self.truth.record(FaultWindow("apis", "start", now, {"apis": list(self.plan.flavor.apis)}))
+        if q.events is not None:
+            self.truth.record(FaultWindow("events", "start", now, {"mode": self.plan.flavor.events}))
+        for name, params in q.faults.items():
+            self.faults.start(name, params)
+
+    # ---- driving time ------------------------------------------------------------------------
+
+    def _runner(self) -> Runner:
+        if self.runner is None:
+            raise RuntimeError("start() the harness first")
+        return self.runner
+
+    def advance_to(self, offset: int | str) -> int:
+        """Virtual clock: apply every step due by ``offset`` (ns or ``"250ms"``), each at its exact
+        instant, then set the clock there. Returns the number of steps applied."""
+        return self._runner().advance_to(_ns(offset))
+
+    def advance(self, delta: int | str) -> int:
+        """Virtual clock: ``advance_to(now + delta)``."""
+        return self._runner().advance(_ns(delta))
+
+    def run_to_end(self) -> int:
+        """Virtual clock: apply the rest of the timeline and move to the scenario's end."""
+        return self._runner().run_to_end()
+
+    def wait_end(self, timeout: float | None = None) -> bool:
+        """Real clock: block until the scenario's end has passed (True) or ``timeout`` (False)."""
+        return self._runner().wait_end(timeout)
+
+    def jitter_summary(self) -> dict[str, int]:
+        return self._runner().jitter_summary()
+
+    # ---- applying steps ----------------------------------------------------------------------
+
+    def _live_container(self, step: sc.Step, name: str) -> Container | None:
+        c = self.containers.get(name)
+        if c is None or self.model.containers.get(c.id) is not c:
+            self.skipped.append((step, f"container {name} is no longer in the runtime"))
+            return None
+        return c
+
+    def _live_pod(self, step: sc.Step, name: str) -> Sandbox | None:
+        s = self.pods.get(name)
+        if s is None or self.model.sandboxes.get(s.id) is not s:
+            self.skipped.append((step, f"pod {name} is no longer in the runtime"))
+            return None
+        return s
+
+    def _apply(self, step: sc.Step) -> None:
+        try:
+            self._apply_step(step)
+        except CriError as e:
+            self.skipped.append((step, f"{e.code}: {e.message}"))
+            log.info("step %s skipped: %s", step, e.message)
+
+    def _apply_step(self, step: sc.Step) -> None:
+        m = self.model
+        if isinstance(step, sc.RunPod):
+            uid = step.uid or ""
+            labels = {"io.kubernetes.pod.name": step.pod, "io.kubernetes.pod.namespace": step.namespace,
+                      "io.kubernetes.pod.uid": uid, **step.labels}
+            self.pods[step.pod] = m.run_pod_sandbox(
+                step.pod, step.namespace, uid, step.attempt, labels=labels,
+                annotations={"kubernetes.io/config.source": "api"}, hostname=step.pod,
+                log_directory=f"/var/log/pods/{step.namespace}_{step.pod}_{uid}")
+        elif isinstance(step, sc.StopPod):
+            if (s := self._live_pod(step, step.pod)) is not None:
+                m.stop_pod_sandbox(s.id)
+        elif isinstance(step, sc.RemovePod):
+            if (s := self._live_pod(step, step.pod)) is not None:
+                m.remove_pod_sandbox(s.id)
+        elif isinstance(step, sc.CreateContainer):
+            if (s := self._live_pod(step, step.pod)) is None:
+                return
+            labels = {"io.kubernetes.container.name": step.container, "io.kubernetes.pod.name": s.name,
+                      "io.kubernetes.pod.namespace": s.namespace, "io.kubernetes.pod.uid": s.uid, **step.labels}
+            annotations = {
+                "io.kubernetes.container.hash": f"{zlib.crc32(step.container.encode()):08x}",
+                "io.kubernetes.container.restartCount": str(step.attempt),
+                "io.kubernetes.container.terminationMessagePath": "/dev/termination-log",
+                "io.kubernetes.container.terminationMessagePolicy": "File",
+                "io.kubernetes.pod.terminationGracePeriod": "30",
+                **step.annotations,
+            }
+            with m.lock:  # created and started at one instant, with nothing in between
+                c = m.create_container(s.id, step.container, step.attempt, step.image, labels=labels,
+                                       annotations=annotations,
+                                       log_path=f"/var/log/pods/{s.namespace}_{s.name}_{s.uid}/{step.container}/"
+                                                f"{step.attempt}.log")
+                self.containers[step.container] = c
+                if step.start:
+                    m.start_container(c.id)
+        elif isinstance(step, sc.StartContainer):
+            if (c := self._live_container(step, step.container)) is not None:
+                m.start_container(c.id)
+        elif isinstance(step, sc.ExitContainer):
+            if (c := self._live_container(step, step.container)) is not None:
+                m.exit_container(c.id, step.code, step.reason)
+        elif isinstance(step, sc.StopContainer):
+            if (c := self._live_container(step, step.container)) is not None:
+                m.stop_container(c.id)
+        elif isinstance(step, sc.RemoveContainer):
+            if (c := self._live_container(step, step.container)) is not None:
+                m.remove_container(c.id)
+        elif isinstance(step, sc.RuntimeDown):
+            self.runtime_down(keep_state=step.keep_state)
+        elif isinstance(step, sc.RuntimeUp):
+            self.runtime_up(keep_state=step.keep_state)
+        elif isinstance(step, sc.FaultStart):
+            self.faults.start(step.fault, step.params)
+        elif isinstance(step, sc.FaultStop):
+            self.faults.stop(step.fault)
+        elif isinstance(step, sc.CloseEventStreams):
+            now = self.clock.now_ns()
+            self.truth.record(FaultWindow("close_event_streams", "start", now))
+            self.server.hub.close_all()
+            self.truth.record(FaultWindow("close_event_streams", "stop", now))
+        elif isinstance(step, sc.Process):
+            if (c := self._live_container(step, step.container)) is None:
+                return
+            if c.state != "running":
+                self.skipped.append((step, f"container {step.container} is {c.state}"))
+                return
+            pid = step.pid
+            if pid is None:
+                self._next_pid += 1
+                pid = self._next_pid
+            now = self.clock.now_ns()
+            self.truth.record(ProcessEvent(c.id, now, now + step.delay_ns, pid, tuple(step.argv)))
+        else:  # pragma: no cover
+            raise TypeError(f"cannot apply {step!r}")
+
+    def runtime_down(self, *, keep_state: bool = True) -> None:
+        """The runtime goes away: socket removed, connections and streams cut; state lost if asked."""
+        self.truth.record(RuntimeTransition("down", self.clock.now_ns(), keep_state))
+        self.faults.release_all()
+        self._down_sockets(grace=0)
+        if not keep_state:
+            self.model.lose_state()
+
+    def runtime_up(self, *, keep_state: bool = True) -> None:
+        """The runtime is back: server and relay listen again (a fresh socket file)."""
+        self.faults.rearm()
+        self._up_sockets()
+        self.truth.record(RuntimeTransition("up", self.clock.now_ns(), keep_state))
+
+
+def bundled_path(name: str) -> Path:
+    """The path of a bundled scenario by name (``fast_exit``); ``KeyError`` lists the names."""
+    found = sc.bundled().get(name)
+    if found is None:
+        raise KeyError(f"no bundled scenario {name!r} (accepted: {', '.join(sc.bundled())})")
+    return found
