@@ -168,11 +168,15 @@ class CriClient:
         return self._pb
 
     def list_raw(self) -> tuple[Any, Any, int, int]:
-        """ListPodSandbox + ListContainers; returns (sandboxes, containers, sent_ns, received_ns)."""
+        """ListContainers + ListPodSandbox; returns (sandboxes, containers, sent_ns, received_ns).
+
+        Containers first: a container created between the two calls then finds its sandbox in
+        the second answer (the reverse order would report it with no pod).
+        """
         pb = self.pb
         sent = self.now_ns()
-        sandboxes = self._call(self._rt.ListPodSandbox, pb.ListPodSandboxRequest(), "ListPodSandbox").items
         containers = self._call(self._rt.ListContainers, pb.ListContainersRequest(), "ListContainers").containers
+        sandboxes = self._call(self._rt.ListPodSandbox, pb.ListPodSandboxRequest(), "ListPodSandbox").items
         return sandboxes, containers, sent, self.now_ns()
 
     def list(self) -> Snapshot:

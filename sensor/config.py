@@ -148,8 +148,7 @@ def _show(value: Any) -> str:
 
 # --- value parsers: (raw value, raw scalar text or None) -> typed value, or raise _Bad -------------
 
-_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False,
-               "0": False}
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 
 
 def _parse_bool(value: Any, _raw: str | None) -> bool:
@@ -169,7 +168,7 @@ def _parse_addr(value: Any, _raw: str | None) -> str:
         return ""
     if not addr.startswith("unix://"):
         raise _Bad(f"{_show(value)} does not start with unix://", _ADDR_ACCEPTED)
-    path = addr[len("unix://"):]
+    path = addr[len("unix://") :]
     if not path.strip("/"):
         raise _Bad(f"{_show(value)} names no socket path", _ADDR_ACCEPTED)
     if "\x00" in path:
@@ -256,26 +255,31 @@ def _read(path: str, explicit: bool, what: str) -> str | None:
     except FileNotFoundError:
         if not explicit:
             return None
-        raise ConfigError(path, None, f"no such file (the {what} file was given explicitly; "
-                          "omit it to use defaults)") from None
+        raise ConfigError(
+            path, None, f"no such file (the {what} file was given explicitly)", "an existing file, or none for defaults"
+        ) from None
     except IsADirectoryError:
-        raise ConfigError(path, None, f"is a directory, not a {what} file") from None
+        raise ConfigError(path, None, f"is a directory, not a {what} file", "a YAML file") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise ConfigError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})", "UTF-8 YAML") from None
     except OSError as exc:
-        raise ConfigError(path, None, f"cannot read: {exc.strerror or exc}") from None
+        raise ConfigError(path, None, f"cannot read: {exc.strerror or exc}", "a readable YAML file") from None
 
 
-def _compose(path: str, text: str) -> yaml.Node | None:
+_SENSOR_EXAMPLE = 'YAML such as "crisensor:" followed by indented lines like "poll_interval: 250ms" (spaces, no tabs)'
+_ANALYTICS_EXAMPLE = 'YAML such as "event_reorder_window: 25ms"'
+
+
+def _compose(path: str, text: str, example: str) -> yaml.Node | None:
     try:
         return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = None if mark is None else mark.line + 1
         problem = exc.problem or exc.context or "unparseable"
-        raise ConfigError(path, None, f"invalid YAML: {problem}", line=line) from None
+        raise ConfigError(path, None, f"invalid YAML: {problem}", example, line=line) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(path, None, f"invalid YAML: {exc}") from None
+        raise ConfigError(path, None, f"invalid YAML: {exc}", example) from None
 
 
 def _construct(path: str, node: yaml.Node) -> Any:
@@ -283,7 +287,9 @@ def _construct(path: str, node: yaml.Node) -> Any:
     try:
         return loader.construct_object(node, deep=True)
     except yaml.YAMLError as exc:
-        raise ConfigError(path, None, f"invalid YAML value: {exc}", line=node.start_mark.line + 1) from None
+        raise ConfigError(
+            path, None, f"invalid YAML value: {exc}", "plain scalars, lists and mappings", line=node.start_mark.line + 1
+        ) from None
     finally:
         loader.dispose()
 
@@ -312,8 +318,13 @@ def _mapping_items(path: str, node: yaml.MappingNode, prefix: str) -> list[tuple
     for key_node, value_node in node.value:
         line = key_node.start_mark.line + 1
         if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:null":
-            raise ConfigError(path, prefix.rstrip(".") or None, f"a key is {_node_kind(key_node)}, not a name",
-                              "plain names such as poll_interval", line=line)
+            raise ConfigError(
+                path,
+                prefix.rstrip(".") or None,
+                f"a key is {_node_kind(key_node)}, not a name",
+                "plain names such as poll_interval",
+                line=line,
+            )
         out.append((key_node.value.strip().lower(), line, value_node))
     return out
 
@@ -323,12 +334,17 @@ def _near_miss(key: str, wanted: str) -> bool:
 
 
 def _sensor_settings(path: str, text: str) -> dict[str, _Setting]:
-    root = _compose(path, text)
+    root = _compose(path, text, _SENSOR_EXAMPLE)
     if root is None:
         return {}
     if not isinstance(root, yaml.MappingNode):
-        raise ConfigError(path, None, f"the top level is {_node_kind(root)}, not a mapping",
-                          "a mapping with a crisensor: section", line=root.start_mark.line + 1)
+        raise ConfigError(
+            path,
+            None,
+            f"the top level is {_node_kind(root)}, not a mapping",
+            "a mapping with a crisensor: section",
+            line=root.start_mark.line + 1,
+        )
     found: dict[str, _Setting] = {}
     first_line: dict[str, int] = {}
 
@@ -336,8 +352,13 @@ def _sensor_settings(path: str, text: str) -> dict[str, _Setting]:
         if key not in _CRISENSOR_KEYS:
             raise ConfigError(path, f"crisensor.{key}", "unknown key", _CRISENSOR_ACCEPTED, line=line)
         if key in first_line:
-            raise ConfigError(path, f"crisensor.{key}", f"given twice (lines {first_line[key]} and {line})",
-                              "each key once", line=line)
+            raise ConfigError(
+                path,
+                f"crisensor.{key}",
+                f"given twice (lines {first_line[key]} and {line})",
+                "each key once",
+                line=line,
+            )
         first_line[key] = line
         setting = _setting(path, node)
         if setting is not None:
@@ -348,40 +369,55 @@ def _sensor_settings(path: str, text: str) -> dict[str, _Setting]:
             if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
                 continue
             if not isinstance(node, yaml.MappingNode):
-                raise ConfigError(path, "crisensor", f"is {_node_kind(node)}, not a mapping",
-                                  f"a mapping of {_CRISENSOR_ACCEPTED}", line=node.start_mark.line + 1)
+                raise ConfigError(
+                    path,
+                    "crisensor",
+                    f"is {_node_kind(node)}, not a mapping",
+                    f"a mapping of {_CRISENSOR_ACCEPTED}",
+                    line=node.start_mark.line + 1,
+                )
             for sub, subline, subnode in _mapping_items(path, node, "crisensor."):
                 put(sub, subline, subnode)
         elif key.startswith("crisensor."):
-            put(key[len("crisensor."):], line, node)
+            put(key[len("crisensor.") :], line, node)
         elif _near_miss(key, "crisensor") or _near_miss(key.split(".")[0], "crisensor"):
-            raise ConfigError(path, key, 'unknown key (did you mean "crisensor"?)',
-                              f"crisensor: with {_CRISENSOR_ACCEPTED}", line=line)
+            raise ConfigError(
+                path,
+                key,
+                'unknown key (did you mean "crisensor"?)',
+                "crisensor (other top-level sections belong to other Capsule8 components)",
+                line=line,
+            )
         # anything else belongs to another Capsule8 component
     return found
 
 
 def _analytics_settings(path: str, text: str) -> dict[str, _Setting]:
-    root = _compose(path, text)
+    root = _compose(path, text, _ANALYTICS_EXAMPLE)
     if root is None:
         return {}
     if not isinstance(root, yaml.MappingNode):
-        raise ConfigError(path, None, f"the top level is {_node_kind(root)}, not a mapping",
-                          "a mapping such as event_reorder_window: 25ms", line=root.start_mark.line + 1)
+        raise ConfigError(
+            path,
+            None,
+            f"the top level is {_node_kind(root)}, not a mapping",
+            "a mapping such as event_reorder_window: 25ms",
+            line=root.start_mark.line + 1,
+        )
     found: dict[str, _Setting] = {}
     seen_line: int | None = None
     for key, line, node in _mapping_items(path, root, ""):
         if key == "event_reorder_window":
             if seen_line is not None:
-                raise ConfigError(path, key, f"given twice (lines {seen_line} and {line})", "each key once",
-                                  line=line)
+                raise ConfigError(path, key, f"given twice (lines {seen_line} and {line})", "each key once", line=line)
             seen_line = line
             setting = _setting(path, node)
             if setting is not None:
                 found[key] = setting
         elif _near_miss(key, "event_reorder_window"):
-            raise ConfigError(path, key, 'unknown key (did you mean "event_reorder_window"?)',
-                              "event_reorder_window", line=line)
+            raise ConfigError(
+                path, key, 'unknown key (did you mean "event_reorder_window"?)', "event_reorder_window", line=line
+            )
     return found
 
 
@@ -414,16 +450,16 @@ def load_config(
     values: dict[str, Any] = {}
     handshake_source = "default"
 
-    def apply(table: Mapping[str, tuple[str, Callable[[Any, str | None], Any]]], prefix: str,
-              settings: Mapping[str, _Setting]) -> None:
+    def apply(
+        table: Mapping[str, tuple[str, Callable[[Any, str | None], Any]]], prefix: str, settings: Mapping[str, _Setting]
+    ) -> None:
         nonlocal handshake_source
         for key, setting in settings.items():
             field_name, parse = table[key]
             try:
                 values[field_name] = parse(setting.value, setting.raw)
             except _Bad as bad:
-                raise ConfigError(setting.file, prefix + key, bad.problem, bad.accepted,
-                                  line=setting.line) from None
+                raise ConfigError(setting.file, prefix + key, bad.problem, bad.accepted, line=setting.line) from None
             if field_name == "handshake":
                 handshake_source = "override" if setting.file == "override" else setting.file
 
@@ -434,8 +470,9 @@ def load_config(
     if raw_env is not None and raw_env.strip() != "":
         forced = _HANDSHAKE_ENV_VALUES.get(raw_env.strip().lower())
         if forced is None:
-            raise ConfigError("environment", HANDSHAKE_ENV, f"{_show(raw_env)} is not a known value",
-                              "off (or on, hybrid)")
+            raise ConfigError(
+                "environment", HANDSHAKE_ENV, f"{_show(raw_env)} is not a known value", "off (or on, hybrid)"
+            )
         values["handshake"] = forced
         handshake_source = f"env {HANDSHAKE_ENV}"
 
@@ -445,24 +482,28 @@ def load_config(
         for name, value in overrides.items():
             key = str(name).strip().lower()
             if key.startswith("crisensor."):
-                key = key[len("crisensor."):]
+                key = key[len("crisensor.") :]
             setting = _Setting("override", None, value, value if isinstance(value, str) else None)
             if key in _CRISENSOR_KEYS:
                 o_crisensor[key] = setting
             elif key in _ANALYTICS_KEYS:
                 o_analytics[key] = setting
             else:
-                raise ConfigError("override", str(name), "unknown key",
-                                  f"{_CRISENSOR_ACCEPTED}, event_reorder_window")
+                raise ConfigError("override", str(name), "unknown key", f"{_CRISENSOR_ACCEPTED}, event_reorder_window")
         apply(_CRISENSOR_KEYS, "crisensor.", o_crisensor)
         apply(_ANALYTICS_KEYS, "", o_analytics)
 
     addr = values.get("addr", "")
     if values.get("enabled", False) and not addr:
         file, line = _missing_addr_where(crisensor, overrides or {})
-        raise ConfigError(file, "crisensor.addr", '"" is not allowed when crisensor.enabled is true',
-                          _ADDR_ACCEPTED + " or unix:///var/run/containerd/containerd.sock", line=line)
-    socket_path = addr[len("unix://"):] if addr else ""
+        raise ConfigError(
+            file,
+            "crisensor.addr",
+            '"" is not allowed when crisensor.enabled is true',
+            _ADDR_ACCEPTED + " or unix:///var/run/containerd/containerd.sock",
+            line=line,
+        )
+    socket_path = addr[len("unix://") :] if addr else ""
     return SensorConfig(
         **values,
         socket_path=socket_path,

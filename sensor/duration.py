@@ -95,6 +95,8 @@ def parse_duration(text: str) -> int:
                 i += 1
             frac_digits = s[fstart:i]
         if not int_digits and not frac_digits:
+            if start == 0:
+                raise DurationError(text, "expected a number followed by a unit")
             raise DurationError(text, f"expected a number at {json.dumps(s[start:], ensure_ascii=False)}")
         # unit: everything up to the next digit or '.'
         ustart = i

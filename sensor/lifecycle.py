@@ -23,7 +23,8 @@ An *observation* is what one successful snapshot says about an object:
 A *step* is one event to emit: the state it announces and ``why``. ``why is None`` means the
 sensor saw that state (``synthetic: false``); otherwise the step is forged and ``why`` says why.
 Steps that were skipped between polls are forged in lifecycle order before the observed one, so
-``None -> exited+ran`` gives ``created (forged), running (forged), exited (seen)``.
+``None -> exited+ran`` gives ``created (forged), running (forged), exited (seen)``. The functions
+return a cached tuple of steps (they are frozen values).
 
 The few rows that do not follow from "forge every skipped state":
 
@@ -40,6 +41,7 @@ The few rows that do not follow from "forge every skipped state":
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from sensor.events import (
@@ -162,29 +164,29 @@ class Step:
         return self.why is not None
 
 
-def _apply(
-    table: dict[str | None, _Row], kind: str, last: str | None, observed: str, vanished_why: str
-) -> list[Step]:
-    row = table.get(last)
+_TABLES = {"container": CONTAINER_TRANSITIONS, "sandbox": SANDBOX_TRANSITIONS}
+
+
+@functools.cache
+def _apply(kind: str, last: str | None, observed: str, vanished_why: str) -> tuple[Step, ...]:
+    row = _TABLES[kind].get(last)
     if row is None or observed not in row:
         accepted = ", ".join(sorted(row)) if row else "none: nothing follows destroyed"
         raise LifecycleError(
             f"{kind} lifecycle: no transition from {last or 'nothing'!s} on observation {observed!r} "
             f"(accepted observations: {accepted})"
         )
-    return [Step(state, vanished_why if why == VANISHED else why) for state, why in row[observed]]
+    return tuple(Step(state, vanished_why if why == VANISHED else why) for state, why in row[observed])
 
 
-def container_steps(
-    last: str | None, observed: str, *, vanished_why: str = WHY_EXITED_AND_REMOVED
-) -> list[Step]:
+def container_steps(last: str | None, observed: str, *, vanished_why: str = WHY_EXITED_AND_REMOVED) -> tuple[Step, ...]:
     """Events to emit for a container last announced in ``last`` and now ``observed``."""
-    return _apply(CONTAINER_TRANSITIONS, "container", last, observed, vanished_why)
+    return _apply("container", last, observed, vanished_why)
 
 
-def sandbox_steps(last: str | None, observed: str, *, vanished_why: str = WHY_STOPPED_AND_REMOVED) -> list[Step]:
+def sandbox_steps(last: str | None, observed: str, *, vanished_why: str = WHY_STOPPED_AND_REMOVED) -> tuple[Step, ...]:
     """Events to emit for a sandbox last announced in ``last`` and now ``observed``."""
-    return _apply(SANDBOX_TRANSITIONS, "sandbox", last, observed, vanished_why)
+    return _apply("sandbox", last, observed, vanished_why)
 
 
 _CONTAINER_RANK = {"created": 0, "running": 1, "exited": 2, "exited+ran": 2, "destroyed": 3}

@@ -99,7 +99,7 @@ def test_missing_socket_is_reported_once_and_retried(tmp_path: Path) -> None:
     time.sleep(1.5)  # long enough for several retries; we check it did not give up or flood
     assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=20)
+    _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0
     lines = [line for line in err.splitlines() if "does not exist" in line]
     assert len(lines) == 1 and "absent.sock" in lines[0] and "retrying" in lines[0]

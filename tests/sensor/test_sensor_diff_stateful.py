@@ -1,0 +1,488 @@
+"""sensor.diff against a tiny reference runtime: hypothesis searches for a G1-G6 counterexample.
+
+The reference runtime keeps every container and sandbox incarnation with the exact (virtual,
+integer) time of each transition. Polls happen at arbitrary times, take arbitrary time, and may
+fail; status calls may lose a NotFound race or fail; lists may carry duplicate IDs; the runtime
+may restart (keeping or losing its state) and reuse container IDs. After every poll the checker
+holds the engine's events against the truth.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import jsonschema
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from sensor.diff import DiffEngine
+from sensor.events import Event
+from sensor.snapshot import ContainerDetail, ContainerSnap, SandboxSnap, Snapshot
+
+SCHEMA = json.loads((Path(__file__).parents[2] / "sensor" / "schema" / "event.schema.json").read_text())
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+T0 = 1_700_000_000_000_000_000
+C_RANK = {"created": 0, "running": 1, "exited": 2, "destroyed": 3}
+S_RANK = {"ready": 0, "notready": 1, "destroyed": 2}
+MAX_LIVE = 10
+HOUR = 3_600_000_000_000
+#: what a poll meets: mostly success; sometimes a failed list, a runtime restart (state kept or lost)
+CHANGES = ("start", "exit", "remove")
+OUTCOMES = ("ok",) * 7 + ("failed", "failed", "restart keeping state", "restart losing state")
+
+
+@dataclass(eq=False)
+class Sandbox:
+    sid: str
+    created: int
+    stopped: int | None = None
+    removed: int | None = None
+
+    def state(self) -> str | None:
+        if self.removed is not None:
+            return None
+        return "ready" if self.stopped is None else "notready"
+
+    def truth(self, transition: str) -> int | None:
+        return {"ready": self.created, "notready": self.stopped, "destroyed": self.removed}[transition]
+
+    def snap(self, future: int = 0) -> SandboxSnap:
+        created = future or self.created
+        return SandboxSnap(self.sid, "pod-" + self.sid, "ns", "uid-" + self.sid, 0, self.state(), created)  # type: ignore[arg-type]
+
+
+@dataclass(eq=False)
+class Container:
+    cid: str
+    sandbox: Sandbox
+    created: int
+    report_times: bool  # False: the runtime reports 0 for every timestamp (a quirk)
+    unknown_exit: bool  # True: the runtime reports exit_code -1 (CRI-O)
+    started: int | None = None
+    exited: int | None = None
+    removed: int | None = None
+    exit_code: int = 0
+
+    def state(self) -> str | None:
+        if self.removed is not None:
+            return None
+        if self.exited is not None:
+            return "exited"
+        return "created" if self.started is None else "running"
+
+    def truth(self, transition: str) -> int | None:
+        if transition == "exited" and self.exited is None:
+            return self.removed  # removed without ever exiting: its end is its removal
+        return {"created": self.created, "running": self.started, "exited": self.exited, "destroyed": self.removed}[
+            transition
+        ]
+
+    def snap(self, future: int = 0) -> ContainerSnap:
+        return ContainerSnap(
+            self.cid,
+            self.sandbox.sid,
+            "ctr-" + self.cid,
+            0,
+            "img",
+            "sha256:img",
+            self.state(),  # type: ignore[arg-type]
+            (future or self.created) if self.report_times else 0,
+        )
+
+    def detail(self, future: int = 0) -> ContainerDetail:
+        def shown(t: int | None) -> int:
+            return 0 if t is None or not self.report_times else (future or t)
+
+        started, finished = shown(self.started), shown(self.exited)
+        code = None if self.exited is None else (-1 if self.unknown_exit else self.exit_code)
+        return ContainerDetail(self.cid, started, finished, code, None if self.exited is None else "Error")
+
+
+@dataclass
+class Checker:
+    """What the sensor has said so far, per incarnation."""
+
+    announced: dict[object, list[str]] = field(default_factory=dict)
+    seen: dict[object, set[str]] = field(default_factory=dict)  # states present in successful lists
+    current_c: dict[str, Container] = field(default_factory=dict)  # cid -> incarnation being announced
+    current_s: dict[str, Sandbox] = field(default_factory=dict)
+    last_time: dict[object, int] = field(default_factory=dict)  # time_ns of each object's last event
+
+
+class DiffMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = T0
+        self.engine = DiffEngine()
+        self.sandboxes: list[Sandbox] = []
+        self.containers: list[Container] = []
+        self.next_id = 0
+        self.check = Checker()
+        self.had_success = False
+        self.last_sent = 0
+        self.failed_since = 0
+        self.reset_since = False
+        self.future_timestamps = False  # the fault is on: set times are reported as now + 1 h
+        self.ever_future = False
+        self.ever_reused = False
+
+    # --- the reference runtime ---------------------------------------------------------------
+
+    def live_sandboxes(self) -> list[Sandbox]:
+        return [s for s in self.sandboxes if s.removed is None]
+
+    def live_containers(self) -> list[Container]:
+        return [c for c in self.containers if c.removed is None]
+
+    def _remove_container(self, c: Container) -> None:
+        if c.state() == "running":
+            c.exited = self.now
+            c.exit_code = 137
+        c.removed = self.now
+
+    # Rules are few and always enabled (a disabled rule costs hypothesis a redraw): container rules
+    # fall back to creating a container, sandbox and trouble operations are one rule each so that
+    # they are picked less often than container churn and polls.
+
+    @initialize()
+    def first_sandboxes(self) -> None:
+        for _ in range(2):
+            self.next_id += 1
+            self.now += 1
+            self.sandboxes.append(Sandbox(f"s{self.next_id}", self.now))
+
+    @rule(
+        dt=st.integers(1, 100),
+        k=st.integers(0, 99),
+        zero_ts=st.booleans(),
+        unknown_exit=st.booleans(),
+        reuse=st.booleans(),
+    )
+    def create_container(self, dt: int, k: int, zero_ts: bool, unknown_exit: bool, reuse: bool) -> None:
+        self.now += dt
+        if len(self.live_containers()) >= MAX_LIVE:
+            self._remove_container(self.live_containers()[k % MAX_LIVE])
+            return
+        ready = [s for s in self.sandboxes if s.state() == "ready"]
+        if not ready:
+            self.next_id += 1
+            ready = [Sandbox(f"s{self.next_id}", self.now)]
+            self.sandboxes.append(ready[0])
+            self.now += 1
+        live_ids = {c.cid for c in self.live_containers()}
+        # ID reuse only among incarnations that report created_at: with no timestamps a reused ID
+        # in an unchanged state is indistinguishable from the old container, for any sensor.
+        reusable = [c.cid for c in self.containers if c.report_times and c.cid not in live_ids]
+        if reuse and reusable and not self.ever_future:
+            self.ever_reused = True
+            cid, zero_ts = reusable[k % len(reusable)], False
+        else:
+            self.next_id += 1
+            cid = f"c{self.next_id}"
+        self.containers.append(Container(cid, ready[k % len(ready)], self.now, not zero_ts, unknown_exit))
+
+    @rule(
+        dt=st.integers(1, 100),
+        k=st.integers(0, 99),
+        transition=st.sampled_from(["start", "exit", "remove"]),
+        code=st.sampled_from([0, 1, 137]),
+    )
+    def change_container(self, dt: int, k: int, transition: str, code: int) -> None:
+        if transition == "start":
+            cs = [c for c in self.containers if c.state() == "created" and c.sandbox.state() == "ready"]
+        elif transition == "exit":
+            cs = [c for c in self.containers if c.state() == "running"]
+        else:
+            cs = self.live_containers()
+        if not cs:
+            self.create_container(dt, k, False, False, False)
+            return
+        self.now += dt
+        c = cs[k % len(cs)]
+        if transition == "start":
+            c.started = self.now
+        elif transition == "exit":
+            c.exited, c.exit_code = self.now, code
+        else:
+            self._remove_container(c)
+
+    @rule(dt=st.integers(1, 100), k=st.integers(0, 99), op=st.sampled_from(["create", "stop", "remove"]))
+    def change_sandbox(self, dt: int, k: int, op: str) -> None:
+        self.now += dt
+        live = self.live_sandboxes()
+        ready = [s for s in live if s.state() == "ready"]
+        if op == "create" or not live or (op == "stop" and not ready):
+            self.next_id += 1
+            self.sandboxes.append(Sandbox(f"s{self.next_id}", self.now))
+            return
+        sb = (ready if op == "stop" else live)[k % len(ready if op == "stop" else live)]
+        for c in self.live_containers():
+            if c.sandbox is sb:
+                if op == "remove":
+                    self._remove_container(c)
+                elif c.state() == "running":
+                    c.exited, c.exit_code = self.now, 137
+        if sb.stopped is None:
+            sb.stopped = self.now
+        if op == "remove":
+            sb.removed = self.now
+
+    @rule(
+        dt=st.integers(1, 100),
+        k=st.integers(0, 99),
+        transition=st.sampled_from(["start", "exit", "remove"]),
+        code=st.sampled_from([0, 1, 137]),
+    )
+    def change_another_container(self, dt: int, k: int, transition: str, code: int) -> None:
+        self.change_container(dt, k, transition, code)  # the same rule twice: churn twice as often
+
+    @rule()
+    def toggle_future_timestamps(self) -> None:
+        # ID reuse under future timestamps is undetectable by any sensor (a reused ID in an unchanged
+        # state, with an untrustworthy created_at), so a run has one or the other.
+        if not self.ever_reused:
+            self.future_timestamps = not self.future_timestamps
+            self.ever_future = True
+
+    def _trouble(self, kind: str) -> None:
+        if kind == "failed":
+            self.engine.failed(self.now, "ListContainers: DEADLINE_EXCEEDED")
+            self.failed_since += 1
+            return
+        if kind == "restart losing state":
+            for c in self.live_containers():
+                self._remove_container(c)
+            for s in self.live_sandboxes():
+                s.stopped = self.now if s.stopped is None else s.stopped
+                s.removed = self.now
+        self.engine.reset_connection(self.now)
+        self.reset_since = self.reset_since or self.had_success
+
+    # --- the sensor's poll, and the checks -------------------------------------------------------
+
+    @rule(
+        gap=st.integers(1, 300),
+        a=st.integers(0, 20),
+        b=st.integers(0, 20),
+        race=st.integers(-1, 9),
+        status_fail=st.integers(0, 3),
+        dup=st.booleans(),
+        outcome=st.sampled_from(OUTCOMES),
+        early=st.integers(-1, 20),
+        late=st.integers(-1, 20),
+    )
+    def poll(
+        self, gap: int, a: int, b: int, race: int, status_fail: int, dup: bool, outcome: str, early: int, late: int
+    ) -> None:
+        """One poll: sent, the runtime's answer instant, received. The runtime keeps changing while
+        the request is in flight: ``early`` changes land before the answer (visible in it), ``late``
+        ones after it (visible only to the next poll)."""
+        self.now += gap
+        sent = self.now
+        if outcome != "ok":
+            self.now += a + b
+            self._trouble(outcome)
+            return
+        if early >= 0:
+            self.change_container(a // 2, early, CHANGES[early % 3], 1)
+        self.now = answer = max(sent + a, self.now)
+        listed_s = {s.sid: s for s in self.live_sandboxes()}
+        listed_c = {c.cid: c for c in self.live_containers()}
+        future = answer + HOUR if self.future_timestamps else 0  # the quirk: now + 1 h for every set time
+        snaps = [c.snap(future) for c in listed_c.values()]
+        sandbox_snaps = tuple(s.snap(future) for s in listed_s.values())
+        if dup and snaps:  # a runtime quirk: the same ID twice, the later copy wrong
+            snaps.append(replace(snaps[0], state="created" if snaps[0].state != "created" else "exited"))
+        listed_state: dict[object, str] = {}
+        for obj in [*listed_s.values(), *listed_c.values()]:
+            listed_state[obj] = obj.state()  # type: ignore[assignment]
+            self.check.seen.setdefault(obj, set()).add(listed_state[obj])
+        if late >= 0:
+            self.change_container(max(1, b // 2), late, CHANGES[late % 3], 0)
+        self.now = received = max(answer + b, self.now)
+
+        need = self.engine.begin(Snapshot(sandbox_snaps, tuple(snaps), sent, received))
+        assert len(set(need)) == len(need)
+        for cid in need:
+            assert listed_state[listed_c[cid]] in ("running", "exited")
+        if race >= 0 and need:  # removed between the list and its status call
+            self.now += 1
+            self._remove_container(listed_c[need[race % len(need)]])
+        details: dict[str, ContainerDetail | None] = {}
+        provided: set[str] = set()
+        for i, cid in enumerate(need):
+            c = listed_c[cid]
+            if c.removed is not None:
+                details[cid] = None
+            elif status_fail and i % 4 < status_fail:
+                continue  # the status call failed
+            else:
+                details[cid] = c.detail(self.now + HOUR if self.future_timestamps else 0)
+                provided.add(cid)
+        self.now += 1
+        events = self.engine.finish(details, self.now)
+        self.cur_received = received
+        self._check(events, sent, answer, listed_s, listed_c, listed_state, provided)
+        self.had_success, self.last_sent = True, sent
+        self.failed_since, self.reset_since = 0, False
+
+    def _check(
+        self,
+        events: list[Event],
+        sent: int,
+        answer: int,
+        listed_s: dict[str, Sandbox],
+        listed_c: dict[str, Container],
+        listed_state: dict[object, str],
+        provided: set[str],
+    ) -> None:
+        ck = self.check
+        blind = self.had_success and (self.failed_since > 0 or self.reset_since)
+        if blind:
+            gap = events[0]
+            assert gap.type == "sensor.gap" and gap.window_ns == (self.last_sent, self.cur_received)
+            assert gap.info is not None and gap.info["failed_polls"] == self.failed_since
+            events = events[1:]
+        source = "resync" if self.reset_since and self.had_success else "poll"
+        for seq, e in enumerate(events, 1):
+            VALIDATOR.validate(e.with_seq(seq).to_dict())
+            assert e.type != "sensor.gap"
+            assert e.source == source and e.observed_ns == self.now
+            lo, hi = e.window_ns
+            assert lo <= hi
+            if not self.ever_future:  # G4 rule 3 (off under timestamp faults, like fakecri.check)
+                assert lo <= e.time_ns <= hi
+            kind, transition = e.type.split(".")
+            if kind == "container":
+                self._check_container(e, transition, answer, listed_c, provided)
+            else:
+                self._check_sandbox(e, transition, answer, listed_s)
+
+        # completeness: everything listed is announced up to its listed state ...
+        for cid, c in listed_c.items():
+            assert ck.current_c.get(cid) is c, f"{cid} listed but not announced"
+            assert listed_state[c] in ck.announced[c]
+            if listed_state[c] == "exited" and cid in provided and c.report_times and c.started is not None:
+                assert "running" in ck.announced[c]  # what the status proved is not dropped
+        for sid, s in listed_s.items():
+            assert ck.current_s.get(sid) is s and listed_state[s] in ck.announced[s]
+        # ... and everything seen and gone by now is destroyed, and then forgotten
+        for obj in ck.seen:
+            removed = obj.removed  # type: ignore[attr-defined]
+            if removed is not None and removed <= answer:
+                assert ck.announced[obj][-1] == "destroyed", obj
+        assert self.engine.table_sizes() == (len(listed_c), len(listed_s))
+
+    def _check_container(
+        self, e: Event, transition: str, answer: int, listed_c: dict[str, Container], provided: set[str]
+    ) -> None:
+        ck = self.check
+        cid = e.container_id
+        assert cid is not None
+        if transition == "created":
+            c = listed_c.get(cid)
+            assert c is not None, "phantom: created for a container not in the list"
+            assert cid not in ck.current_c, "created before the previous incarnation was destroyed"
+            ck.current_c[cid] = c
+            ck.announced[c] = []
+            sandbox = ck.current_s.get(c.sandbox.sid)
+            assert sandbox is c.sandbox and "ready" in ck.announced[sandbox], "created before its sandbox.ready"
+        else:
+            c = ck.current_c.get(cid)  # type: ignore[assignment]
+            assert c is not None, f"{e.type} for a container never created"
+        history = ck.announced[c]
+        assert not history or C_RANK[transition] > C_RANK[history[-1]], (history, transition)  # G1
+        history.append(transition)
+        # time-ordered consumers (the reorder buffer) keep the lifecycle order and sandbox nesting
+        if not self.ever_future:
+            assert e.time_ns >= ck.last_time.get(c, 0), (e, ck.last_time.get(c))
+            assert e.time_ns >= ck.last_time[c.sandbox] or ck.announced[c.sandbox][-1] != "ready", e
+        ck.last_time[c] = e.time_ns
+        if transition == "destroyed":
+            del ck.current_c[cid]
+        assert e.sandbox_id == c.sandbox.sid and e.pod is not None and e.pod.uid == "uid-" + c.sandbox.sid
+        truth = c.truth(transition)
+        assert truth is not None, f"{transition} forged for a container that never did it"
+        assert e.window_ns[0] <= truth <= e.window_ns[1], (e, truth)  # G4
+        reported = c.report_times and listed_c.get(cid) is c and (transition == "created" or cid in provided)
+        reported = reported and not self.ever_future
+        if reported and transition != "destroyed":
+            assert e.time_ns == truth  # G4: the runtime's own time, verbatim
+        if transition == "exited" and not e.synthetic and cid in provided:
+            assert e.exit_code == (None if c.unknown_exit else c.exit_code)
+        if transition != "destroyed":  # G3
+            assert e.synthetic == (transition not in ck.seen.get(c, set())), (e, ck.seen.get(c))
+            assert (e.why is None) != e.synthetic
+            if e.synthetic:
+                assert e.why == self._expected_why(transition, c, listed_c.get(cid)), e
+        assert c.state() != "running" or transition != "exited" or c.exited is not None  # G5
+        if transition == "exited":
+            assert (c.exited is not None and c.exited <= answer) or (c.removed is not None and c.removed <= answer)
+        if transition == "destroyed":
+            assert c.removed is not None and c.removed <= answer  # G5: never while it exists
+            replaced = listed_c.get(cid) not in (None, c)
+            assert e.synthetic == replaced and (e.why == "container ID reused") == replaced  # G3
+
+    def _expected_why(self, transition: str, c: Container, listed: Container | None) -> str:
+        if transition == "created":
+            return "created before first seen"
+        if transition == "running":
+            return "ran between polls"
+        if listed is not None and listed is not c:
+            return "container ID reused"
+        blind = self.had_success and (self.failed_since > 0 or self.reset_since)
+        return "vanished during outage" if blind else "exited and removed between polls"
+
+    def _check_sandbox(self, e: Event, transition: str, answer: int, listed_s: dict[str, Sandbox]) -> None:
+        ck = self.check
+        sid = e.sandbox_id
+        assert sid is not None
+        if transition == "ready":
+            s = listed_s.get(sid)
+            assert s is not None and sid not in ck.current_s
+            ck.current_s[sid] = s
+            ck.announced[s] = []
+        else:
+            s = ck.current_s.get(sid)  # type: ignore[assignment]
+            assert s is not None
+        history = ck.announced[s]
+        assert not history or S_RANK[transition] > S_RANK[history[-1]]
+        history.append(transition)
+        if not self.ever_future:
+            assert e.time_ns >= ck.last_time.get(s, 0)
+        ck.last_time[s] = e.time_ns
+        if transition == "destroyed" and not self.ever_future:
+            children = [t for c, t in ck.last_time.items() if isinstance(c, Container) and c.sandbox is s]
+            assert e.time_ns >= max(children, default=0), "sandbox.destroyed placed before its containers' ends"
+        truth = s.truth(transition)
+        assert truth is not None and e.window_ns[0] <= truth <= e.window_ns[1], (e, truth)
+        if transition == "ready" and not self.ever_future:
+            assert e.time_ns == s.created
+        if transition != "destroyed":
+            assert e.synthetic == (transition not in ck.seen.get(s, set()))
+            if e.synthetic and transition == "ready":
+                assert e.why == "created before first seen"
+            elif e.synthetic:
+                blind = self.had_success and (self.failed_since > 0 or self.reset_since)
+                assert e.why == ("vanished during outage" if blind else "stopped and removed between polls")
+        else:
+            assert not e.synthetic and s.removed is not None and s.removed <= answer
+            assert not any(c.sandbox is s for c in ck.current_c.values()), "sandbox destroyed before its containers"
+            del ck.current_s[sid]
+
+    @invariant()
+    def engine_never_tracks_more_than_exists_or_existed(self) -> None:
+        tracked_c, tracked_s = self.engine.table_sizes()
+        assert tracked_c <= len(self.containers) and tracked_s <= len(self.sandboxes)
+
+
+DiffMachine.TestCase.settings = settings(
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestDiffAgainstReferenceRuntime = DiffMachine.TestCase
