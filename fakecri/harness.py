@@ -139,7 +139,10 @@ class Harness:
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> Harness:
+    def start(self, *, hold: bool = False) -> Harness:
+        """Serve the socket and start the timeline -- or, with ``hold=True``, serve an idle runtime
+        until ``release()`` starts the timeline (``fakecri verify`` waits for the sensor's first list,
+        so a sensor's start-up time does not eat the scenario's first steps)."""
         if self._started:
             raise RuntimeError("harness already started")
         self._started = True
@@ -148,6 +151,16 @@ class Harness:
         except BaseException:
             self._down_sockets()
             raise
+        if not hold:
+            self.release()
+        return self
+
+    def release(self) -> None:
+        """Start the timeline of a harness started with ``hold=True``: offset 0 is now."""
+        if not self._started:
+            raise RuntimeError("start() the harness first")
+        if self.runner is not None:
+            raise RuntimeError("the timeline is already running")
         # The timeline starts once the runtime answers: server start-up is not step jitter.
         self.start_ns = self.clock.now_ns()
         self.runner = Runner(self.plan.steps, self._apply, clock=self.clock, start_ns=self.start_ns,
@@ -157,7 +170,6 @@ class Harness:
             self.runner.advance_to(0)
         else:
             self.runner.start()
-        return self
 
     def stop(self) -> None:
         """Stop the runner, release hung calls, stop relay and server (sockets removed). Idempotent."""

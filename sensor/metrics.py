@@ -25,6 +25,30 @@ class Metrics:
                                   registry=r)
         self.overruns = Counter("crisensor_schedule_overruns_total",
                                 "Poll ticks skipped because a poll ran past its slot.", registry=r)
+        # The analytics stage (sensor.analytics.Pipeline; docs/analytics.md).
+        self.analytics_released = Counter("crisensor_analytics_released_total",
+                                          "Items the analytics stage released, by kind (lifecycle, process).",
+                                          ["kind"], registry=r)
+        self.reorder_late = Counter("crisensor_reorder_late_total",
+                                    "Items that reached the reorder stage after their slot and were released at "
+                                    "once, flagged late, by kind (lifecycle, process). Lifecycle events late under "
+                                    "a fixed window: event_reorder_window is shorter than the poll's lateness.",
+                                    ["kind"], registry=r)
+        self.reorder_forced = Counter("crisensor_reorder_forced_total",
+                                      "Items released before their slot, by reason (overflow, cap, flush).",
+                                      ["reason"], registry=r)
+        self.reorder_overflow = Counter("crisensor_reorder_overflow_total",
+                                        "Items released early because the reorder stage held max_events.",
+                                        registry=r)
+        self.reorder_held = Gauge("crisensor_reorder_held", "Items the reorder stage holds.", registry=r)
+        self.reorder_lateness = Histogram(
+            "crisensor_reorder_lateness_seconds",
+            "Lateness of container lifecycle events (observed_ns - time_ns): a fixed event_reorder_window "
+            "shorter than this leaves process events unenriched.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1, 2.5, 5), registry=r)
+        self.unenriched = Counter("crisensor_enrich_unenriched_total",
+                                  "Process events released without container metadata, by why_unenriched.",
+                                  ["why"], registry=r)
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)
