@@ -55,9 +55,9 @@ def _parse_hostport(text: str) -> tuple[str, int]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from sensor.analytics import Pipeline, ProgressPoller
     from sensor.metrics import Metrics
     from sensor.output import Emitter
-    from sensor.poller import Poller
 
     cfg = load(args)
     if not cfg.enabled:
@@ -80,12 +80,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     client = make_client(cfg)
-    poller = Poller(client, Emitter(out), poll_interval_ns=cfg.poll_interval_ns, metrics=metrics)
+    emitter = Emitter(out)
+    poller = ProgressPoller(client, emitter, poll_interval_ns=cfg.poll_interval_ns, metrics=metrics)
+    # The analytics stage (event_reorder_window) sees every lifecycle event; there is no process
+    # source in production yet, so it only feeds the crisensor_reorder_* metrics. Output is unchanged.
+    analytics = Pipeline.from_config(cfg, metrics=metrics)
+    analytics.attach(emitter)
+    poller.on_poll.append(analytics.on_poll)
     log.info("crisensor: watching %s every %.0f ms (handshake %s)", cfg.addr, cfg.poll_interval_ns / 1e6,
              cfg.handshake)
     try:
         poller.run(stop)
     finally:
+        analytics.close()
         client.close()
         out.flush()
         if out is not sys.stdout:
@@ -164,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     from sensor.doctor import add_doctor_parser
 
     add_doctor_parser(sub)
+
+    from sensor.tune import add_tune_parser
+
+    add_tune_parser(sub)
     return p
 
 

@@ -10,7 +10,8 @@ Rule 1 -- incarnations. A container ID can be reused, so the ``Enricher`` keeps,
 
 * ``container.created`` at ``t`` starts an incarnation at ``t`` (an older one still open is
   closed at ``t``: the ID was reused without its ``destroyed`` reaching us);
-* ``container.destroyed`` at ``t`` ends the incarnation alive at ``t``;
+* ``container.destroyed`` at ``t`` ends the incarnation alive at ``t``, at the upper bound of the
+  event's window (a process event proves the container existed; the end may be an estimate);
 * ``container.running``/``exited`` for an ID with no incarnation alive at ``t`` start a
   *provisional* one at ``t`` (the stage started mid-stream, or ``created`` was lost); a later
   ``created`` at ``t' <= t`` adopts it and moves its start back to ``t'``. They also fill a pod
@@ -201,7 +202,7 @@ class Enricher:
         if typ == "container.created":
             self._created(cid, t, event)
         elif typ == "container.destroyed":
-            self._destroyed(cid, t)
+            self._destroyed(cid, t, max(t, event.window_ns[1]))
         else:
             self._seen(cid, t, event)
         if t > self._horizon:
@@ -232,10 +233,14 @@ class Enricher:
             self._close(cid, inc, incs[i].start_ns)  # a late created of an older incarnation
         incs.insert(i, inc)
 
-    def _destroyed(self, cid: str, t: int) -> None:
+    def _destroyed(self, cid: str, t: int, hi: int) -> None:
+        """End the incarnation alive at ``t`` -- at ``hi``, the window's upper bound: a process
+        event inside the container proves it still existed then, and a forged end's ``t`` is
+        only an estimate. A successor incarnation's start still bounds it."""
         inc = self._at_or_before(cid, t)
         if inc is not None:
-            self._close(cid, inc, t)
+            later = [x.start_ns for x in self._by_id[cid] if x.start_ns > inc.start_ns]
+            self._close(cid, inc, min([hi, *later]))
 
     def _seen(self, cid: str, t: int, ev: Event) -> None:
         inc = self._at_or_before(cid, t)
