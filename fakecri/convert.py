@@ -8,6 +8,8 @@ argument instead of being written twice.
 from __future__ import annotations
 
 import json
+import operator
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -168,3 +170,65 @@ def image(pb: ModuleType, img: Image) -> Any:
 
 def labels_of(filter_msg: Any) -> dict[str, str]:
     return dict(filter_msg.label_selector) if filter_msg is not None else {}
+
+
+# --- list answers from cached entries ------------------------------------------------------------
+
+
+def list_entry(pb: ModuleType, response: str, field: str, msg: Any) -> bytes:
+    """``msg`` serialized as one entry of a list answer (tag, length, message), exactly as inside a
+    whole ``response`` (protobuf concatenates repeated entries): built through a one-entry response,
+    so that even map fields come out in the order the whole answer would put them in."""
+    return getattr(pb, response)(**{field: [msg]}).SerializeToString()
+
+
+class ListCache:
+    """Each object's list entry -- message and serialized bytes, per API version -- kept until the
+    object changes, so that a 10,000-container ``ListContainers`` answer is a join of cached bytes
+    instead of 10,000 conversions (~100 ms of GIL-holding work that also ruined the timeline's
+    jitter).
+
+    Theory: the fields of a list entry (IDs, names, image, labels, annotations, ``created_at``,
+    state) are fixed when the model creates an object, except its state, and the model changes a
+    state only through ``_set_*_state``, which calls its ``on_change`` listeners. ``changed`` is such
+    a listener: it rebuilds the entry (or forgets it on ``destroyed``), under the model lock. So a
+    cached entry is always the object's current one, and ``entries`` -- also under the model lock --
+    gives a consistent answer. Objects created before the cache existed are built on first list.
+    """
+
+    def __init__(self, build: Callable[[ModuleType, Any], Any], response: str, field: str) -> None:
+        self._build = build
+        self._response, self._field = response, field
+        self._by_api: dict[ModuleType, dict[str, tuple[Any, bytes]]] = {}
+
+    def _make(self, pb: ModuleType, obj: Any) -> tuple[Any, bytes]:
+        msg = self._build(pb, obj)
+        return msg, list_entry(pb, self._response, self._field, msg)
+
+    def entries(self, pb: ModuleType, items: list[Any]) -> list[tuple[Any, bytes]]:
+        """``(message, entry bytes)`` per item, in order. Call under the model lock."""
+        cache = self._by_api.get(pb)
+        if cache is None:
+            cache = self._by_api[pb] = {}
+        got: list[Any] = list(map(cache.get, map(_ID, items)))
+        if None in got:
+            for i, hit in enumerate(got):
+                if hit is None:
+                    got[i] = cache[items[i].id] = self._make(pb, items[i])
+        return got
+
+    def changed(self, obj: Any, transition: str) -> None:
+        """``RuntimeModel.on_change`` hook for this cache's kind (called under the model lock)."""
+        for pb, cache in self._by_api.items():
+            if transition == "destroyed":
+                cache.pop(obj.id, None)
+            else:
+                cache[obj.id] = self._make(pb, obj)
+
+    def size(self) -> int:
+        return sum(len(c) for c in self._by_api.values())
+
+
+_ID = operator.attrgetter("id")
+MESSAGE = operator.itemgetter(0)
+ENTRY = operator.itemgetter(1)
