@@ -63,13 +63,25 @@ class CallPolicy:
     def shape_status(self, status: Any, pb: ModuleType) -> Any:
         return status
 
+    def stream_event(self, kind: str, obj_id: str, transition: str) -> bool:
+        """Whether GetContainerEvents subscribers get this change; ``False`` loses it (a runtime
+        that drops an event). ``kind`` is ``container`` or ``sandbox``, ``transition`` a truth name."""
+        return True
+
+
+#: Initial-metadata key under which GetContainerEvents names its subscription (sent right after
+#: subscribing, so a client knows it is subscribed; tests pair it with ``EventHub.sent``).
+SUBSCRIPTION_HEADER = "fakecri-subscription"
+
 
 class EventHub:
     """Fans model changes out to GetContainerEvents subscribers, in model order, with no gap."""
 
-    def __init__(self, model: RuntimeModel) -> None:
+    def __init__(self, model: RuntimeModel, policy: CallPolicy | None = None) -> None:
         self._model = model
+        self.policy = policy or CallPolicy()
         self._subs: dict[int, tuple[ModuleType, queue.SimpleQueue[Any]]] = {}
+        self._sent: dict[int, int] = {}
         self._lock = threading.Lock()
         self._next = 0
         model.on_change(self._on_change)
@@ -79,33 +91,43 @@ class EventHub:
         with self._lock:
             self._next += 1
             self._subs[self._next] = (pb, q)
+            self._sent[self._next] = 0
             return self._next, q
 
     def unsubscribe(self, key: int) -> None:
         with self._lock:
             self._subs.pop(key, None)
+            self._sent.pop(key, None)
+
+    def sent(self, key: int) -> int | None:
+        """Responses queued so far for subscription ``key``; ``None`` once it is closed. A test that
+        drives a client on a virtual clock waits until the client has read this many."""
+        with self._lock:
+            return self._sent.get(key)
 
     def close_all(self, reason: object = _STREAM_END) -> None:
         """End every open stream (runtime shutdown); ``reason`` is put on each queue."""
         with self._lock:
-            subs, self._subs = list(self._subs.values()), {}
+            subs, self._subs, self._sent = list(self._subs.values()), {}, {}
         for _, q in subs:
             q.put(reason)
 
     def _on_change(self, kind: str, obj: Container | Sandbox, transition: str) -> None:
-        if transition not in _EVENT_TYPE or (kind == "sandbox" and transition == "notready"):
+        if (kind == "container" and transition not in _EVENT_TYPE) or not self.policy.stream_event(kind, obj.id,
+                                                                                                    transition):
             return
         with self._lock:
-            subs = list(self._subs.values())
+            subs = list(self._subs.items())
         if not subs:
             return
         model = self._model
         sandbox_id = obj.sandbox_id if isinstance(obj, Container) else obj.id
         sb = model.sandboxes.get(sandbox_id)
         members = [c for c in model.containers.values() if c.sandbox_id == sandbox_id]
-        # Sandbox transitions are announced as container events whose ID is the sandbox's (as containerd does).
+        # Sandbox transitions are announced as container events whose ID is the sandbox's, as containerd
+        # does: RunPodSandbox CREATED, its stop STOPPED, RemovePodSandbox DELETED.
         event_type = {"ready": 0, "notready": 2}.get(transition, _EVENT_TYPE.get(transition, 0))
-        for pb, q in subs:
+        for key, (pb, q) in subs:
             q.put(pb.ContainerEventResponse(
                 container_id=obj.id,
                 container_event_type=event_type,
@@ -113,6 +135,9 @@ class EventHub:
                 pod_sandbox_status=convert.pod_sandbox_status(pb, sb) if sb is not None else None,
                 containers_statuses=[convert.container_status(pb, c, model.flavor) for c in members],
             ))
+            with self._lock:
+                if key in self._sent:
+                    self._sent[key] += 1
 
 
 class Handlers:
@@ -122,6 +147,35 @@ class Handlers:
         self.model = model
         self.policy = policy
         self.hub = hub
+        # List answers are built from entries cached per object until it changes (convert.ListCache).
+        self.sandbox_entries = convert.ListCache(convert.pod_sandbox, "ListPodSandboxResponse", "items")
+        self.container_entries = convert.ListCache(convert.container, "ListContainersResponse", "containers")
+        model.on_change(self._entry_changed)
+
+    def _entry_changed(self, kind: str, obj: Container | Sandbox, transition: str) -> None:
+        cache = self.container_entries if kind == "container" else self.sandbox_entries
+        cache.changed(obj, transition)
+
+    def _list_answer(self, cache: convert.ListCache, pb: ModuleType, table: dict[str, Any] | None,
+                     list_items: Callable[[], list[Any]], shape: Callable[[list[Any], ModuleType], list[Any]],
+                     response: Any, field: str) -> Any:
+        """A list answer: the serialized bytes of the cached entries when the policy leaves the list
+        as it is (the server's serializer passes ``bytes`` through), else the shaped message.
+        ``table``: the model's ID -> object dict when the request has no filter (every object, in
+        the model's order: what ``list_items`` would return, without a pass in Python)."""
+        version = None
+        with self.model.lock:  # a consistent answer: the cache changes only under this lock
+            if table is not None:
+                got, version = cache.every_entry(pb, table)
+            else:
+                got = cache.entries(pb, list_items())
+        msgs = list(map(convert.MESSAGE, got))
+        shaped = shape(msgs, pb)  # policies return the same list when they change nothing
+        if shaped is not msgs:
+            return response(**{field: shaped})
+        if version is not None:
+            return cache.whole(pb, got, version)
+        return b"".join(map(convert.ENTRY, got))
 
     @property
     def flavor(self) -> Flavor:
@@ -187,10 +241,11 @@ class Handlers:
         state = None
         if f is not None and f.HasField("state"):
             state = convert.SANDBOX_STATE_NAME.get(f.state.state)
-        items = self.model.list_pod_sandbox(id=f.id if f else "", state=state,
-                                            label_selector=convert.labels_of(f))
-        out = [convert.pod_sandbox(pb, s) for s in items]
-        return pb.ListPodSandboxResponse(items=self.policy.shape_sandboxes(out, pb))
+        return self._list_answer(
+            self.sandbox_entries, pb, self.model.sandboxes if f is None else None,
+            lambda: self.model.list_pod_sandbox(id=f.id if f else "", state=state,
+                                                label_selector=convert.labels_of(f)),
+            self.policy.shape_sandboxes, pb.ListPodSandboxResponse, "items")
 
     def CreateContainer(self, pb: ModuleType, api: str, req: Any) -> Any:
         cfg = req.config
@@ -220,11 +275,12 @@ class Handlers:
         state = None
         if f is not None and f.HasField("state"):
             state = convert.CONTAINER_STATE_NAME.get(f.state.state)
-        items = self.model.list_containers(id=f.id if f else "", state=state,
-                                           sandbox_id=f.pod_sandbox_id if f else "",
-                                           label_selector=convert.labels_of(f))
-        out = [convert.container(pb, c) for c in items]
-        return pb.ListContainersResponse(containers=self.policy.shape_containers(out, pb))
+        return self._list_answer(
+            self.container_entries, pb, self.model.containers if f is None else None,
+            lambda: self.model.list_containers(id=f.id if f else "", state=state,
+                                               sandbox_id=f.pod_sandbox_id if f else "",
+                                               label_selector=convert.labels_of(f)),
+            self.policy.shape_containers, pb.ListContainersResponse, "containers")
 
     def ContainerStatus(self, pb: ModuleType, api: str, req: Any) -> Any:
         c = self.model.container_status(req.container_id)
@@ -353,6 +409,54 @@ class UnknownMethod(grpc.GenericRpcHandler):
         return grpc.unary_unary_rpc_method_handler(abort)
 
 
+#: RPCs whose handlers may answer with already serialized ``bytes`` (``Handlers._list_answer``).
+BYTES_ANSWERS = frozenset({"ListContainers", "ListPodSandbox"})
+
+
+def _passthrough(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    def serializer(response: Any) -> bytes:
+        return response if type(response) is bytes else serialize(response)
+
+    return serializer
+
+
+def _with_bytes_answers(method: str, handler: Any) -> Any:
+    if handler is None or method.rpartition("/")[2] not in BYTES_ANSWERS:
+        return handler
+    return handler._replace(response_serializer=_passthrough(handler.response_serializer))
+
+
+class _BytesGeneric(grpc.GenericRpcHandler):
+    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+        self.inner = inner
+        self._patched: dict[str, Any] = {}
+
+    def service(self, handler_call_details: Any) -> Any:
+        method = handler_call_details.method
+        handler = self._patched.get(method)
+        if handler is None:
+            handler = _with_bytes_answers(method, self.inner.service(handler_call_details))
+            if handler is not None:  # only this service's methods are remembered
+                self._patched[method] = handler
+        return handler
+
+
+class _BytesAnswers:
+    """Stands in for the ``grpc.Server`` given to a generated ``add_*_to_server``: the handlers it
+    registers for ``BYTES_ANSWERS`` send a ``bytes`` answer as it is (any other answer is serialized
+    as before)."""
+
+    def __init__(self, server: grpc.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_BytesGeneric(h) for h in handlers))
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self._server.add_registered_method_handlers(
+            service, {name: _with_bytes_answers(name, h) for name, h in handlers.items()})
+
+
 class FakeCriServer:
     """gRPC server for one model on one unix socket. ``start``/``stop`` may be repeated (restarts)."""
 
@@ -363,7 +467,7 @@ class FakeCriServer:
         self.policy = policy or CallPolicy()
         self.socket_mode = socket_mode
         self.max_workers = max_workers
-        self.hub = EventHub(model)
+        self.hub = EventHub(model, self.policy)
         self.handlers = Handlers(model, self.policy, self.hub)
         self._server: grpc.Server | None = None
         self._streams_close_unavailable = model.flavor.events == "stream-then-closed"
@@ -418,6 +522,9 @@ class FakeCriServer:
             with model.lock:  # subscribe under the model lock: no change falls between
                 key, q = hub.subscribe(pb)
                 t0 = model.clock.now_ns()
+            # Headers right away, so a client can know it is subscribed before it lists (grpc-go
+            # runtimes send them only with the first event; a client must not depend on this).
+            context.send_initial_metadata(((SUBSCRIPTION_HEADER, str(key)),))
             closed = threading.Event()
             context.add_callback(lambda: (closed.set(), q.put(_STREAM_END)))
             code = "CANCELLED"
@@ -448,8 +555,10 @@ class FakeCriServer:
         image_ns = {n: self._unary(n, pb, api) for n in IMAGE_RPCS}
         runtime_cls = type(f"Runtime_{api}", (pb_grpc.RuntimeServiceServicer,), runtime_ns)
         image_cls = type(f"Image_{api}", (pb_grpc.ImageServiceServicer,), image_ns)
-        return [(runtime_cls(), pb_grpc.add_RuntimeServiceServicer_to_server),
-                (image_cls(), pb_grpc.add_ImageServiceServicer_to_server)]
+        def add_runtime(servicer: Any, server: grpc.Server) -> None:
+            pb_grpc.add_RuntimeServiceServicer_to_server(servicer, _BytesAnswers(server))
+
+        return [(runtime_cls(), add_runtime), (image_cls(), pb_grpc.add_ImageServiceServicer_to_server)]
 
     def _prepare_socket(self) -> None:
         path = self.socket_path

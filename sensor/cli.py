@@ -81,16 +81,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     client = make_client(cfg)
     emitter = Emitter(out)
-    poller = ProgressPoller(client, emitter, poll_interval_ns=cfg.poll_interval_ns, metrics=metrics)
+    poller = ProgressPoller(client, emitter, poll_interval_ns=cfg.poll_interval_ns, metrics=metrics,
+                            events=cfg.events, resync_interval_ns=cfg.resync_interval_ns)
     # The analytics stage (event_reorder_window) sees every lifecycle event; there is no process
     # source in production yet, so it only feeds the crisensor_reorder_* metrics. Output is unchanged.
     analytics = Pipeline.from_config(cfg, metrics=metrics)
     analytics.attach(emitter)
     poller.on_poll.append(analytics.on_poll)
-    log.info("crisensor: watching %s every %.0f ms (handshake %s)", cfg.addr, cfg.poll_interval_ns / 1e6,
-             cfg.handshake)
+    log.info("crisensor: watching %s every %.0f ms (handshake %s, events %s)", cfg.addr,
+             cfg.poll_interval_ns / 1e6, cfg.handshake, cfg.events)
     try:
-        poller.run(stop)
+        poller.run(stop)  # on its way out it cancels the event stream and joins its reader
     finally:
         analytics.close()
         client.close()

@@ -86,6 +86,7 @@ class CriClient:
         self._pb: Any = None
         #: Count of RPCs issued, by method (load on the runtime; metrics read it).
         self.rpc_count: dict[str, int] = {}
+        self._raw_lists: tuple[Any, Any, Any] | None = None  # (channel, ListContainers, ListPodSandbox) undecoded
 
     # ---- connection --------------------------------------------------------------------------
 
@@ -187,6 +188,26 @@ class CriClient:
             sent_ns=sent,
             received_ns=received,
         )
+
+    def list_bytes(self) -> tuple[bytes, bytes, int, int]:
+        """``list_raw`` without decoding: (ListPodSandbox answer, ListContainers answer, sent_ns,
+        received_ns), the answers as serialized bytes, for ``sensor.fastpath``."""
+        pb = self.pb
+        raw = self._raw_lists
+        if raw is None or raw[0] is not self._channel:
+            assert self._channel is not None and self.info is not None
+            service = f"/runtime.{self.info.api}.RuntimeService/"
+            raw = self._raw_lists = (
+                self._channel,
+                self._channel.unary_unary(service + "ListContainers",
+                                          request_serializer=pb.ListContainersRequest.SerializeToString),
+                self._channel.unary_unary(service + "ListPodSandbox",
+                                          request_serializer=pb.ListPodSandboxRequest.SerializeToString),
+            )
+        sent = self.now_ns()
+        containers = self._call(raw[1], pb.ListContainersRequest(), "ListContainers")
+        sandboxes = self._call(raw[2], pb.ListPodSandboxRequest(), "ListPodSandbox")
+        return sandboxes, containers, sent, self.now_ns()
 
     def status(self, ids: Iterable[str]) -> tuple[dict[str, ContainerDetail | None], CriCallError | None]:
         """ContainerStatus per ID: NotFound -> ``None`` (removed since the list); other errors -> absent.

@@ -55,6 +55,39 @@ produces ``destroyed`` -- only a later successful list that lacks the container 
 ``exit_code: -1`` means unknown (null). ``finished_at`` seen in a status while the list said
 ``running`` is ignored: the engine announces only what a list showed; status only adds times.
 
+Rule 6 -- the event stream feeds the same tables (``engine.stream(event, now_ns)``). Where the
+runtime serves ``GetContainerEvents``, each ``StreamEvent`` is one more observation of one object:
+``created``/``started``/``stopped``/``deleted`` are observed as ``created``/``running``/``exited``
+(``exited+ran`` when its status reports ``started_at``)/``gone`` -- for a sandbox (an event whose
+ID is a sandbox's) ``ready``/``ready``/``notready``/``gone`` -- or as the later state its status
+already shows. Every event it produces has ``source: "stream"``. What keeps the two sources
+exactly-once and in lifecycle order:
+
+* the caller holds one lock around the engine, across a whole poll (list, status, ``finish``)
+  *including its RPCs*, and emits under it: every stream event applied before a poll happened
+  before its list, so a list is never older than what the stream announced. An event applied
+  after a poll may be older than its list: an observation earlier than the announced state gives
+  no steps, and a destroyed object leaves a *tombstone* (its ID and ``created_at``; the latest
+  ``TOMBSTONES`` per kind) so that a late event about it is ignored -- unless its status shows a
+  different ``created_at`` (ID reuse). A list that shows a tombstoned ID again is believed;
+* the list is the base, the stream the increments: while there is no base for the current
+  connection (before the first successful list; after ``reset_connection`` until the resync
+  list) stream events are *held*, and ``finish`` applies them after the list's own events;
+* the stream announces only what it can attribute: an unknown container needs its status and its
+  pod sandbox's (containerd sends a nil pod sandbox status once the sandbox is gone), an unknown
+  sandbox its status; a ``deleted`` of an unknown object announces nothing; a sandbox's
+  ``deleted`` while tracked containers still name it waits for a list. Those cases set
+  ``resync_wanted``: the caller should list soon, and that list reports what the stream could not
+  (``finish(..., source="resync")``);
+* times: ``created_at``/``started_at``/``finished_at`` from the statuses are used verbatim; a seen
+  step with no such time (``destroyed``, ``notready``) takes the response's ``created_at``, the
+  event time. The window is ``[lo, now_ns]``, ``lo`` being the last time the sensor knew the
+  previous state: the latest of the object's reported times, its last streamed event's
+  ``window_ns[0]`` (both kept as ``floor_ns``) and the ``sent_ns`` of the last list that showed it.
+  An object first seen in the stream starts from its own reported times, as in rule 4;
+* a record the stream created, changed or removed was not in the last committed list, so the
+  engine is not ``settled`` (the list fast path takes the plain path) until the next ``finish``.
+
 Emission order of one ``finish``: ``sensor.gap``; ends of vanished/replaced containers; ends of
 vanished/replaced sandboxes; new/changed sandboxes; new/changed containers -- so ``sandbox.ready``
 precedes its containers' ``created`` and a container's ``destroyed`` precedes its sandbox's. A
@@ -63,23 +96,31 @@ keeps its end pending until no listed container names it. Duplicate IDs in one l
 wins. ID reuse (a known ID listed with a different ``created_at``, both non-zero and in the past --
 a zero or future one is a timestamp quirk and proves nothing -- or in a state earlier
 than already announced): the old incarnation's end is forged (``why: "container ID reused"``) and
-the new one starts from scratch. The engine assigns no ``seq``; the emitter does.
+the new one starts from scratch. Held stream events (rule 6) come last. The engine assigns no
+``seq``; the emitter does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from sensor.events import WHY_EXITED_AND_REMOVED, WHY_STOPPED_AND_REMOVED, WHY_VANISHED_DURING_OUTAGE, Event, Pod
 from sensor.lifecycle import Step, container_steps, is_regression, sandbox_steps
-from sensor.snapshot import ContainerDetail, ContainerSnap, SandboxSnap, Snapshot
+from sensor.snapshot import ContainerDetail, ContainerSnap, SandboxSnap, Snapshot, StreamEvent
 
-__all__ = ["DiffEngine", "EngineStateError", "place"]
+__all__ = ["HELD_MAX", "TOMBSTONES", "DiffEngine", "EngineStateError", "place"]
 
 _RANK = {"created": 0, "running": 1, "exited": 2, "destroyed": 3}
 _NEEDS_STATUS = ("running", "exited")
 _MISSING = object()
+#: What a stream event type is observed as (rule 6), for containers and for sandboxes.
+_STREAM_OBSERVATION = {"created": "created", "started": "running", "stopped": "exited", "deleted": "gone"}
+_SANDBOX_STREAM_OBSERVATION = {"created": "ready", "started": "ready", "stopped": "notready", "deleted": "gone"}
+#: Destroyed IDs remembered per kind, so that late stream events about them are ignored (rule 6).
+TOMBSTONES = 16_384
+#: Stream events held while there is no base list; past this many the base list covers them.
+HELD_MAX = 65_536
 
 
 class EngineStateError(RuntimeError):
@@ -132,9 +173,11 @@ class _Container:
     snap: ContainerSnap  # latest listed incarnation (metadata for later events)
     listed: str  # state in the last successful list
     announced: str  # last lifecycle state announced
-    floor_ns: int  # latest sane runtime-reported time of an announced step (0: none)
+    # a certain lower bound for its next transition: the latest sane runtime-reported time of an
+    # announced step, or its last streamed event's window_ns[0] (0: none)
+    floor_ns: int
     last_ns: int  # time_ns of its last event (estimates never go before it)
-    gen: int  # poll generation in which it was last listed
+    gen: int  # poll generation in which it was last listed (0: never listed, known from the stream)
     created_ns: int = 0  # its created_at, once reported in the past of a snapshot (identity for ID reuse)
 
 
@@ -165,6 +208,7 @@ class _Pending:
     c_changed: list[tuple[_Container, ContainerSnap]] = field(default_factory=list)
     c_replaced: list[tuple[_Container, ContainerSnap]] = field(default_factory=list)
     c_matched: int = 0
+    named: Callable[[], Collection[str]] | None = None  # begin_changes: sandbox IDs the whole list names
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +233,16 @@ class DiffEngine:
         self._failures = 0
         self._last_error: str | None = None
         self._resync = False
+        # rule 6: the last committed generation, tombstones (ID -> created_ns of the destroyed
+        # incarnation, oldest first), held stream events, whether the stream saw something only a
+        # list can place, and whether it changed records since the last finish
+        self._committed_gen = 0
+        self._tombs: dict[str, int] = {}
+        self._sb_tombs: dict[str, int] = {}
+        self._held: list[StreamEvent] = []
+        self._want_list = False
+        self._streamed = False
+        self._finished_gen = 0  # generation of the last finish (-1: a begin_changes is pending)
 
     # --- introspection ------------------------------------------------------------------------
 
@@ -213,6 +267,16 @@ class DiffEngine:
     def table_sizes(self) -> tuple[int, int]:
         """``(tracked containers, tracked sandboxes)``: bounded by what currently exists."""
         return len(self._containers), len(self._sandboxes)
+
+    @property
+    def resync_wanted(self) -> bool:
+        """The stream showed something only a list can place (rule 6): list soon. Cleared by ``finish``."""
+        return self._want_list
+
+    @property
+    def held(self) -> int:
+        """Stream events held until the base list (rule 6)."""
+        return len(self._held)
 
     # --- inputs -------------------------------------------------------------------------------
 
@@ -278,21 +342,29 @@ class DiffEngine:
         self._last_error = error
 
     def reset_connection(self, now_ns: int) -> None:
-        """The connection was lost or re-established: the next successful snapshot is a resync."""
+        """The connection was lost or re-established: the next successful snapshot is a resync.
+        Held stream events belonged to the old connection's stream: dropped (the resync list covers them)."""
         self._pending = None
+        self._held.clear()
         if self._prev is not None:
             self._resync = True
 
-    def finish(self, details: Mapping[str, ContainerDetail | None], now_ns: int) -> list[Event]:
+    def finish(self, details: Mapping[str, ContainerDetail | None], now_ns: int, *,
+               source: str | None = None) -> list[Event]:
         """Complete the poll begun by ``begin``: ``details[id]`` per requested ID (``None``:
-        NotFound; missing: the call failed). Returns events in emission order, ``seq`` 0."""
+        NotFound; missing: the call failed). Returns events in emission order, ``seq`` 0.
+
+        ``source`` labels the poll's events: ``poll`` (default) or ``resync`` for a reconciling
+        poll beside the event stream; the first poll after ``reset_connection`` is always ``resync``.
+        """
         p = self._pending
         if p is None:
             raise EngineStateError("finish() called without begin(): feed a successful snapshot first")
         self._pending = None
         cur, prev = p.snapshot, self._prev
         blind = prev is not None and (self._failures > 0 or self._resync)
-        source = "resync" if self._resync else "poll"
+        source = "resync" if self._resync else (source or "poll")
+        self._want_list = False
         ctx = _Ctx(
             lo=0 if prev is None else min(prev.sent_ns, cur.received_ns),
             hi=cur.received_ns,
@@ -310,8 +382,12 @@ class DiffEngine:
         c_why = WHY_VANISHED_DURING_OUTAGE if blind else WHY_EXITED_AND_REMOVED
         if p.c_matched < len(containers):
             for t in [t for t in containers.values() if t.gen != p.gen]:
-                self._end_container(t, container_steps(t.announced, "gone", vanished_why=c_why), ctx, 0, out)
+                # never listed (known from the stream only): it may have ended before the previous
+                # list, so only its own floor_ns bounds its end (rule 6)
+                self._end_container(t, container_steps(t.announced, "gone", vanished_why=c_why),
+                                    ctx if t.gen else replace(ctx, lo=0), 0, out)
                 del containers[t.snap.id]
+                _bury(self._tombs, t.snap.id, t.created_ns)
         fresh = list(p.c_new.values())
         for t, c in p.c_replaced:
             self._end_container(t, container_steps(t.announced, "replaced"), ctx, c.created_at, out)
@@ -323,15 +399,16 @@ class DiffEngine:
         s_why = WHY_VANISHED_DURING_OUTAGE if blind else WHY_STOPPED_AND_REMOVED
         if p.sb_matched < len(sandboxes):
             gone = [st for st in sandboxes.values() if st.gen != p.gen]
-            named = {c.sandbox_id for c in cur.containers}
+            named = p.named() if p.named is not None else {c.sandbox_id for c in cur.containers}
             for st in gone:
                 if st.snap.id in named:
                     if st.gone_lo is None:
                         st.gone_lo = ctx.lo  # its end waits until no listed container names it
                     continue
-                lo = ctx.lo if st.gone_lo is None else st.gone_lo
+                lo = (ctx.lo if st.gen else 0) if st.gone_lo is None else st.gone_lo
                 self._end_sandbox(st, sandbox_steps(st.announced, "gone", vanished_why=s_why), lo, 0, ctx, out)
                 del sandboxes[st.snap.id]
+                _bury(self._sb_tombs, st.snap.id, st.created_ns)
         sb_fresh = list(p.sb_new.values())
         for st, s in p.sb_replaced:
             self._end_sandbox(st, sandbox_steps(st.announced, "replaced"), ctx.lo, s.created_at, ctx, out)
@@ -340,6 +417,8 @@ class DiffEngine:
 
         # 3. new and changed sandboxes (before their containers' created)
         for s in sb_fresh:
+            if self._sb_tombs:
+                self._sb_tombs.pop(s.id, None)  # listed again: a list is believed
             pod = Pod(s.name, s.namespace, s.uid)
             steps = sandbox_steps(None, s.state)
             first = len(out)
@@ -368,6 +447,8 @@ class DiffEngine:
 
         # 4. new and changed containers
         for c in fresh:
+            if self._tombs:
+                self._tombs.pop(c.id, None)
             steps, reported, detail = _container_plan(None, c, details)
             floor, last = self._container_events(c, steps, reported, detail, ctx, 0, 0, 0, out)
             containers[c.id] = _Container(c, c.state, steps[-1].state, floor, last, p.gen, _past(c.created_at, ctx.hi))
@@ -385,7 +466,231 @@ class DiffEngine:
         self._failures = 0
         self._last_error = None
         self._resync = False
+        self._finished_gen = p.gen
+        self._committed_gen = p.gen
+        self._streamed = False
+        if self._held:  # rule 6: the stream's increments on top of this base
+            held, self._held = self._held, []
+            for ev in held:
+                self._apply_stream(ev, now_ns, out)
         return out
+
+    def stream(self, event: StreamEvent, now_ns: int) -> list[Event]:
+        """Apply one event of the runtime's event stream (rule 6); ``now_ns`` is when the sensor
+        received it. Returns events in emission order (``source: "stream"``), or none when the
+        event is held (no base list yet), stale, or cannot be placed (then ``resync_wanted``)."""
+        if self._pending is not None:
+            raise EngineStateError("stream() called between begin() and finish(): apply stream events "
+                                   "before or after a poll, under the same lock")
+        if self._prev is None or self._resync:
+            if len(self._held) >= HELD_MAX:
+                self._held.clear()  # the base list, when it comes, shows where all of them led
+                self._want_list = True
+            self._held.append(event)
+            return []
+        out: list[Event] = []
+        self._apply_stream(event, now_ns, out)
+        return out
+
+    # --- the list fast path (sensor.fastpath) -------------------------------------------------
+
+    @property
+    def settled(self) -> bool:
+        """True while the tracked records are exactly what the last ``finish`` left: no ``begin``
+        pending or dropped since (``failed``/``reset_connection`` change no record). Then every
+        tracked container -- and every tracked sandbox whose end is not pending -- was listed in the
+        list that ``finish`` committed, as it is recorded: ``begin_changes``'s precondition."""
+        return self._pending is None and self._finished_gen == self._gen and not self._streamed
+
+    def begin_changes(
+        self,
+        changes: Snapshot,
+        *,
+        gone_containers: Collection[str],
+        gone_sandboxes: Collection[str],
+        named: Callable[[], Collection[str]],
+    ) -> list[str] | None:
+        """``begin`` for a list given as its difference from the list the last ``finish`` committed.
+
+        ``changes`` holds, in list order, the objects whose list entry is new or differs from the
+        committed list; ``gone_*`` the IDs listed then and absent now; every other object of the
+        committed list is listed again exactly as then, and no ID is listed twice. ``named()`` is the
+        set of sandbox IDs the whole container list names. The result -- IDs that need status, then
+        ``finish``'s events -- is the same as ``begin`` on the whole list (tests/perf prove it), at a
+        cost that grows with the changes, not the list. Returns ``None`` and does nothing unless
+        ``settled`` (the caller then uses ``begin``).
+
+        How: ``begin`` skips an unchanged listed object after marking it listed in this generation.
+        The delta reuses the committed generation, in which every unchanged object is already marked;
+        it unmarks the changed and gone ones and lets ``begin`` see only the changed ones.
+        """
+        if not self.settled or self._prev is None:
+            return None
+        gen = self._gen
+        containers, sandboxes = self._containers, self._sandboxes
+        unlisted = 0
+        for cid in gone_containers:
+            t = containers.get(cid)
+            if t is not None and t.gen == gen:
+                t.gen = -1
+                unlisted += 1
+        for c in changes.containers:
+            t = containers.get(c.id)
+            if t is not None:
+                t.gen = -1
+        for sid in gone_sandboxes:
+            st = sandboxes.get(sid)
+            if st is not None:
+                st.gen = -1
+        for s in changes.sandboxes:
+            st = sandboxes.get(s.id)
+            if st is not None:
+                st.gen = -1
+        self._gen = gen - 1  # begin() steps it back to gen
+        self._finished_gen = -1  # unsettled until finish: a dropped delta leaves marks behind
+        need = self.begin(changes)
+        p = self._pending
+        assert p is not None and p.gen == gen
+        p.c_matched = len(containers) - unlisted
+        p.sb_matched = sum(1 for st in sandboxes.values() if st.gen == gen)
+        p.named = named
+        return need
+
+    # --- the event stream (rule 6) ------------------------------------------------------------
+
+    def _apply_stream(self, ev: StreamEvent, now: int, out: list[Event]) -> None:
+        cid = ev.container_id
+        sb = ev.sandbox
+        if (sb is not None and sb.id == cid) or cid in self._sandboxes or cid in self._sb_tombs:
+            self._stream_sandbox(ev, now, out)
+        else:
+            self._stream_container(ev, now, out)
+
+    def _stream_ctx(self, gen: int, floor: int, now: int) -> _Ctx:
+        """Window context for a streamed change of an object: ``lo`` is the last time the sensor knew
+        its announced state (rule 6), ``hi`` when the sensor received the event."""
+        listed = self._prev.sent_ns if self._prev is not None and gen == self._committed_gen else 0
+        return _Ctx(lo=min(max(floor, listed), now), hi=now, origin=now, now=now, source="stream", blind=False)
+
+    def _stream_sandbox(self, ev: StreamEvent, now: int, out: list[Event]) -> None:
+        sid = ev.container_id
+        observation = _SANDBOX_STREAM_OBSERVATION[ev.type]
+        s = ev.sandbox if ev.sandbox is not None and ev.sandbox.id == sid else None
+        st = self._sandboxes.get(sid)
+        if st is not None and s is not None and _reused(st.created_ns, s.created_at, now):
+            self._want_list = True  # a new sandbox under a known ID: a list sorts out both
+            return
+        if st is None:
+            tomb = self._sb_tombs.get(sid)
+            if tomb is not None:
+                if s is None or not _reused(tomb, s.created_at, now):
+                    return  # a late event about a sandbox already destroyed
+                del self._sb_tombs[sid]
+            if observation == "gone":
+                return  # nothing known about it but its end
+            if s is None:
+                self._want_list = True
+                return
+            self._stream_new_sandbox(s, "notready" if s.state == "notready" else observation, ev.time_ns, now, out)
+            return
+        if observation == "gone":
+            if any(t.snap.sandbox_id == sid for t in self._containers.values()):
+                self._want_list = True  # its containers' ends were not streamed: a list places them
+                return
+            steps = sandbox_steps(st.announced, "gone", vanished_why=WHY_STOPPED_AND_REMOVED)
+        else:
+            steps = sandbox_steps(st.announced, observation)
+        if not steps:
+            return  # nothing new
+        self._streamed = True
+        reported = [0] * (len(steps) - 1) + [ev.time_ns]
+        ctx = self._stream_ctx(st.gen, st.floor_ns, now)
+        after = max(st.last_ns, st.child_ns) if observation == "gone" else st.last_ns
+        _, st.last_ns = self._sandbox_events(st.snap, st.pod, steps, reported, ctx.lo, st.floor_ns, after, 0, ctx, out)
+        if observation == "gone":
+            del self._sandboxes[sid]
+            _bury(self._sb_tombs, sid, st.created_ns)
+            return
+        st.floor_ns = max(st.floor_ns, out[-1].window_ns[0])
+        st.announced = st.listed = steps[-1].state
+        if s is not None:
+            st.snap = s
+
+    def _stream_new_sandbox(self, s: SandboxSnap, observation: str, event_ns: int, now: int,
+                            out: list[Event]) -> None:
+        self._streamed = True
+        pod = Pod(s.name, s.namespace, s.uid)
+        steps = sandbox_steps(None, observation)
+        reported = _sandbox_reported(steps, s)
+        if len(steps) > 1:
+            reported[-1] = event_ns  # notready: the event time
+        first = len(out)
+        floor, last = self._sandbox_events(s, pod, steps, reported, 0, 0, 0, 0, self._stream_ctx(0, 0, now), out)
+        floor = max(_past(s.created_at, now), out[-1].window_ns[0])
+        self._sandboxes[s.id] = _Sandbox(s, steps[-1].state, steps[-1].state, pod, floor, last, 0,
+                                         _past(s.created_at, now), ready_ns=out[first].time_ns)
+
+    def _stream_container(self, ev: StreamEvent, now: int, out: list[Event]) -> None:
+        cid = ev.container_id
+        c, d = ev.container, ev.detail
+        observation = _STREAM_OBSERVATION[ev.type]
+        if observation != "gone" and c is not None and c.state in _RANK and _RANK[c.state] > _RANK[observation]:
+            observation = c.state  # its status already shows a later state
+        if observation == "exited" and d is not None and d.started_at > 0:
+            observation = "exited+ran"
+        containers = self._containers
+        t = containers.get(cid)
+        if t is not None and c is not None and _reused(t.created_ns, c.created_at, now):
+            self._streamed = True  # a new incarnation under a known ID: the old one's end is forged
+            self._end_container(t, container_steps(t.announced, "replaced"),
+                                self._stream_ctx(t.gen, t.floor_ns, now), c.created_at, out)
+            del containers[cid]
+            t = None
+        if t is None:
+            tomb = self._tombs.get(cid)
+            if tomb is not None:
+                if c is None or not _reused(tomb, c.created_at, now):
+                    return  # a late event about a container already destroyed
+                del self._tombs[cid]
+            if observation == "gone":
+                return  # nothing known about it but its end
+            if c is None or not c.sandbox_id:
+                self._want_list = True  # no status, or a nil pod sandbox status: cannot attribute it
+                return
+            if c.sandbox_id not in self._sandboxes:
+                sb = ev.sandbox
+                if sb is None or sb.id != c.sandbox_id or c.sandbox_id in self._sb_tombs:
+                    self._want_list = True
+                    return
+                self._stream_new_sandbox(sb, sb.state, ev.time_ns, now, out)
+            self._streamed = True
+            steps = container_steps(None, observation)
+            reported, exact = _stream_reported(steps, c, d, ev.time_ns)
+            _, last = self._container_events(c, steps, reported, d, self._stream_ctx(0, 0, now), 0, 0, 0, out)
+            floor = _stream_floor(0, reported, exact, out[-1], now)
+            containers[cid] = _Container(c, steps[-1].state, steps[-1].state, floor, last, 0, _past(c.created_at, now))
+            return
+        steps = container_steps(t.announced, observation)
+        if not steps:
+            return  # nothing new: an event older than what is announced
+        self._streamed = True
+        meta = t.snap if c is None else c
+        if meta.sandbox_id != t.snap.sandbox_id:
+            meta = replace(meta, sandbox_id=t.snap.sandbox_id)
+        reported, exact = _stream_reported(steps, meta, d, ev.time_ns)
+        ctx = self._stream_ctx(t.gen, t.floor_ns, now)
+        _, t.last_ns = self._container_events(meta, steps, reported, d, ctx, t.floor_ns, t.last_ns, 0, out)
+        if observation == "gone":
+            del containers[cid]
+            _bury(self._tombs, cid, t.created_ns or _past(meta.created_at, now))
+            sb = self._sandboxes.get(meta.sandbox_id)
+            if sb is not None and sb.gone_lo is not None:
+                self._want_list = True  # its sandbox's end waited for it: a list completes that
+            return
+        t.floor_ns = _stream_floor(t.floor_ns, reported, exact, out[-1], now)
+        t.snap = meta
+        t.announced = t.listed = steps[-1].state
+        t.created_ns = t.created_ns or _past(meta.created_at, now)
 
     # --- event building -----------------------------------------------------------------------
 
@@ -509,6 +814,42 @@ def _reused(old_created_ns: int, new_created_at: int, hi: int) -> bool:
 
 def _past(t: int, hi: int) -> int:
     return t if 0 < t <= hi else 0
+
+
+def _bury(tombs: dict[str, int], oid: str, created_ns: int) -> None:
+    """Remember a destroyed ID (rule 6), forgetting the oldest beyond ``TOMBSTONES``."""
+    tombs.pop(oid, None)
+    tombs[oid] = created_ns
+    if len(tombs) > TOMBSTONES:
+        del tombs[next(iter(tombs))]
+
+
+def _stream_reported(steps: Sequence[Step], c: ContainerSnap, d: ContainerDetail | None,
+                     event_ns: int) -> tuple[list[int], int]:
+    """Runtime-reported times per step from a streamed status (0: none), and how many of them are
+    the runtime's own transition times: a last step without one takes the event's time (the
+    response's ``created_at``), which comes after the transition."""
+    reported: list[int] = []
+    for step in steps:
+        if step.state == "created":
+            reported.append(c.created_at)
+        elif d is None or step.state == "destroyed":
+            reported.append(0)
+        elif step.state == "running":
+            reported.append(d.started_at)
+        else:  # exited
+            reported.append(d.finished_at)
+    exact = len(reported)
+    if reported and reported[-1] == 0:
+        reported[-1] = event_ns
+        exact -= 1
+    return reported, exact
+
+
+def _stream_floor(floor: int, reported: Sequence[int], exact: int, last: Event, now: int) -> int:
+    """A streamed container's new ``floor_ns``: the latest of its runtime-reported times (the first
+    ``exact`` of ``reported``) and its last event's ``window_ns[0]``."""
+    return max(floor, last.window_ns[0], *(r for r in reported[:exact] if 0 < r <= now))
 
 
 def _sandbox_reported(steps: Sequence[Step], s: SandboxSnap) -> list[int]:

@@ -14,6 +14,23 @@ virtual clock. ``Poller.run()`` is the real-time schedule around it:
   jitter (100 ms doubling to 5 s); after reconnecting the engine resyncs, which yields a
   ``sensor.gap`` event and forged events for what vanished meanwhile.
 * State changes are logged once (``connected``, ``connection lost: ...``), not on every retry.
+
+Event streaming (``events``: ``crisensor.events``; docs/streaming.md). With ``auto`` or ``on`` the
+poller also reads ``GetContainerEvents`` where the runtime serves it; ``sensor.stream`` holds the
+decision table (``StreamPlan``) and the reader thread (``StreamReader``). What the poller adds:
+
+* Ownership. The reader thread belongs to the poller: ``step`` starts it, joins it when it ended
+  and cancels it on reconnect; ``close`` (which ``run`` calls on its way out) cancels and joins it.
+* Order. After every (re)connect ``step`` subscribes first -- waiting at most
+  ``SUBSCRIBE_WAIT_S`` for the response headers -- and lists second, so nothing falls between.
+* One lock (``self.lock``) around the engine and the emitter: held across a whole poll, RPCs
+  included, and around every stream event; that is what makes the two sources exactly-once and
+  keeps each lifecycle in order (``sensor.diff``, rule 6).
+* Cadence. While the stream is open a list is due every ``resync_interval`` (a reconciling list,
+  ``source: "resync"``), at once after the stream was lost and resubscribed, and whenever the
+  engine asks (``resync_wanted``); while it is not, every ``step`` lists, as without streaming.
+  The reader wakes ``run`` when its stream ends or the engine wants a list.
+* ``on`` differs from ``auto`` only in how loudly it says it is polling for want of a stream.
 """
 
 from __future__ import annotations
@@ -27,14 +44,22 @@ from dataclasses import dataclass
 
 from sensor.client import ConnectError, CriCallError, CriClient
 from sensor.diff import DiffEngine
+from sensor.duration import format_duration
 from sensor.events import Event
+from sensor.fastpath import FastPath, PlainPath
 from sensor.metrics import Metrics
 from sensor.output import Emitter
+from sensor.snapshot import StreamEvent
+from sensor.stream import SUBSCRIBE_WAIT_S, StreamEnd, StreamPlan, StreamReader
 
 log = logging.getLogger("crisensor")
 
 #: Errors that mean the connection (not just the call) is gone.
 CONNECTION_CODES = frozenset({"UNAVAILABLE", "CANCELLED"})
+#: How long ``close`` waits for the stream reader to end after cancelling its call.
+READER_JOIN_S = 5.0
+#: ``run`` checks ``stop`` at least this often while it sleeps (its shutdown latency).
+STOP_CHECK_S = 0.05
 
 
 @dataclass
@@ -71,18 +96,33 @@ class StateLog:
 class Poller:
     def __init__(self, client: CriClient, emitter: Emitter, *, poll_interval_ns: int,
                  now_ns: Callable[[], int] = time.time_ns, engine: DiffEngine | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, fast: bool = True, events: str = "off",
+                 resync_interval_ns: int = 10_000_000_000, subscribe_wait_s: float = SUBSCRIBE_WAIT_S) -> None:
         self.client = client
         self.emitter = emitter
         self.poll_interval_ns = poll_interval_ns
         self.now_ns = now_ns
         self.engine = engine or DiffEngine()
         self.metrics = metrics or Metrics()
+        #: How lists reach the engine: ``FastPath`` decodes only what changed (``sensor.fastpath``).
+        self.lists: FastPath | PlainPath = FastPath() if fast else PlainPath()
         self.backoff = Backoff()
         self.state_log = StateLog(log)
         self.ever_connected = False
         self.overruns = 0
         self.polls = 0
+        #: Held around every use of the engine and the emitter: polls (RPCs included) and stream events.
+        self.lock = threading.Lock()
+        self.plan = StreamPlan(events, resync_interval_ns)
+        self.subscribe_wait_s = subscribe_wait_s
+        self.reader: StreamReader | None = None
+        self.stream_log = StateLog(log)
+        self.stream_events = 0  # stream events received (applied to the engine)
+        self._wake = threading.Event()  # set by the reader: its stream ended, or the engine wants a list
+        self._list_now = True  # list at the next step regardless of the cadence
+        self._last_list_ns: int | None = None
+        self._stream_seen = False  # a stream was open since the last list: that list reconciles
+        self._announced: StreamReader | None = None  # the subscription last logged as streaming
 
     # ---- one tick ----------------------------------------------------------------------------
 
@@ -103,6 +143,8 @@ class Poller:
             self.metrics.reconnects.inc()
             self.engine.reset_connection(now)
         self.ever_connected = True
+        self.plan.connected(now, info.api)
+        self._list_now = True  # the base (or resync) list, after subscribing
         self.emit([Event(type="sensor.connected", time_ns=now, window_ns=(now, now), observed_ns=now,
                          info={"addr": self.client.addr, "api": info.api, "runtime_name": info.runtime_name,
                                "runtime_version": info.runtime_version})])
@@ -115,12 +157,33 @@ class Poller:
         self.client.close()
 
     def step(self) -> bool:
-        """One poll. Returns False when the runtime could not be listed (caller backs off)."""
+        """One tick. Without event streaming, one poll. With it: tend the stream -- subscribe when
+        due, always before listing -- then list only if a list is due (see the module docstring).
+        Returns False when the runtime could not be listed (caller backs off)."""
         t0 = time.perf_counter()
-        if not self.client.connected and not self._connect():
-            return False
+        self._wake.clear()  # this step handles whatever the reader signalled so far
+        if not self.client.connected:
+            self._stop_stream()
+            with self.lock:
+                if not self._connect():
+                    return False
+        if self.plan.mode != "off":
+            self._tend_stream()
+            if not self._list_due():
+                return True
+        with self.lock:
+            return self._poll(t0)
+
+    def _poll(self, t0: float) -> bool:
+        """List, diff, emit; the caller holds ``self.lock``."""
+        self._last_list_ns = self.now_ns()
+        self._list_now = False
+        reconciling = self._stream_seen and self.engine.last_success is not None
+        self._stream_seen = self.plan.streaming
         try:
-            snapshot = self.client.list()
+            listing = self.lists.list(self.client)
+            # the fast path decodes here: an undecodable answer fails the poll, as in client.list()
+            need = self.lists.begin(self.engine, listing, self.client.pb)  # type: ignore[arg-type]
         except CriCallError as e:
             self.metrics.rpc_errors.labels(e.method, e.code).inc()
             self.engine.failed(self.now_ns(), str(e))
@@ -129,20 +192,135 @@ class Poller:
             else:
                 self.state_log.say(logging.WARNING, f"crisensor: list failed ({e}); will retry")
             return False
-        need = self.engine.begin(snapshot)
         details, err = self.client.status(need) if need else ({}, None)
-        events = self.engine.finish(details, self.now_ns())
+        if reconciling:
+            events = self.engine.finish(details, self.now_ns(), source="resync")
+        else:
+            events = self.engine.finish(details, self.now_ns())
         self.emit(events)
         if err is not None:
             self.metrics.rpc_errors.labels(err.method, err.code).inc()
             if err.code in CONNECTION_CODES:
                 self._lost(err)
-        else:
+        elif not self.plan.streaming:
             self.state_log.say(logging.INFO, "crisensor: polling")
         self.polls += 1
         self.metrics.poll_seconds.observe(time.perf_counter() - t0)
         self.metrics.tracked.set(self.engine.table_sizes()[0])
         return True
+
+    # ---- the event stream ---------------------------------------------------------------------
+
+    def _list_due(self) -> bool:
+        if self._list_now or self.engine.resync_wanted or self._last_list_ns is None:
+            return True
+        # Every resync_interval while streaming, else every poll_interval -- with half a tick of
+        # slack, so that a tick a hair early does not postpone the list by a tick, and a step the
+        # reader woke right after a list does not list again.
+        period = self.plan.list_period_ns(self.poll_interval_ns)
+        return self.now_ns() >= self._last_list_ns + period - self.poll_interval_ns // 2
+
+    def _tend_stream(self) -> None:
+        """Reap a stream that ended, and subscribe when the plan says so (before any list)."""
+        reader = self.reader
+        if reader is not None and reader.ended.is_set():
+            self._reap(reader)
+        elif reader is not None and reader is not self._announced and not reader.call.done():
+            self._announced = reader  # still up a step later: say so (once per subscription)
+            info = self.client.info
+            runtime = f"{info.runtime_name} {info.runtime_version}" if info else self.client.addr
+            self.stream_log.say(logging.INFO, f"crisensor: streaming events from {runtime} (GetContainerEvents); "
+                                              "reconciling list every "
+                                              f"{format_duration(self.plan.resync_interval_ns)}")
+        if self.reader is None and self.client.connected and self.plan.due(self.now_ns()):
+            self._subscribe()
+
+    def _subscribe(self) -> None:
+        now = self.now_ns()
+        try:
+            call = self.client.events()
+        except CriCallError as e:  # not connected on v1 after all
+            self.plan.opened(now)
+            self._say_outcome(self.plan.ended(StreamEnd(e.code, e.details, 0), now))
+            return
+        reader = StreamReader(call, on_event=self._on_stream_event, on_end=self._on_stream_end).start()
+        self.plan.opened(now)
+        self.reader = reader
+        # grpcio started the call when it was invoked; the headers say the runtime has subscribed.
+        # Runtimes that send them only with the first event make this wait time out: harmless.
+        reader.subscribed.wait(self.subscribe_wait_s)
+        if call.done():  # ended at once (UNIMPLEMENTED, EOF, an error): let the reader finish
+            reader.ended.wait(self.subscribe_wait_s)
+        if reader.ended.is_set():
+            self._reap(reader)
+            return
+        self._stream_seen = True
+
+    def _reap(self, reader: StreamReader) -> None:
+        """The reader's stream ended: join the thread, let the plan judge the end."""
+        if not reader.join(READER_JOIN_S):
+            log.error("crisensor: event stream reader did not stop within %.0f s", READER_JOIN_S)
+        self._wake.clear()  # its end (and any list it wanted: see _list_due) is handled here
+        if self.reader is reader:
+            self.reader = None
+        end = reader.end or StreamEnd("CANCELLED", "", reader.received)
+        if self.plan.state != "open":
+            return
+        if end.code not in ("OK", "CANCELLED"):
+            self.metrics.rpc_errors.labels("GetContainerEvents", end.code).inc()
+        outcome = self.plan.ended(end, self.now_ns())
+        if outcome == "closed":
+            self._list_now = True  # resubscribe, then list at once: catch what fell in between
+        elif outcome in ("refused", "unimplemented"):
+            self._stream_seen = False  # it never streamed: the next list is a plain poll
+        self._say_outcome(outcome)
+
+    def _say_outcome(self, outcome: str) -> None:
+        if outcome == "cancelled":
+            return
+        every = format_duration(self.poll_interval_ns)
+        retry = {"closed": "resubscribing; polling meanwhile",
+                 "refused": f"polling every {every}; trying the stream again every "
+                            f"{format_duration(self.plan.resync_interval_ns)}",
+                 "unimplemented": f"polling every {every}"}[outcome]
+        if self.plan.mode == "on" and outcome != "closed":  # closed: resubscribed at once, not a loss
+            self.stream_log.say(logging.ERROR, f"crisensor: crisensor.events is on, but {self.plan.reason}; {retry} "
+                                               "(blind between polls until the runtime streams events)")
+        else:
+            level = logging.INFO if outcome == "unimplemented" else logging.WARNING
+            self.stream_log.say(level, f"crisensor: {self.plan.reason}; {retry}")
+
+    def _on_stream_event(self, ev: StreamEvent) -> None:
+        """Reader thread: apply one streamed event under the lock."""
+        with self.lock:
+            self.emit(self.engine.stream(ev, self.now_ns()))
+            self.stream_events += 1
+            want = self.engine.resync_wanted
+        if want:
+            self._wake.set()
+
+    def _on_stream_end(self, reader: StreamReader) -> None:
+        self._wake.set()
+
+    def _stop_stream(self) -> None:
+        """Cancel the stream and join its reader (reconnect, shutdown)."""
+        reader = self.reader
+        if reader is None:
+            return
+        reader.cancel()
+        self._reap(reader)
+
+    def take_wake(self) -> bool:
+        """True (once) when the reader asked for a step: its stream ended or a list is wanted.
+        ``run`` reacts to it by itself; a driver that calls ``step`` by hand may poll this."""
+        if self._wake.is_set():
+            self._wake.clear()
+            return True
+        return False
+
+    def close(self) -> None:
+        """Stop the event stream: cancel its call and join the reader thread. Idempotent."""
+        self._stop_stream()
 
     def emit(self, events: list[Event]) -> list[Event]:
         for e in events:
@@ -154,14 +332,35 @@ class Poller:
     # ---- real-time schedule -------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Poll at a fixed rate until ``stop`` is set. Missed slots are skipped and counted."""
+        """Poll at a fixed rate until ``stop`` is set. Missed slots are skipped and counted. On the
+        way out the event stream, if any, is cancelled and its reader joined."""
+        try:
+            self._run(stop)
+        finally:
+            self.close()
+
+    def _wait(self, stop: threading.Event, seconds: float) -> bool:
+        """Sleep ``seconds``; True as soon as ``stop`` is set. A wake from the stream reader runs a
+        ``step`` at once, without moving the schedule."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self._wake.wait(min(left, STOP_CHECK_S)):
+                self._wake.clear()
+                if not stop.is_set():
+                    self.step()
+        return True
+
+    def _run(self, stop: threading.Event) -> None:
         interval = self.poll_interval_ns / 1e9
         start = time.monotonic()
         k = 0
         while not stop.is_set():
             ok = self.step()
             if not ok and not self.client.connected:
-                if stop.wait(self.backoff.next_delay()):
+                if self._wait(stop, self.backoff.next_delay()):
                     return
                 start, k = time.monotonic(), 0  # re-anchor the schedule after an outage
                 continue
@@ -174,5 +373,5 @@ class Poller:
                 self.metrics.overruns.inc(missed)
                 k += missed
                 due = start + k * interval
-            if stop.wait(max(0.0, due - now)):
+            if self._wait(stop, max(0.0, due - now)):
                 return

@@ -15,6 +15,10 @@ a timestamp of ``0`` means the runtime did not report it.
   the first list request went out, ``received_ns`` just after the last answer came in. The
   runtime's answers describe some instant inside ``[sent_ns, received_ns]``; the engine's
   ``window_ns`` rules depend on exactly that.
+* ``StreamEvent``   one ``ContainerEventResponse`` from ``GetContainerEvents`` (``sensor.stream``
+  converts it): the ID, the event type, the runtime's event time, and -- when the runtime sent
+  them -- the named container's status (as a ``ContainerSnap`` + ``ContainerDetail``) and the pod
+  sandbox's status (``None`` when the runtime sent a nil one).
 
 States are the CRI enum names in lower case without prefix: sandboxes ``ready``/``notready``,
 containers ``created``/``running``/``exited``/``unknown``.
@@ -26,10 +30,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["ContainerDetail", "ContainerSnap", "ContainerState", "SandboxSnap", "SandboxState", "Snapshot"]
+__all__ = [
+    "STREAM_EVENT_TYPES",
+    "ContainerDetail",
+    "ContainerSnap",
+    "ContainerState",
+    "SandboxSnap",
+    "SandboxState",
+    "Snapshot",
+    "StreamEvent",
+    "StreamEventType",
+]
 
 SandboxState = Literal["ready", "notready"]
 ContainerState = Literal["created", "running", "exited", "unknown"]
+#: CRI ``ContainerEventType`` in lower case without prefix/suffix (CONTAINER_STOPPED_EVENT -> stopped).
+StreamEventType = Literal["created", "started", "stopped", "deleted"]
+STREAM_EVENT_TYPES: tuple[StreamEventType, ...] = ("created", "started", "stopped", "deleted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,3 +91,22 @@ class Snapshot:
     containers: tuple[ContainerSnap, ...]
     sent_ns: int
     received_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One ``ContainerEventResponse``. ``container_id`` may name a pod sandbox (containerd announces
+    sandbox transitions as container events whose ID is the sandbox's). ``time_ns`` is the
+    response's ``created_at``: when the runtime generated the event (0: not sent).
+
+    ``container``/``detail``: the status of ``container_id`` from ``containers_statuses`` (``None``
+    when absent, e.g. in a ``deleted`` event); ``container.sandbox_id`` is the pod sandbox status's
+    ID, or ``""`` when that was nil. ``sandbox``: the pod sandbox status (``None`` when nil).
+    """
+
+    container_id: str
+    type: StreamEventType
+    time_ns: int
+    container: ContainerSnap | None = None
+    detail: ContainerDetail | None = None
+    sandbox: SandboxSnap | None = None
