@@ -52,8 +52,9 @@ without a previous snapshot). ``place`` narrows and fills that window per event:
 Rule 5 -- status calls may lose races. ``details[id] is None`` (NotFound) or a missing key (the call
 failed) fall back to the list's state with estimated times and null exit code; a NotFound never
 produces ``destroyed`` -- only a later successful list that lacks the container does. CRI-O's
-``exit_code: -1`` means unknown (null). ``finished_at`` seen in a status while the list said
-``running`` is ignored: the engine announces only what a list showed; status only adds times.
+``exit_code: -1`` means unknown (null). A status answer is newer than the list: one that shows
+``finished_at`` for a container the list said was ``running`` is observed as exited (with its
+exit code and times), not ignored.
 
 Rule 6 -- the event stream feeds the same tables (``engine.stream(event, now_ns)``). Where the
 runtime serves ``GetContainerEvents``, each ``StreamEvent`` is one more observation of one object:
@@ -866,7 +867,11 @@ def _container_plan(
         if isinstance(d, ContainerDetail):
             detail = d
     observation = c.state
-    if c.state == "exited" and detail is not None and detail.started_at > 0:
+    if detail is not None and detail.started_at > 0 and (
+        c.state == "exited" or (c.state == "running" and detail.finished_at > 0)
+    ):
+        # The status answer came after the list: if it already shows the exit, that is what the
+        # sensor saw last (G2: a status answer is an observation too).
         observation = "exited+ran"
     steps = container_steps(last, observation)
     reported: list[int] = []

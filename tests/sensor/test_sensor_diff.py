@@ -504,7 +504,7 @@ def test_call_order_is_enforced() -> None:
 
 def test_steady_state_needs_no_status_and_emits_nothing(h: Harness) -> None:
     containers = tuple(ct(f"c{i}", state=("created", "running", "exited")[i % 3]) for i in range(300))
-    details = {c.id: det(c.id, started=T0 + 5, finished=T0 + 6) for c in containers}
+    details = {c.id: det(c.id, started=T0 + 5, finished=T0 + 6 if c.state == "exited" else 0) for c in containers}
     first = h.poll(T0 + 100, T0 + 110, (sb(),), containers, details)
     assert len(h.need) == 200 and len(first) == 1 + 100 * 1 + 100 * 2 + 100 * 3
     for k in range(3):
@@ -524,3 +524,14 @@ def test_memory_is_bounded_under_endless_churn(h: Harness) -> None:
         sizes.append(h.engine.table_sizes())
     assert max(sizes) == (5, 7)
     assert sizes[-1] == (5, 7)
+
+
+def test_status_showing_the_exit_wins_over_the_list(h: Harness) -> None:
+    """The list said running, the (later) status answer already shows the exit: the exit is seen."""
+    events = h.poll(T0 + 100, T0 + 110, (sb(),), (ct(state="running"),),
+                    {"c1": det(started=T0 + 5, finished=T0 + 105, code=2, reason="Error")})
+    assert [e.type for e in events][1:] == ["container.created", "container.running", "container.exited"]
+    exited = events[-1]
+    assert (exited.synthetic, exited.exit_code, exited.reason, exited.time_ns) == (False, 2, "Error", T0 + 105)
+    assert h.poll(T0 + 200, T0 + 210, (sb(),), (ct(state="exited"),),
+                  {"c1": det(started=T0 + 5, finished=T0 + 105, code=2, reason="Error")}) == []
