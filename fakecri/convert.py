@@ -192,24 +192,32 @@ class ListCache:
     state) are fixed when the model creates an object, except its state, and the model changes a
     state only through ``_set_*_state``, which calls its ``on_change`` listeners. ``changed`` is such
     a listener: it rebuilds the entry (or forgets it on ``destroyed``), under the model lock. So a
-    cached entry is always the object's current one, and ``entries`` -- also under the model lock --
-    gives a consistent answer. Objects created before the cache existed are built on first list.
+    cached entry is always the object's current one, and ``entries``/``every_entry`` -- also under
+    the model lock -- give a consistent answer. Objects created before the cache existed are built on
+    first list. The whole unfiltered answer is kept too, until anything changes (``version``).
     """
 
     def __init__(self, build: Callable[[ModuleType, Any], Any], response: str, field: str) -> None:
         self._build = build
         self._response, self._field = response, field
         self._by_api: dict[ModuleType, dict[str, tuple[Any, bytes]]] = {}
+        self._whole: dict[ModuleType, tuple[int, bytes]] = {}  # unfiltered answer, at a version
+        #: Bumped by every change: an unfiltered answer taken at the same version is the same.
+        self.version = 0
 
     def _make(self, pb: ModuleType, obj: Any) -> tuple[Any, bytes]:
         msg = self._build(pb, obj)
         return msg, list_entry(pb, self._response, self._field, msg)
 
-    def entries(self, pb: ModuleType, items: list[Any]) -> list[tuple[Any, bytes]]:
-        """``(message, entry bytes)`` per item, in order. Call under the model lock."""
+    def _cache(self, pb: ModuleType) -> dict[str, tuple[Any, bytes]]:
         cache = self._by_api.get(pb)
         if cache is None:
             cache = self._by_api[pb] = {}
+        return cache
+
+    def entries(self, pb: ModuleType, items: list[Any]) -> list[tuple[Any, bytes]]:
+        """``(message, entry bytes)`` per item, in order. Call under the model lock."""
+        cache = self._cache(pb)
         got: list[Any] = list(map(cache.get, map(_ID, items)))
         if None in got:
             for i, hit in enumerate(got):
@@ -217,8 +225,26 @@ class ListCache:
                     got[i] = cache[items[i].id] = self._make(pb, items[i])
         return got
 
+    def every_entry(self, pb: ModuleType, table: dict[str, Any]) -> tuple[list[tuple[Any, bytes]], int]:
+        """``entries`` of every object of ``table`` (the model's ID -> object dict, in its order) and
+        the version they were taken at. Call under the model lock."""
+        got: list[Any] = list(map(self._cache(pb).get, table))
+        return (self.entries(pb, list(table.values())) if None in got else got), self.version
+
+    def whole(self, pb: ModuleType, got: list[tuple[Any, bytes]], version: int) -> bytes:
+        """The unfiltered answer made of ``got`` (from ``every_entry`` at ``version``): the one kept
+        from an earlier call if nothing changed since, else joined now (and kept)."""
+        kept = self._whole.get(pb)
+        if kept is not None and kept[0] == version:
+            return kept[1]
+        answer = b"".join(map(ENTRY, got))
+        self._whole[pb] = (version, answer)
+        return answer
+
     def changed(self, obj: Any, transition: str) -> None:
         """``RuntimeModel.on_change`` hook for this cache's kind (called under the model lock)."""
+        self.version += 1
+        self._whole.clear()
         for pb, cache in self._by_api.items():
             if transition == "destroyed":
                 cache.pop(obj.id, None)

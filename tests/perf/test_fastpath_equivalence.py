@@ -1,0 +1,329 @@
+"""The list fast path (sensor.fastpath + DiffEngine.begin_changes) against the plain path.
+
+Differential: two engines take the same lists -- one decodes everything and calls ``begin`` on the
+whole snapshot, the other goes through ``FastPath`` on the answers' bytes -- and must ask for the
+same ContainerStatus IDs and emit the same events, on arbitrary sequences of lists (metadata-only
+changes, state changes, ID reuse, repeated IDs, zero and future timestamps, vanishing sandboxes
+still named by containers), failed polls, reconnects, dropped begins and event-stream events
+applied between polls. Then the same over a
+real socket, with two pollers on one fake runtime.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import protos
+from fakecri.clock import VirtualClock
+from fakecri.faults import FaultPolicy
+from fakecri.flavors import get_flavor
+from fakecri.kubelet import populate
+from fakecri.model import RuntimeModel
+from fakecri.server import FakeCriServer
+from sensor.client import CriClient
+from sensor.diff import DiffEngine
+from sensor.fastpath import FastPath, Listing, snapshot_of, split_entries
+from sensor.output import Emitter
+from sensor.poller import Poller
+from sensor.snapshot import STREAM_EVENT_TYPES, ContainerDetail, ContainerSnap, SandboxSnap, StreamEvent
+
+PB = protos.api("v1").pb2
+T0 = 1_700_000_000_000_000_000
+MS = 1_000_000
+STATES = {"created": 0, "running": 1, "exited": 2, "unknown": 3}
+SB_STATES = {"ready": 0, "notready": 1}
+
+
+def encode(sandboxes: list[SandboxSnap], containers: list[ContainerSnap], sent: int, received: int) -> Listing:
+    """The answers a runtime would send for these lists."""
+    sbs = [PB.PodSandbox(id=s.id, metadata=PB.PodSandboxMetadata(name=s.name, namespace=s.namespace, uid=s.uid,
+                                                                 attempt=s.attempt),
+                         state=SB_STATES[s.state], created_at=s.created_at, labels=dict(s.labels))
+           for s in sandboxes]
+    cs = [PB.Container(id=c.id, pod_sandbox_id=c.sandbox_id, metadata=PB.ContainerMetadata(name=c.name,
+                                                                                            attempt=c.attempt),
+                       image=PB.ImageSpec(image=c.image), image_ref=c.image_ref, state=STATES[c.state],
+                       created_at=c.created_at, labels=dict(c.labels))
+          for c in containers]
+    return Listing(PB.ListPodSandboxResponse(items=sbs).SerializeToString(),
+                   PB.ListContainersResponse(containers=cs).SerializeToString(), sent, received)
+
+
+# --- strategies ----------------------------------------------------------------------------------
+
+IDS = ("a", "b", "c", "d", "e", "f")
+SIDS = ("s1", "s2", "s3")
+TIMES = (0, T0 - 5 * MS, T0 - 3 * MS, T0 + 10**15)  # unset, two pasts, the future
+
+containers = st.builds(
+    ContainerSnap,
+    id=st.sampled_from(IDS),
+    sandbox_id=st.sampled_from(SIDS),
+    name=st.sampled_from(("web", "job")),
+    attempt=st.integers(0, 1),
+    image=st.just("img"),
+    image_ref=st.just("sha256:1"),
+    state=st.sampled_from(tuple(STATES)),
+    created_at=st.sampled_from(TIMES),
+    labels=st.sampled_from(({}, {"app": "x"}, {"app": "y", "tier": "1"})),
+)
+sandboxes = st.builds(
+    SandboxSnap,
+    id=st.sampled_from(SIDS),
+    name=st.just("pod"),
+    namespace=st.just("ns"),
+    uid=st.sampled_from(("u1", "u2")),
+    attempt=st.just(0),
+    state=st.sampled_from(tuple(SB_STATES)),
+    created_at=st.sampled_from(TIMES),
+    labels=st.sampled_from(({}, {"k": "v"})),
+)
+details = st.dictionaries(
+    st.sampled_from(IDS),
+    st.one_of(st.none(), st.builds(ContainerDetail, id=st.just("?"), started_at=st.sampled_from(TIMES),
+                                   finished_at=st.sampled_from(TIMES), exit_code=st.sampled_from((None, -1, 0, 137)),
+                                   reason=st.sampled_from((None, "", "Error")))),
+)
+
+
+@st.composite
+def stream_events(draw: st.DrawFn) -> StreamEvent:
+    """An event of GetContainerEvents: about a container or (containerd) a sandbox, with or without
+    the statuses a runtime attaches."""
+    if draw(st.booleans()):
+        cid = draw(st.sampled_from(IDS))
+        c = draw(st.one_of(st.none(), containers.map(lambda c: ContainerSnap(
+            cid, c.sandbox_id, c.name, c.attempt, c.image, c.image_ref, c.state, c.created_at, c.labels))))
+        d = draw(st.one_of(st.none(), st.builds(ContainerDetail, id=st.just(cid), started_at=st.sampled_from(TIMES),
+                                                finished_at=st.sampled_from(TIMES),
+                                                exit_code=st.sampled_from((None, 0, 1)), reason=st.just(None))))
+        sb = draw(st.one_of(st.none(), sandboxes))
+        return StreamEvent(cid, draw(st.sampled_from(STREAM_EVENT_TYPES)), draw(st.sampled_from(TIMES)), c, d, sb)
+    sb = draw(sandboxes)
+    return StreamEvent(sb.id, draw(st.sampled_from(STREAM_EVENT_TYPES)), draw(st.sampled_from(TIMES)), None, None,
+                       draw(st.one_of(st.none(), st.just(sb))))
+
+
+@dataclass
+class Poll:
+    sandboxes: list[SandboxSnap]
+    containers: list[ContainerSnap]
+    details: dict[str, ContainerDetail | None]
+    drop: bool = False  # begin, then the poll is abandoned (engine.failed drops the pending begin)
+
+
+@st.composite
+def polls(draw: st.DrawFn) -> list[object]:
+    """A sequence of operations. Lists tend to evolve from the previous one (the realistic case: a
+    few entries change), and sometimes repeat it exactly or jump anywhere."""
+    ops: list[object] = []
+    sbs: list[SandboxSnap] = []
+    cs: list[ContainerSnap] = []
+    for _ in range(draw(st.integers(1, 14))):
+        kind = draw(st.sampled_from(("evolve", "evolve", "evolve", "same", "jump", "failed", "reset", "stream")))
+        if kind in ("failed", "reset"):
+            ops.append(kind)
+            continue
+        if kind == "stream":  # events between polls: the engine is not settled, the next list is whole
+            ops.extend(draw(st.lists(stream_events(), min_size=1, max_size=3)))
+            continue
+        if kind == "jump":
+            sbs = draw(st.lists(sandboxes, max_size=4))
+            cs = draw(st.lists(containers, max_size=7))
+        elif kind == "evolve":
+            for _ in range(draw(st.integers(0, 3))):
+                what = draw(st.sampled_from(("add", "drop", "replace", "swap", "add_sb", "drop_sb")))
+                if what == "add":
+                    cs.insert(draw(st.integers(0, len(cs))), draw(containers))
+                elif what == "drop" and cs:
+                    del cs[draw(st.integers(0, len(cs) - 1))]
+                elif what == "replace" and cs:
+                    cs[draw(st.integers(0, len(cs) - 1))] = draw(containers)
+                elif what == "swap" and len(cs) > 1:
+                    i = draw(st.integers(0, len(cs) - 2))
+                    cs[i], cs[i + 1] = cs[i + 1], cs[i]
+                elif what == "add_sb":
+                    sbs.append(draw(sandboxes))
+                elif what == "drop_sb" and sbs:
+                    del sbs[draw(st.integers(0, len(sbs) - 1))]
+        ops.append(Poll(list(sbs), list(cs), draw(details), drop=draw(st.integers(0, 9)) == 0))
+    return ops
+
+
+def run_both(ops: list[object]) -> FastPath:
+    plain, fast_engine, fast = DiffEngine(), DiffEngine(), FastPath()
+    now = T0
+    for op in ops:
+        now += 100 * MS
+        if op == "failed":
+            plain.failed(now, "list failed")
+            fast_engine.failed(now, "list failed")
+            continue
+        if op == "reset":
+            plain.reset_connection(now)
+            fast_engine.reset_connection(now)
+            continue
+        if isinstance(op, StreamEvent):
+            assert fast_engine.stream(op, now) == plain.stream(op, now)
+            continue
+        assert isinstance(op, Poll)
+        listing = encode(op.sandboxes, op.containers, now, now + MS)
+        need_plain = plain.begin(snapshot_of(listing, PB))
+        need_fast = fast.begin(fast_engine, listing, PB)
+        assert need_fast == need_plain
+        if op.drop:
+            plain.failed(now + MS, "status lost")
+            fast_engine.failed(now + MS, "status lost")
+            continue
+        got = {k: (None if v is None else ContainerDetail(k, v.started_at, v.finished_at, v.exit_code, v.reason))
+               for k, v in op.details.items() if k in need_plain}
+        assert fast_engine.finish(got, now + 2 * MS) == plain.finish(got, now + 2 * MS)
+        assert fast_engine.table_sizes() == plain.table_sizes()
+    return fast
+
+
+@settings(max_examples=600)
+@given(polls())
+def test_fast_path_emits_what_the_plain_path_emits(ops: list[object]) -> None:
+    run_both(ops)
+
+
+def test_steady_state_and_small_changes_take_the_fast_levels() -> None:
+    """Not only equivalent: the cheap levels are actually used (a fast path that always fell back
+    to decoding everything would pass the test above)."""
+    sbs = [SandboxSnap("s1", "pod", "ns", "u", 0, "ready", T0 - 9 * MS)]
+    cs = [ContainerSnap(f"c{i}", "s1", f"n{i}", 0, "img", "sha256:1", "running", T0 - 8 * MS) for i in range(50)]
+    ops: list[object] = [Poll(sbs, cs, {}), Poll(sbs, cs, {})]
+    changed = list(cs)
+    changed[7] = ContainerSnap("c7", "s1", "n7", 0, "img", "sha256:1", "exited", T0 - 8 * MS)
+    del changed[20]
+    changed.append(ContainerSnap("new", "s1", "new", 0, "img", "sha256:1", "created", T0 - MS))
+    ops += [Poll(sbs, changed, {}), Poll(sbs, changed, {}), "failed", Poll(sbs, cs[:10], {})]
+    fast = run_both(ops)
+    assert fast.counts == {"full": 1, "same": 2, "delta": 2}
+
+
+def test_a_list_with_a_repeated_id_is_decoded_whole() -> None:
+    sbs = [SandboxSnap("s1", "pod", "ns", "u", 0, "ready", T0 - 9 * MS)]
+    a = ContainerSnap("a", "s1", "n", 0, "img", "sha256:1", "running", T0 - 8 * MS)
+    b = ContainerSnap("b", "s1", "n", 0, "img", "sha256:1", "running", T0 - 8 * MS)
+    a_exited = ContainerSnap("a", "s1", "n", 0, "img", "sha256:1", "exited", T0 - 8 * MS)
+    fast = run_both([Poll(sbs, [a, b], {}), Poll(sbs, [a, b, a_exited], {}), Poll(sbs, [a, b], {}),
+                     Poll(sbs, [a, b, a], {}), Poll(sbs, [a, b], {}), Poll(sbs, [a, b], {})])
+    # every list with a repeat, and the list after it (no reference to diff against), is decoded
+    # whole; then the fast path is back
+    assert fast.counts == {"full": 5, "same": 1, "delta": 0}
+
+
+def test_split_entries_matches_the_decoded_list() -> None:
+    listing = encode([], [ContainerSnap(i, "s", "n", 0, "img", "r", "running", T0) for i in IDS], 0, 0)
+    entries = split_entries(listing.containers)
+    assert [PB.Container.FromString(e).id for e in entries] == list(IDS)
+    assert b"".join(b"\x0a" + bytes([len(e)]) + e for e in entries) == listing.containers
+
+
+def test_an_undecodable_answer_fails_like_the_plain_client() -> None:
+    from sensor.client import CriCallError
+
+    good = encode([], [ContainerSnap("a", "s", "n", 0, "img", "r", "running", T0)], 0, 0)
+    bad = Listing(good.sandboxes, good.containers.replace(b"a", b"\xff", 1), 0, 0)  # bad UTF-8 in an ID
+    engine, fast = DiffEngine(), FastPath()
+    with pytest.raises(CriCallError) as e:
+        fast.begin(engine, bad, PB)
+    assert (e.value.method, e.value.code) == ("ListContainers", "INTERNAL")
+    assert engine.settled  # nothing begun
+
+
+# --- over the real socket ------------------------------------------------------------------------
+
+
+def _pollers(tmp_path, flavor: str = "containerd-1.7"):  # type: ignore[no-untyped-def]
+    clock = VirtualClock()
+    model = RuntimeModel(clock, get_flavor(flavor), seed=5)
+    model.pull_image("busybox")
+    faults = FaultPolicy(model)
+    server = FakeCriServer(model, str(tmp_path / "rt.sock"), policy=faults).start()
+    out = {}
+    pollers = {}
+    for kind in ("plain", "fast"):
+        out[kind] = io.StringIO()
+        client = CriClient(server.addr, clock=clock.now_ns, rpc_timeout_s=5)
+        pollers[kind] = Poller(client, Emitter(out[kind]), poll_interval_ns=250 * MS, now_ns=clock.now_ns,
+                               fast=kind == "fast")
+    return clock, model, faults, server, pollers, out
+
+
+def _close(server, pollers) -> None:  # type: ignore[no-untyped-def]
+    for p in pollers.values():
+        p.client.close()
+    server.stop(grace=None)
+
+
+def _events(out: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+@pytest.mark.parametrize("flavor", ["containerd-1.7", "crio-1.26"])
+def test_over_the_socket_both_pollers_say_the_same(tmp_path, flavor: str) -> None:  # type: ignore[no-untyped-def]
+    if flavor not in __import__("fakecri.flavors", fromlist=["FLAVORS"]).FLAVORS:
+        pytest.skip(f"no flavor {flavor}")
+    clock, model, faults, server, pollers, out = _pollers(tmp_path, flavor)
+    try:
+        populate(model, 300, per_pod=30)
+
+        def poll() -> None:
+            for p in pollers.values():
+                assert p.step()
+            clock.advance(250 * MS)
+
+        poll()
+        poll()  # steady state
+        live = list(model.containers.values())
+        for k, c in enumerate(live[:40]):  # churn: exits, removals, a new pod, a removed pod
+            if k % 3 == 0:
+                model.exit_container(c.id, k % 2)
+            elif k % 3 == 1:
+                model.remove_container(c.id)
+            clock.advance(MS)
+        s = model.run_pod_sandbox("late", "default", "u-late")
+        c = model.create_container(s.id, "job", 0, "busybox")
+        poll()
+        model.start_container(c.id)
+        victim = next(iter(model.sandboxes.values()))
+        model.remove_pod_sandbox(victim.id)
+        poll()
+        faults.start("duplicate_ids")  # repeats: both fall back to the whole list
+        poll()
+        faults.stop("duplicate_ids")
+        poll()
+        faults.start("zero_timestamps")
+        poll()
+        faults.stop("zero_timestamps")
+        poll()
+        faults.start("missing_metadata")
+        poll()
+        faults.stop("missing_metadata")
+        poll()
+        faults.start("unavailable", {"count": 2})  # failed polls and a reconnect
+        for p in pollers.values():
+            p.step()
+        faults.stop("unavailable")
+        model.remove_container(c.id)
+        for _ in range(3):
+            for p in pollers.values():
+                p.step()
+            clock.advance(250 * MS)
+        poll()
+        plain, fast = _events(out["plain"]), _events(out["fast"])
+        assert len(plain) > 300
+        assert fast == plain
+        counts = pollers["fast"].lists.counts  # type: ignore[union-attr]
+        assert counts["same"] >= 1 and counts["delta"] >= 3
+    finally:
+        _close(server, pollers)
