@@ -450,13 +450,15 @@ class DiffEngine:
         for c in fresh:
             if self._tombs:
                 self._tombs.pop(c.id, None)
-            steps, reported, detail = _container_plan(None, c, details)
-            floor, last = self._container_events(c, steps, reported, detail, ctx, 0, 0, 0, out)
+            steps, reported, detail, newer = _container_plan(None, c, details)
+            cctx = replace(ctx, hi=max(ctx.hi, ctx.now)) if newer else ctx
+            floor, last = self._container_events(c, steps, reported, detail, cctx, 0, 0, 0, out)
             containers[c.id] = _Container(c, c.state, steps[-1].state, floor, last, p.gen, _past(c.created_at, ctx.hi))
         for t, c in p.c_changed:
-            steps, reported, detail = _container_plan(t.announced, c, details)
+            steps, reported, detail, newer = _container_plan(t.announced, c, details)
+            cctx = replace(ctx, hi=max(ctx.hi, ctx.now)) if newer else ctx
             t.floor_ns, t.last_ns = self._container_events(
-                c, steps, reported, detail, ctx, t.floor_ns, t.last_ns, 0, out
+                c, steps, reported, detail, cctx, t.floor_ns, t.last_ns, 0, out
             )
             t.snap, t.listed = c, c.state
             t.created_ns = t.created_ns or _past(c.created_at, ctx.hi)
@@ -859,21 +861,27 @@ def _sandbox_reported(steps: Sequence[Step], s: SandboxSnap) -> list[int]:
 
 def _container_plan(
     last: str | None, c: ContainerSnap, details: Mapping[str, ContainerDetail | None]
-) -> tuple[Sequence[Step], list[int], ContainerDetail | None]:
-    """(steps, reported time per step, status detail or None) for a listed container."""
+) -> tuple[Sequence[Step], list[int], ContainerDetail | None, bool]:
+    """(steps, reported time per step, status detail or None, newer) for a listed container.
+
+    ``newer``: the status answer, which came after the list, already shows the exit of a
+    container the list showed running. The list's ``running`` is then seen, and so is the exit;
+    the exit's window must reach to when the status answer came back (``now``), not the list's.
+    """
     detail: ContainerDetail | None = None
     if c.state in _NEEDS_STATUS:
         d = details.get(c.id, _MISSING)
         if isinstance(d, ContainerDetail):
             detail = d
-    observation = c.state
-    if detail is not None and detail.started_at > 0 and (
-        c.state == "exited" or (c.state == "running" and detail.finished_at > 0)
-    ):
-        # The status answer came after the list: if it already shows the exit, that is what the
-        # sensor saw last (G2: a status answer is an observation too).
-        observation = "exited+ran"
-    steps = container_steps(last, observation)
+    newer = c.state == "running" and detail is not None and detail.finished_at > 0
+    if newer:
+        steps = tuple(container_steps(last, "running"))
+        steps += tuple(container_steps(steps[-1].state if steps else last, "exited"))
+    else:
+        observation = c.state
+        if c.state == "exited" and detail is not None and detail.started_at > 0:
+            observation = "exited+ran"
+        steps = container_steps(last, observation)
     reported: list[int] = []
     for step in steps:
         if step.state == "created":
@@ -884,4 +892,4 @@ def _container_plan(
             reported.append(detail.started_at)
         else:  # exited
             reported.append(detail.finished_at)
-    return steps, reported, detail
+    return steps, reported, detail, newer

@@ -106,7 +106,7 @@ class Checker:
     """What the sensor has said so far, per incarnation."""
 
     announced: dict[object, list[str]] = field(default_factory=dict)
-    seen: dict[object, set[str]] = field(default_factory=dict)  # states present in successful lists
+    seen: dict[object, set[str]] = field(default_factory=dict)  # states in successful lists or status answers
     current_c: dict[str, Container] = field(default_factory=dict)  # cid -> incarnation being announced
     current_s: dict[str, Sandbox] = field(default_factory=dict)
     last_time: dict[object, int] = field(default_factory=dict)  # time_ns of each object's last event
@@ -123,6 +123,7 @@ class DiffMachine(RuleBasedStateMachine):
         self.check = Checker()
         self.had_success = False
         self.last_sent = 0
+        self.status_at = 0
         self.failed_since = 0
         self.reset_since = False
         self.future_timestamps = False  # the fault is on: set times are reported as now + 1 h
@@ -313,6 +314,7 @@ class DiffMachine(RuleBasedStateMachine):
             self._remove_container(listed_c[need[race % len(need)]])
         details: dict[str, ContainerDetail | None] = {}
         provided: set[str] = set()
+        self.status_at = self.now  # when the status answers were taken
         for i, cid in enumerate(need):
             c = listed_c[cid]
             if c.removed is not None:
@@ -322,6 +324,8 @@ class DiffMachine(RuleBasedStateMachine):
             else:
                 details[cid] = c.detail(self.now + HOUR if self.future_timestamps else 0)
                 provided.add(cid)
+                if c.exited is not None:  # a status answer that shows the exit is an observation of it
+                    self.check.seen.setdefault(c, set()).add("exited")
         self.now += 1
         events = self.engine.finish(details, self.now)
         self.cur_received = received
@@ -420,7 +424,8 @@ class DiffMachine(RuleBasedStateMachine):
                 assert e.why == self._expected_why(transition, c, listed_c.get(cid)), e
         assert c.state() != "running" or transition != "exited" or c.exited is not None  # G5
         if transition == "exited":
-            assert (c.exited is not None and c.exited <= answer) or (c.removed is not None and c.removed <= answer)
+            seen_by = max(answer, self.status_at) if cid in provided else answer  # G5: no exit before it happened
+            assert (c.exited is not None and c.exited <= seen_by) or (c.removed is not None and c.removed <= answer)
         if transition == "destroyed":
             assert c.removed is not None and c.removed <= answer  # G5: never while it exists
             replaced = listed_c.get(cid) not in (None, c)
