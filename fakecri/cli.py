@@ -3,6 +3,8 @@
     fakecri serve [SCENARIO] [--socket PATH] [--truth FILE] [--speed X] [--flavor NAME] [--exit-at-end]
     fakecri validate SCENARIO...
     fakecri scenarios
+    fakecri verify SCENARIO [--report FILE] [--poll-interval D] [--mode poll|stream] [--grace D]
+                   [--speed X] -- COMMAND [ARGS...]
 
 ``serve`` without a scenario serves an empty runtime of the flavour until SIGINT/SIGTERM. With a
 scenario (a path, or the name of a bundled one such as ``fast_exit``) it runs the timeline in
@@ -10,6 +12,9 @@ real time (``--speed 2`` runs it twice as fast), reports when the scenario's end
 (with the measured timing jitter), and keeps serving until signalled -- or exits at the end with
 ``--exit-at-end``. Shutdown is clean either way: sockets are removed. ``--truth FILE`` writes
 the ground truth as JSON lines while it happens.
+
+``verify`` runs any sensor against a scenario and judges its events (``fakecri.verify``,
+docs/verify.md): exit 0 when every guarantee holds, 1 when one fails.
 
 Errors are one line on stderr and exit code 2; never a traceback.
 """
@@ -129,6 +134,39 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     return 0
 
 
+def _duration_arg(flag: str, text: str) -> int:
+    from sensor.duration import DurationError, parse_duration
+
+    try:
+        ns = parse_duration(text)
+    except DurationError as e:
+        raise UsageError(f"{flag}: {e}") from None
+    return ns
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from fakecri import verify
+
+    poll = _duration_arg("--poll-interval", args.poll_interval)
+    if poll <= 0:
+        raise UsageError(f"--poll-interval must be > 0, not {args.poll_interval}")
+    opts = verify.Options(
+        scenario=args.scenario,
+        command=list(args.command or []),
+        report_path=args.report,
+        poll_interval_ns=poll,
+        mode=args.mode,
+        grace_ns=None if args.grace is None else _duration_arg("--grace", args.grace),
+        speed=args.speed,
+        allowance_ns=_duration_arg("--allowance", args.allowance),
+        start_timeout_ns=_duration_arg("--start-timeout", args.start_timeout),
+    )
+    try:
+        return verify.run(opts).exit_code
+    except verify.VerifyUsageError as e:
+        raise UsageError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fakecri", description="A scriptable fake CRI runtime.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -145,12 +183,41 @@ def build_parser() -> argparse.ArgumentParser:
     val.set_defaults(func=cmd_validate)
     lst = sub.add_parser("scenarios", help="list the bundled scenarios")
     lst.set_defaults(func=cmd_scenarios)
+    ver = sub.add_parser(
+        "verify",
+        usage="fakecri verify SCENARIO [options] -- COMMAND [ARGS...]",
+        help="run a sensor against a scenario in real time and check its events against the truth",
+        description="Serve SCENARIO on a temporary socket, run COMMAND ({addr}, {socket} and {poll_interval} in "
+                    "its arguments are replaced; CRI_ADDR is set), read its JSON-lines events from stdout, stop "
+                    "it after the scenario's end plus a grace period, and check guarantees G1-G8. Exit 0: all "
+                    "hold; 1: one fails; 2: usage error. See docs/verify.md.",
+    )
+    ver.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file, or the name of a bundled scenario")
+    ver.add_argument("--report", metavar="FILE", help="also write the report as JSON to FILE")
+    ver.add_argument("--poll-interval", default="250ms", metavar="D",
+                     help="the sensor's poll interval, for the check (default 250ms)")
+    ver.add_argument("--mode", choices=("poll", "stream"), default="poll",
+                     help="poll, or stream when the sensor consumes GetContainerEvents (default poll)")
+    ver.add_argument("--grace", metavar="D", help="wait after the scenario's end (default 2 poll intervals + 1s)")
+    ver.add_argument("--speed", type=float, default=1.0, metavar="X", help="run the timeline X times as fast")
+    ver.add_argument("--allowance", default="50ms", metavar="D",
+                     help="RPC time + scheduling slack added to every deadline (default 50ms)")
+    ver.add_argument("--start-timeout", default="20s", metavar="D",
+                     help="fail if the command has not listed the runtime by then (default 20s)")
+    ver.set_defaults(func=cmd_verify, command=None)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="fakecri: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] | None = None
+    if argv[:1] == ["verify"] and "--" in argv:  # everything after the first -- is the command, verbatim
+        i = argv.index("--")
+        argv, command = argv[:i], argv[i + 1 :]
     args = build_parser().parse_args(argv)
+    if command is not None:
+        args.command = command
     try:
         return int(args.func(args))
     except (UsageError, ValueError) as e:

@@ -324,9 +324,10 @@ class DiffEngine:
                 continue
             t.gen = gen
             p.c_matched += 1
-            if c.state == t.listed and c.created_at == t.snap.created_at:
+            same = _same_container(t.snap, c)
+            if same and c.state == t.listed and c.created_at == t.snap.created_at:
                 continue  # the steady state: nothing built
-            if _reused(t.created_ns, c.created_at, hi) or is_regression("container", t.announced, c.state):
+            if not same or _reused(t.created_ns, c.created_at, hi) or is_regression("container", t.announced, c.state):
                 p.c_replaced.append((t, c))
                 if c.state in _NEEDS_STATUS:
                     need.append(c.id)
@@ -807,6 +808,15 @@ class DiffEngine:
                 )
             )
         return max([floor, *(r for r in reported if 0 < r <= ctx.hi)]), times[-1][0]
+
+
+def _same_container(old: ContainerSnap, new: ContainerSnap) -> bool:
+    """Immutable identity: a container never changes sandbox, name or attempt, so a listed ID that
+    does is a reused ID -- the one sign of reuse left when timestamps are zero or wrong. Missing
+    metadata (an empty name, a runtime quirk) proves nothing."""
+    if old.sandbox_id != new.sandbox_id:
+        return False
+    return not old.name or not new.name or (old.name == new.name and old.attempt == new.attempt)
 
 
 def _reused(old_created_ns: int, new_created_at: int, hi: int) -> bool:

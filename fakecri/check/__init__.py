@@ -151,11 +151,11 @@ def check(
     # The observed run ends at end_ns: what truth says happened after it is not judged.
     in_run = [(s, r) for s, r in truth_refs if r.time_ns <= end]
     pops = [incarnations.split(in_run, lc) for lc in (incarnations.CONTAINER, incarnations.SANDBOX)]
+    log = RpcLog(in_run, end)
     phantoms: list[Event] = []
     for pop in pops:
         kind = pop.lifecycle.kind + "."
-        phantoms += incarnations.assign((e for e in parsed if e.type.startswith(kind)), pop)
-    log = RpcLog(in_run, end)
+        phantoms += incarnations.assign((e for e in parsed if e.type.startswith(kind)), pop, log.listed_at)
     ctx = guarantees.Context(params, start, end, parsed, pops, phantoms, log, TimeFormat(start))
     results = {}
     for rule in guarantees.ALL:

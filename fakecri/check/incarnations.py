@@ -21,7 +21,9 @@ and never going back:
 
 4. among the current incarnation and later ones already created when the event was observed,
    the event goes to the one it describes best: for a ``created``/``ready`` event, the creation
-   time equals ``time_ns`` (``created_at`` is in every answer); failing that, it lived > 0 ns;
+   time equals ``time_ns`` (``created_at`` is in every answer); failing that, for a polled event
+   that reports the object present (not ``destroyed``, not a forged stop), it existed when the
+   latest list answer before the event was taken; failing that, it lived > 0 ns;
    failing that, lies in ``window_ns``; failing that, the incarnation has no event of this type
    yet (ties: the earliest). This settles ties such as a window starting exactly at the previous
    incarnation's destroy, and keeps a duplicate with the current one;
@@ -44,7 +46,7 @@ question is asked two ways: :meth:`Incarnation.certain_state` (None on a tie) ba
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from fakecri.truth import ContainerTransition, SandboxTransition, TruthRecord
@@ -279,8 +281,10 @@ def split(records: Iterable[tuple[int, TruthRecord]], lifecycle: Lifecycle) -> P
     return Population(lifecycle, by_id, notes)
 
 
-def assign(events: Iterable[Event], population: Population) -> list[Event]:
+def assign(events: Iterable[Event], population: Population,
+           listed_at: Callable[[str, int], int | None] | None = None) -> list[Event]:
     """Attach each of ``events`` (of this lifecycle, in emission order) to an incarnation of its ID.
+    ``listed_at(list_method, t)``: when the latest OK list answer at or before ``t`` was taken.
 
     Returns the events whose ID never existed in truth (phantoms, judged by G5).
     """
@@ -308,7 +312,7 @@ def assign(events: Iterable[Event], population: Population) -> list[Event]:
                 i += 1
                 continue
             break
-        i = _best_fit(ev, incs, i, lc)
+        i = _best_fit(ev, incs, i, lc, listed_at)
         cursor[oid] = i  # type: ignore[index]
         j = i
         while j > 0 and ev.window_ns[1] < incs[j].created_ns:
@@ -317,15 +321,21 @@ def assign(events: Iterable[Event], population: Population) -> list[Event]:
     return phantoms
 
 
-def _best_fit(ev: Event, incs: list[Incarnation], i: int, lc: Lifecycle) -> int:
+def _best_fit(ev: Event, incs: list[Incarnation], i: int, lc: Lifecycle,
+              listed_at: Callable[[str, int], int | None] | None = None) -> int:
     """Rule 4: among the cursor's incarnation and later ones the sensor could know of (created by
     ``observed_ns``), pick the one the event describes best: its creation time equals the
     ``time_ns`` of a ``created``/``ready`` event (``created_at`` is in every answer, and a sensor
-    copies it verbatim; other times may be estimates that coincide by chance), then it lived for
-    more than 0 ns, then its transition time lies in ``window_ns``, then it has no event of this
-    type yet. Ties go to the earliest."""
+    copies it verbatim; other times may be estimates that coincide by chance), then -- for a
+    polled event that reports the object as present (all but ``destroyed`` and a forged stop) --
+    it (possibly) existed when the latest list answer before the event was taken, then it lived
+    for more than 0 ns, then its transition time lies in ``window_ns``, then it has no event of
+    this type yet. Ties go to the earliest."""
     tr = lc.transition_of(ev.type)
     lo, hi = ev.window_ns
+    anchor = None
+    if listed_at is not None and ev.source != "stream" and tr != "destroyed" and not (tr == lc.stop and ev.synthetic):
+        anchor = listed_at(lc.list_method, ev.observed_ns)
     best, best_score = i, None
     for j in range(i, len(incs)):
         inc = incs[j]
@@ -334,7 +344,8 @@ def _best_fit(ev: Event, incs: list[Incarnation], i: int, lc: Lifecycle) -> int:
         t = inc.effective(tr)
         exact = tr == lc.first and t == ev.time_ns
         lived = inc.created_ns < inc.end_ns  # a zero-length lifetime can only tie with its successor
-        score = (exact, lived, t is not None and lo <= t <= hi, all(e.type != ev.type for e in inc.events))
+        present = anchor is not None and inc.created_ns <= anchor <= inc.end_ns
+        score = (exact, present, lived, t is not None and lo <= t <= hi, all(e.type != ev.type for e in inc.events))
         if best_score is None or score > best_score:
             best, best_score = j, score
     return best

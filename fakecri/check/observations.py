@@ -20,7 +20,9 @@ permissions. See ``incarnations`` for the tie rule.
 
 An *outage* is a stretch in which the sensor could not see: the runtime was down (``runtime`` down
 to up), or a run of consecutive list calls failed (from the first failed answer to the last one's
-end, but not past the next OK answer). Overlapping stretches are merged.
+end, but not past the next OK answer). Failed ``Version`` calls (reconnect attempts) belong to such
+a run, and also start one right after the runtime was down (no OK list in between): a sensor whose
+reconnect is refused is still blind. Overlapping stretches are merged.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from fakecri.truth import FaultWindow, RpcServed, RuntimeTransition, TruthRecord
 from .incarnations import CONTAINER, Incarnation
 
 LIST_METHODS = ("ListContainers", "ListPodSandbox")
+#: The call every CRI client makes to (re)connect: while it fails, the sensor cannot list.
+CONNECT_METHOD = "Version"
 STREAM_METHOD = "GetContainerEvents"
 OK = "OK"
 NOT_FOUND = "NOT_FOUND"
@@ -130,6 +134,7 @@ class RpcLog:
     def __init__(self, records: Iterable[Ref], end_ns: int) -> None:
         ok_lists: dict[str, list[Ref]] = {m: [] for m in LIST_METHODS}
         lists: list[Ref] = []
+        connects: list[Ref] = []
         status: dict[tuple[str, str], list[Ref]] = {}
         notfound: dict[tuple[str, str], list[Ref]] = {}
         self.streams: list[Ref] = []
@@ -151,6 +156,8 @@ class RpcLog:
                     lists.append((seq, rec))
                     if code == OK:
                         ok_lists[rec.method].append((seq, rec))
+                elif rec.method == CONNECT_METHOD:
+                    connects.append((seq, rec))
                 elif rec.method == STREAM_METHOD:
                     if code not in NEVER_OPEN:
                         self.streams.append((seq, rec))
@@ -168,7 +175,7 @@ class RpcLog:
         self.failed.sort(key=lambda r: (r[1].end_ns, r[0]))  # type: ignore[union-attr]
         self._failed_ends = [r[1].end_ns for r in self.failed]  # type: ignore[union-attr]
         self.faults = _fault_windows(faults, end_ns)
-        self.outages = _outages(lists, runtime, self, end_ns)
+        self.outages = _outages(lists, connects, runtime, self, end_ns)
         self._outage_his = [o.hi for o in self.outages]
         self._open_certain = _Spans(self.streams, touching=False)
         self._open_possible = _Spans(self.streams, touching=True)
@@ -186,6 +193,12 @@ class RpcLog:
             return None
         lo, hi, ref = spans.spans[i]
         return ref if ((lo < t < hi) if certain else (lo <= t <= hi)) else None
+
+    def listed_at(self, method: str, t: int) -> int | None:
+        """When the latest OK ``method`` list answer at or before ``t`` was taken (None: none)."""
+        times = self.lists[method].times
+        i = bisect_right(times, t) - 1
+        return times[i] if i >= 0 else None
 
     def failed_between(self, lo: int, hi: int) -> list[Ref]:
         """Non-OK answers sent within ``[lo, hi]``."""
@@ -316,7 +329,7 @@ def _fault_windows(faults: list[Ref], end_ns: int) -> list[Fault]:
     return out
 
 
-def _outages(lists: list[Ref], runtime: list[Ref], log: RpcLog, end_ns: int) -> list[Outage]:
+def _outages(lists: list[Ref], connects: list[Ref], runtime: list[Ref], log: RpcLog, end_ns: int) -> list[Outage]:
     raw: list[Outage] = []
     down: Ref | None = None
     for ref in sorted(runtime, key=lambda r: (r[1].time_ns, r[0])):
@@ -329,11 +342,21 @@ def _outages(lists: list[Ref], runtime: list[Ref], log: RpcLog, end_ns: int) -> 
     if down is not None:
         raw.append(Outage(down[1].time_ns, max(end_ns, down[1].time_ns), [down], runtime=True))
 
-    lists = sorted(lists, key=lambda r: (r[1].time_ns, r[0]))
+    # Failed reconnects (Version) join a run of failed lists, or start one after a runtime outage
+    # with no OK list since: a lone failed Version between OK lists (a health check) blinds nobody.
+    downs = sorted(r[1].time_ns for r in runtime if r[1].transition == "down")  # type: ignore[union-attr]
+    ok_times = sorted(r[1].time_ns for r in lists if _code(r[1]) == OK)  # type: ignore[arg-type]
+
+    def after_down(t: int) -> bool:
+        i = bisect_right(downs, t) - 1
+        return i >= 0 and bisect_right(ok_times, t) == bisect_right(ok_times, downs[i])
+
+    calls = sorted([*lists, *(r for r in connects if _code(r[1]) != OK)], key=lambda r: (r[1].time_ns, r[0]))  # type: ignore[arg-type]
     run: list[Ref] = []
-    for ref in [*lists, None]:
+    for ref in [*calls, None]:
         if ref is not None and _code(ref[1]) != OK:  # type: ignore[arg-type]
-            run.append(ref)
+            if run or ref[1].method in LIST_METHODS or after_down(ref[1].time_ns):  # type: ignore[union-attr]
+                run.append(ref)
             continue
         if run:
             lo = run[0][1].time_ns

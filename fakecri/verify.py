@@ -1,0 +1,315 @@
+"""``fakecri verify``: serve a scenario in real time, run any sensor against it, judge its events.
+
+    fakecri verify SCENARIO [--report FILE] [--poll-interval D] [--mode poll|stream] [--grace D]
+                   [--speed X] [--allowance D] [--start-timeout D] -- COMMAND [ARGS...]
+
+Theory of operation
+-------------------
+1. The scenario is loaded (a bad one is a usage error: the scenario's error line, exit 2) and
+   served on a unix socket in a fresh temporary directory, on the real clock (``Harness``).
+2. COMMAND is started with ``{addr}`` (``unix:///.../cri.sock``), ``{socket}`` (the bare path)
+   and ``{poll_interval}`` (e.g. ``250ms``) replaced in its arguments and ``CRI_ADDR`` set in its
+   environment, in its own process group. A reader thread collects its stdout: the event JSON
+   lines of docs/events.md, nothing else. Its stderr is captured and shown when the check fails.
+3. The runtime idles until the sensor's first successful list (or event stream): only then does
+   the scenario's timeline start, so a sensor's start-up time does not eat the first steps. A
+   sensor that has not listed within ``--start-timeout`` fails the verification.
+4. When the scenario has ended and ``--grace`` has passed (default two poll intervals + 1 s: time
+   to report the last removals), COMMAND's process group gets SIGTERM, then SIGKILL if it is
+   still running ``KILL_AFTER_S`` later. Then the runtime stops.
+5. ``fakecri.check`` judges the events against the truth, with ``end_ns`` the instant COMMAND
+   was told to stop; the report is printed (``Report.render``) and, with ``--report FILE``,
+   written as JSON.
+
+Exit codes: 0 every guarantee holds; 1 a guarantee failed, an event line was unreadable, or the
+sensor never listed the runtime; 2 usage errors (bad flags, bad scenario, command not found).
+Errors are one line; never a traceback. docs/verify.md is the user's guide.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from fakecri.check import CheckParams, Report, check, load_events_jsonl
+from fakecri.check.observations import LIST_METHODS, NEVER_OPEN, STREAM_METHOD
+from fakecri.truth import RpcServed, TruthRecord
+from sensor.duration import format_duration
+
+#: Seconds between SIGTERM and SIGKILL.
+KILL_AFTER_S = 5.0
+#: Lines of the command's stderr shown when the check fails.
+STDERR_TAIL = 20
+DEFAULT_POLL_INTERVAL_NS = 250_000_000
+DEFAULT_START_TIMEOUT_NS = 20_000_000_000
+MS = 1_000_000
+
+
+class VerifyUsageError(Exception):
+    """A bad invocation: one line, exit code 2."""
+
+
+@dataclass
+class Options:
+    scenario: str
+    command: list[str]
+    report_path: str | None = None
+    poll_interval_ns: int = DEFAULT_POLL_INTERVAL_NS
+    mode: str = "poll"
+    grace_ns: int | None = None  #: None: 2 poll intervals + 1 s
+    speed: float = 1.0
+    allowance_ns: int = 50 * MS
+    start_timeout_ns: int = DEFAULT_START_TIMEOUT_NS
+
+    @property
+    def effective_grace_ns(self) -> int:
+        return self.grace_ns if self.grace_ns is not None else 2 * self.poll_interval_ns + 1_000_000_000
+
+
+@dataclass
+class Outcome:
+    """What a verification found; ``exit_code`` is what the CLI returns."""
+
+    exit_code: int
+    report: Report | None
+    problem: str | None = None  #: a failure that is not a guarantee (never listed, crashed early)
+    command_exit: int | None = None
+    stderr_tail: list[str] = field(default_factory=list)
+    events: int = 0
+
+
+def resolve_command(command: Sequence[str]) -> list[str]:
+    """``command`` with its program found on PATH; ``VerifyUsageError`` if it cannot be run."""
+    if not command:
+        raise VerifyUsageError("no command to verify (accepted: fakecri verify SCENARIO -- COMMAND [ARGS...])")
+    prog = command[0]
+    if os.sep in prog:
+        if not os.path.isfile(prog):
+            raise VerifyUsageError(f"command not found: {prog}")
+        if not os.access(prog, os.X_OK):
+            raise VerifyUsageError(f"command is not executable: {prog}")
+        return list(command)
+    found = shutil.which(prog)
+    if found is None:
+        raise VerifyUsageError(f"command not found: {prog} (not on PATH)")
+    return [found, *command[1:]]
+
+
+def substitute(command: Sequence[str], addr: str, socket: str, poll_interval_ns: int) -> list[str]:
+    """Replace ``{addr}``, ``{socket}`` and ``{poll_interval}`` in every argument (nothing else)."""
+    values = {"{addr}": addr, "{socket}": socket, "{poll_interval}": format_duration(poll_interval_ns)}
+    out = []
+    for arg in command:
+        for key, value in values.items():
+            arg = arg.replace(key, value)
+        out.append(arg)
+    return out
+
+
+def _is_view(rec: TruthRecord) -> bool:
+    """An answer that shows the sensor the runtime: an OK list, or an event stream that opened."""
+    if not isinstance(rec, RpcServed):
+        return False
+    code = (rec.code or "").upper()
+    if rec.method in LIST_METHODS:
+        return code == "OK"
+    return rec.method == STREAM_METHOD and code not in NEVER_OPEN
+
+
+class _Lines:
+    """A reader thread that collects one text stream's lines (owned: ``join`` waits for EOF)."""
+
+    def __init__(self, stream: IO[str], name: str) -> None:
+        self.lines: list[str] = []
+        self._stream = stream
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        for line in self._stream:
+            self.lines.append(line)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+
+def _stop(proc: subprocess.Popen[str]) -> int:
+    """SIGTERM to the command's process group, SIGKILL after ``KILL_AFTER_S``; its exit status.
+    Whatever is left of the group once the command itself has ended is killed (no strays)."""
+    if proc.poll() is None:
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(KILL_AFTER_S)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+    code = proc.wait()
+    _signal_group(proc, signal.SIGKILL)
+    return code
+
+
+def _signal_group(proc: subprocess.Popen[str], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # its own session: e.g. `go run` and the binary it built
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        proc.send_signal(sig)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def run(opts: Options, out: IO[str] | None = None, err: IO[str] | None = None) -> Outcome:
+    """Verify ``opts.command`` against ``opts.scenario``; prints to ``out`` (report) and ``err``
+    (progress, problems). Raises ``VerifyUsageError`` for usage errors."""
+    from fakecri.harness import Harness, bundled_path
+    from fakecri.scenario import ScenarioError, load
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if opts.speed <= 0:
+        raise VerifyUsageError(f"--speed must be a number > 0, not {opts.speed:g}")
+    path = opts.scenario
+    if not os.path.exists(path) and os.sep not in path and not path.endswith((".yaml", ".yml")):
+        try:
+            path = str(bundled_path(path))
+        except KeyError as e:
+            raise VerifyUsageError(str(e.args[0])) from None
+    try:
+        scenario = load(path)
+    except ScenarioError as e:
+        raise VerifyUsageError(str(e)) from None
+    except OSError as e:
+        raise VerifyUsageError(f"{path}: cannot read: {e.strerror or e}") from None
+    command = resolve_command(opts.command)
+    if opts.report_path:
+        where = os.path.dirname(os.path.abspath(opts.report_path))
+        if not os.path.isdir(where) or not os.access(where, os.W_OK) or os.path.isdir(opts.report_path):
+            raise VerifyUsageError(f"--report {opts.report_path}: cannot write there (accepted: a file in an "
+                                   "existing, writable directory)")
+    params = CheckParams(poll_interval_ns=opts.poll_interval_ns, mode=opts.mode,  # type: ignore[arg-type]
+                         latency_allowance_ns=opts.allowance_ns)
+
+    tmp = tempfile.mkdtemp(prefix="fakecri-verify-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    try:
+        try:
+            h = Harness(scenario, socket=os.path.join(tmp, "cri.sock"), clock="real", speed=opts.speed)
+        except ValueError as e:
+            raise VerifyUsageError(str(e)) from None
+        viewed = threading.Event()
+        h.truth.subscribe(lambda rec: viewed.set() if _is_view(rec) else None)
+        try:
+            h.start(hold=True)
+        except OSError as e:
+            raise VerifyUsageError(f"cannot serve on {h.socket}: {e.strerror or e}") from None
+        argv = substitute(command, h.addr, h.socket, opts.poll_interval_ns)
+        env = dict(os.environ, CRI_ADDR=h.addr)
+        print(f"fakecri verify: serving scenario {h.scenario.name} as {h.flavor.name} on {h.addr}", file=err)
+        print(f"fakecri verify: starting {' '.join(argv)}", file=err, flush=True)
+        try:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                    env=env, encoding="utf-8", errors="replace", bufsize=1,
+                                    start_new_session=True)
+        except OSError as e:
+            h.stop()
+            raise VerifyUsageError(f"cannot start {command[0]}: {e.strerror or e}") from None
+        stdout = _Lines(proc.stdout, "verify-stdout")  # type: ignore[arg-type]
+        stderr = _Lines(proc.stderr, "verify-stderr")  # type: ignore[arg-type]
+        problem: str | None = None
+        try:
+            problem = _drive(h, proc, viewed, opts, err)
+            end_ns = h.clock.now_ns()
+        finally:
+            code = _stop(proc)
+            stdout.join(5)
+            stderr.join(5)
+            h.stop()
+        truth = h.truth.records()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    events, failures = load_events_jsonl(stdout.lines)
+    tail = [line.rstrip("\n") for line in stderr.lines[-STDERR_TAIL:]]
+    report: Report | None = None
+    if problem is None:
+        report = check(truth, events, CheckParams(**{**params.to_dict(), "end_ns": end_ns}), failures)
+        out.write(report.render())
+        out.flush()
+    outcome = Outcome(0 if problem is None and report is not None and report.ok else 1, report, problem, code,
+                      tail, len(events) + len(failures))
+    if outcome.exit_code:
+        if problem is not None:
+            print(f"fakecri verify: FAIL: {problem}", file=err)
+        if tail:
+            print(f"fakecri verify: last {len(tail)} line(s) of the command's stderr ({_describe_exit(code)}):",
+                  file=err)
+            for line in tail:
+                print(f"  | {line}", file=err)
+    if opts.report_path:
+        _write_report(opts, outcome, argv)
+    return outcome
+
+
+def _drive(h: Any, proc: subprocess.Popen[str], viewed: threading.Event, opts: Options, err: IO[str]) -> str | None:
+    """Hold the timeline until the sensor's first view, run the scenario, wait the grace period.
+    Returns a problem that makes guarantee checking pointless, or None."""
+    deadline = time.monotonic() + opts.start_timeout_ns / 1e9
+    while not viewed.wait(0.05):
+        if proc.poll() is not None:
+            return (f"the command ended ({_describe_exit(proc.returncode)}) before it listed the runtime: "
+                    "nothing to verify")
+        if time.monotonic() > deadline:
+            return (f"the command did not list the runtime within {format_duration(opts.start_timeout_ns)} "
+                    f"(does it take the socket address from {{addr}} or $CRI_ADDR?)")
+    h.release()
+    print(f"fakecri verify: the sensor listed the runtime; scenario started (runs "
+          f"{format_duration(round(h.end_ns / opts.speed))}, then {format_duration(opts.effective_grace_ns)} grace)",
+          file=err, flush=True)
+    h.wait_end(None)
+    time.sleep(opts.effective_grace_ns / 1e9)
+    if proc.poll() is not None:
+        print(f"fakecri verify: note: the command ended early ({_describe_exit(proc.returncode)})", file=err)
+    return None
+
+
+def _write_report(opts: Options, outcome: Outcome, argv: list[str]) -> None:
+    doc: dict[str, Any] = {
+        "verify": {
+            "scenario": opts.scenario,
+            "command": argv,
+            "command_exit": outcome.command_exit,
+            "problem": outcome.problem,
+            "exit_code": outcome.exit_code,
+            "stderr_tail": outcome.stderr_tail,
+            "grace_ns": opts.effective_grace_ns,
+            "speed": opts.speed,
+        }
+    }
+    if outcome.report is not None:
+        doc.update(outcome.report.to_dict())
+    else:
+        doc.update({"ok": False, "failed": []})
+    try:
+        with open(opts.report_path, "w", encoding="utf-8") as f:  # type: ignore[arg-type]
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+    except OSError as e:
+        raise VerifyUsageError(f"--report {opts.report_path}: cannot write: {e.strerror or e}") from None
