@@ -12,8 +12,6 @@ import contextlib
 import logging
 import os
 import queue
-import socket
-import stat
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -26,6 +24,7 @@ import protos
 from fakecri import convert
 from fakecri.flavors import Flavor
 from fakecri.model import Container, CriError, RuntimeModel, Sandbox
+from fakecri.relay import claim_socket_path
 from fakecri.truth import RpcServed
 
 log = logging.getLogger("fakecri")
@@ -560,31 +559,10 @@ class FakeCriServer:
 
         return [(runtime_cls(), add_runtime), (image_cls(), pb_grpc.add_ImageServiceServicer_to_server)]
 
-    def _prepare_socket(self) -> None:
-        path = self.socket_path
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return
-        if not stat.S_ISSOCK(st.st_mode):
-            raise FileExistsError(f"{path} exists and is not a socket; refusing to replace it "
-                                  "(remove it yourself or pick another --socket)")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.settimeout(0.5)
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)  # stale socket: nobody listens
-            return
-        finally:
-            probe.close()
-        raise FileExistsError(f"{path} is in use by another server (a live socket); refusing to take it over")
-
     # ---- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> FakeCriServer:
-        self._prepare_socket()
+        claim_socket_path(self.socket_path)
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="fakecri"),
             options=[("grpc.max_receive_message_length", MAX_RECV_BYTES),
