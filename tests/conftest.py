@@ -2,7 +2,7 @@
 
 | profile | max_examples | stateful steps | deadline | use |
 |---|---|---|---|---|
-| ``ci``   | 200   | 30 | none | every CI run and plain ``pytest``; fits the suite's time budget |
+| ``ci``   | 200   | 30 | none | CI (derandomized under ``CI=true``) and plain ``pytest`` |
 | ``dev``  | 20    | 20 | none | quick local iterations |
 | ``deep`` | 5,000 | 60 | none | long bug hunts: ``HYPOTHESIS_PROFILE=deep pytest tests/guarantees`` |
 
