@@ -28,7 +28,6 @@ container, build the response, serialize).
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import statistics
@@ -39,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import write_result
 from bench.bench_poll import machine
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "fake.json"
@@ -285,9 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nListContainers answer at {args.containers:,} containers, handler CPU (median): cached entries "
           f"{cost['cached_changed_ms']:.1f} ms after a change ({cost['cached_same_ms']:.2f} ms when nothing "
           f"changed), old conversion {cost['old_ms']:.1f} ms: {cost['ratio']:.0f}x")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.json}")
+    write_result(args.json, result)
     return 0
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import heapq
 import importlib.util
-import json
 import random
 import statistics
 import threading
@@ -32,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import write_result
 from bench.bench_poll import Node, NodeProcess, machine
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "latency.json"
@@ -213,9 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         result["rows"].append({"mode": "streaming", "todo": "sensor/stream.py does not exist", "target_p99_ms": 10})
         print(f"{'streaming':>10} {'-':>8} {'-':>7} {'TODO':>7} {'TODO':>7} {'-':>7} {'<=10':>7}  "
               "TODO: no sensor/stream.py to measure")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.json}")
+    write_result(args.json, result)
     return 0
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 import time
 import tracemalloc
@@ -32,6 +31,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from bench import write_result
 from bench.bench_poll import machine
 from bench.bench_reorder import _peak_rss_bytes, _rss_bytes
 
@@ -195,9 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     result["peak_rss_bytes"] = peak
     if peak:
         print(f"\npeak RSS {peak / 2**20:.1f} MiB")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.json}")
+    write_result(args.json, result)
     return 0
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -38,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench import write_result
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "poll.json"
 TARGET_MS = {1000: 1.0, 10000: 5.0}
@@ -267,9 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{f['status'] * 1e3:>9.2f} {f['events']:>7.0f}  "
                   f"{f['list'] * 1e3:.2f}/{f['begin'] * 1e3:.2f}/{f['finish'] * 1e3:.2f}")
         sys.stdout.flush()
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.json}")
+    write_result(args.json, result)
     return 0
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import random
@@ -43,6 +42,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from bench import write_result
 from sensor.duration import parse_duration
 from sensor.enrich import AnalyticsStage, Enricher
 from sensor.events import Event, Pod
@@ -335,9 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kind:22} {r['events_per_s']:>12,.0f} {min(r['runs_events_per_s']):>12,} "
               f"{max(r['runs_events_per_s']):>12,}  {st['max_held']:,}")
     result["throughput"] = tp
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.json}")
+    write_result(args.json, result)
     return 0
 
 

@@ -333,18 +333,19 @@ def _near_miss(key: str, wanted: str) -> bool:
     return key != wanted and difflib.SequenceMatcher(None, key, wanted).ratio() >= 0.8
 
 
+def _root_mapping(path: str, text: str, example: str, accepted: str) -> yaml.MappingNode | None:
+    """The file's top-level mapping (``None`` for an empty file); anything else is a ConfigError."""
+    root = _compose(path, text, example)
+    if root is not None and not isinstance(root, yaml.MappingNode):
+        raise ConfigError(path, None, f"the top level is {_node_kind(root)}, not a mapping", accepted,
+                          line=root.start_mark.line + 1)
+    return root
+
+
 def _sensor_settings(path: str, text: str) -> dict[str, _Setting]:
-    root = _compose(path, text, _SENSOR_EXAMPLE)
+    root = _root_mapping(path, text, _SENSOR_EXAMPLE, "a mapping with a crisensor: section")
     if root is None:
         return {}
-    if not isinstance(root, yaml.MappingNode):
-        raise ConfigError(
-            path,
-            None,
-            f"the top level is {_node_kind(root)}, not a mapping",
-            "a mapping with a crisensor: section",
-            line=root.start_mark.line + 1,
-        )
     found: dict[str, _Setting] = {}
     first_line: dict[str, int] = {}
 
@@ -393,17 +394,9 @@ def _sensor_settings(path: str, text: str) -> dict[str, _Setting]:
 
 
 def _analytics_settings(path: str, text: str) -> dict[str, _Setting]:
-    root = _compose(path, text, _ANALYTICS_EXAMPLE)
+    root = _root_mapping(path, text, _ANALYTICS_EXAMPLE, "a mapping such as event_reorder_window: 25ms")
     if root is None:
         return {}
-    if not isinstance(root, yaml.MappingNode):
-        raise ConfigError(
-            path,
-            None,
-            f"the top level is {_node_kind(root)}, not a mapping",
-            "a mapping such as event_reorder_window: 25ms",
-            line=root.start_mark.line + 1,
-        )
     found: dict[str, _Setting] = {}
     seen_line: int | None = None
     for key, line, node in _mapping_items(path, root, ""):
