@@ -35,13 +35,16 @@ PROCESS_EXEC = "process.exec"
 
 @dataclass(frozen=True, slots=True)
 class ProcessEvent:
-    """One exec inside a container. ``time_ns``: when it happened; ``observed_ns``: when the sensor got it."""
+    """One exec. ``time_ns``: when it happened; ``observed_ns``: when the sensor got it;
+    ``container_id`` None: a host process (kept only on request); ``ppid``/``exe`` None: not known."""
 
-    container_id: str
+    container_id: str | None
     time_ns: int
     pid: int
     argv: tuple[str, ...] = ()
     observed_ns: int = 0
+    ppid: int | None = None
+    exe: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +53,8 @@ class ProcessEvent:
             "observed_ns": self.observed_ns,
             "pid": self.pid,
             "argv": list(self.argv),
+            "ppid": self.ppid,
+            "exe": self.exe,
         }
 
 
