@@ -15,9 +15,10 @@ dict). ``ExecTracker.feed(message, now_ns)`` takes one decoded proc-connector me
   One level only: a process whose parent is unknown too is counted as ``gone``, never guessed.
 * ``Exit`` of a process forgets it (its fork parent and cached attribution), so a reused PID
   starts clean; its children keep what was known of it at their fork, but no longer read its
-  PID live (that PID may be another process's by then). If the kernel dropped messages
-  (``Overrun``, or the shell saw ``ENOBUFS``), exits may be among them: ``lost()`` forgets every cached attribution, because a stale entry
-  could attribute a reused PID to the wrong container (G10).
+  PID live (that PID may be another process's by then).
+* If the kernel dropped messages (``Overrun``, or the shell saw ``ENOBUFS``), exits may be among
+  them: ``lost()`` forgets every cached attribution and fork parent, because a stale entry could
+  attribute a reused PID to the wrong container (G10).
 
 Host processes (not in a container) are dropped and counted unless ``keep_host``; then their
 ``container_id`` is ``None``. Processes in a runtime's monitor (CRI-O's conmon) or with
