@@ -60,11 +60,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fakecri.truth import ProcessEvent as TruthProcess
 from sensor.duration import DurationError, format_duration, parse_duration
 from sensor.enrich import WHY_UNENRICHED, AnalyticsStage, ContainerMeta, EnrichedProcess
 from sensor.events import Event
-from sensor.process import TruthProcessSource
 from sensor.reorder import Released, ReorderBuffer, WatermarkReorder
 
 if TYPE_CHECKING:
@@ -350,6 +348,9 @@ def replay(run: SensorRun, window_ns: int | None, *, index: _TruthIndex | None =
         reorder = ReorderBuffer(window_ns)
     now = [run.start_ns]
     released: list[Released] = []
+    from fakecri.processes import TruthProcessSource  # simulations only: the sensor never needs fakecri
+    from fakecri.truth import ProcessEvent as TruthProcess
+
     source = TruthProcessSource(run.truth)
     pipe = Pipeline(AnalyticsStage(reorder), source=source, now_ns=lambda: now[0], sinks=[released.append])
     batches: dict[int, list[Event]] = {}

@@ -14,6 +14,7 @@ import pytest
 from fakecri.clock import VirtualClock
 from fakecri.flavors import get_flavor
 from fakecri.model import RuntimeModel
+from fakecri.processes import TruthProcessSource
 from fakecri.server import FakeCriServer
 from fakecri.truth import ProcessEvent as TruthProcess
 from sensor.analytics import Pipeline, ProgressPoller
@@ -23,7 +24,7 @@ from sensor.enrich import AnalyticsStage, EnrichedProcess
 from sensor.events import Event
 from sensor.metrics import Metrics
 from sensor.output import Emitter
-from sensor.process import ProcessEvent, TruthProcessSource
+from sensor.process import ProcessEvent
 from sensor.reorder import Released, ReorderBuffer
 
 MS = 1_000_000
