@@ -54,6 +54,6 @@ def test_run_snapshot_and_doctor_work_without_fakecri(tmp_path: Path) -> None:
     """)
     assert "Traceback" not in r.stderr, r.stderr
     assert "fakecri" not in r.stderr, r.stderr
-    codes = eval(r.stdout.strip().splitlines()[-1])  # noqa: S307 - our own repr of a list of ints
+    codes = eval(r.stdout.strip().splitlines()[-1])
     assert codes[2] == 0  # run: disabled by default, says so and exits 0
     assert all(isinstance(c, int) for c in codes)
