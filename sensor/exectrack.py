@@ -130,18 +130,20 @@ class ExecTracker:
         if text is not None:
             found = attribute(text)
             self._remember(self.known, tgid, found)
-            argv = self.reader.cmdline(tgid) or ()
-            exe = self.reader.exe(tgid)
         else:
             found = self._parent_attribution(parent)
             if found is None:
                 self.counts["gone"] += 1
                 return None
-            self.counts["via_parent"] += 1
-            argv, exe = (), None
         if found.kind != "container" and not (found.kind == "host" and self.keep_host):
             self.counts[found.kind] += 1
-            return None
+            return None  # dropped before paying for cmdline and exe
+        if text is not None:
+            argv = self.reader.cmdline(tgid) or ()
+            exe = self.reader.exe(tgid)
+        else:
+            self.counts["via_parent"] += 1
+            argv, exe = (), None
         self.counts["emitted"] += 1
         return ProcessEvent(container_id=found.container_id, time_ns=self._to_wall(msg.mono_ns),
                             pid=tgid, argv=argv, observed_ns=now_ns, ppid=ppid, exe=exe)

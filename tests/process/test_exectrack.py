@@ -23,14 +23,14 @@ class FakeProc:
     """/proc as a dict: pid -> (container or None for the host, argv, exe)."""
 
     procs: dict[int, tuple[str | None, tuple[str, ...], str]] = field(default_factory=dict)
-    reads: int = 0
+    cmdline_reads: int = 0
 
     def cgroup(self, pid: int) -> str | None:
-        self.reads += 1
         p = self.procs.get(pid)
         return None if p is None else cg(p[0])
 
     def cmdline(self, pid: int) -> tuple[str, ...] | None:
+        self.cmdline_reads += 1
         p = self.procs.get(pid)
         return None if p is None else p[1]
 
@@ -89,7 +89,9 @@ def test_gone_with_no_known_parent_is_counted_not_guessed() -> None:
 
 def test_host_processes_are_dropped_and_counted_unless_kept() -> None:
     proc = FakeProc({5: (None, ("bash",), "/bin/bash")})
-    assert ExecTracker(proc).feed(exe(5), 0) is None
+    dropping = ExecTracker(proc)
+    assert dropping.feed(exe(5), 0) is None
+    assert dropping.counts["host"] == 1 and proc.cmdline_reads == 0  # dropped before reading more
     t = ExecTracker(proc, keep_host=True)
     ev = t.feed(exe(5), 0)
     assert ev is not None and ev.container_id is None
