@@ -233,6 +233,8 @@ class KernelProcessSource:
         self.drops = 0  # loss episodes (ENOBUFS, overrun, queue overflow)
         self.datagrams = 0
         self._queue: collections.deque[ProcessEvent] = collections.deque()
+        #: Set whenever exec events were queued: the analytics ticker waits on it.
+        self.ready = threading.Event()
         self._lock = threading.Lock()
         self._drained_ns = now_ns()
         self._progress = self._drained_ns - SKEW_NS
@@ -334,6 +336,7 @@ class KernelProcessSource:
                     for _ in range(over):
                         self._queue.popleft()
                     last_lost = self._queue[0].time_ns if self._queue else now
+            self.ready.set()
             if over > 0:
                 self.drops += 1
                 self._gap(first_lost, last_lost, f"{over} process events dropped: nobody consumed them in time")
