@@ -40,6 +40,12 @@ hashes the answer's entries once (a few ms at 10,000) and decodes k entries. Mem
 list's entry bytes (~700 bytes per kubelet-made container) and one snapshot value per entry,
 shared with the engine's records.
 
+Bytes that do not decode. Both paths decode with ``sensor.wire`` (``ListKind``), so an answer
+that does not decode -- ``split_entries`` included -- raises ``MalformedResponse`` on either path,
+before the engine is touched, and records with an empty ID are dropped by both (the fast path
+leaves them out of its index, so it decodes and drops them again on every list that repeats them).
+``tests/sensor/test_wire.py`` checks every decoding here against protobuf's own parser.
+
 Caveat: a runtime that serializes an unchanged object differently from one list to the next (map
 fields in random order, for example) defeats rule 1. The result stays correct (such an entry is
 decoded and found unchanged by the engine) but costs as much as the plain path.

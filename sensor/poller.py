@@ -9,7 +9,10 @@ virtual clock. ``Poller.run()`` is the real-time schedule around it:
 
 * Ticks are at ``start + k * poll_interval`` (fixed rate, no drift). A tick that starts late
   because the previous one overran skips the missed slots and counts them; it never queues.
-* A failed or timed-out list is reported to the engine as a failure, never as an empty list.
+* A failed or timed-out list is reported to the engine as a failure, never as an empty list;
+  so is one that does not decode (``MalformedResponse``, counted apart: ``sensor.wire``). What
+  decoding dropped or read loosely (empty or repeated IDs, unknown enum values) is counted after
+  every poll, and logged without flooding (``_note_input``).
 * A lost connection (UNAVAILABLE, socket gone) is retried with exponential backoff and full
   jitter (100 ms doubling to 5 s); after reconnecting the engine resyncs, which yields a
   ``sensor.gap`` event and forged events for what vanished meanwhile.

@@ -246,7 +246,7 @@ def test_a_50_mb_list_is_a_clean_failure(hostile, sensor) -> None:  # type: igno
 def test_an_answer_that_never_comes_is_a_failed_poll(hostile, sensor) -> None:  # type: ignore[no-untyped-def]
     server = hostile()
     sbs, cs = populate(server)
-    s = sensor(server, rpc_timeout_s=0.3)
+    s = sensor(server, rpc_timeout_s=1.0)
     assert s.poller.step()
     server.fault("ListPodSandbox", server.hang)
     assert s.poller.step() is False

@@ -57,7 +57,7 @@ def crisensor(tmp_path: Path) -> Iterator[Callable[..., SimpleNamespace]]:
         out = tmp_path / "events.jsonl"
         cfg = tmp_path / "sensor.yaml"
         cfg.write_text(f"crisensor:\n  enabled: true\n  addr: {server.addr}\n  poll_interval: 50ms\n"
-                       f"  rpc_timeout: 300ms\n  events: {events}\n  resync_interval: 1m\n")
+                       f"  rpc_timeout: 1s\n  events: {events}\n  resync_interval: 1m\n")
         (tmp_path / "analytics.yaml").write_text("{}\n")
         port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "sensor.cli", "run", "--config", str(cfg), "--analytics-config",
@@ -123,7 +123,7 @@ def test_crisensor_run_survives_lists_that_stop_decoding(hostile, crisensor) -> 
     assert s.proc.poll() is None, "crisensor exited"
     assert s.metric("crisensor_malformed_responses_total", method="ListContainers") == 4
     assert s.metric("crisensor_malformed_responses_total", method="ContainerStatus") == 1
-    assert s.metric("crisensor_rpc_errors_total", method="ListPodSandbox", code="DEADLINE_EXCEEDED") == 1
+    assert s.metric("crisensor_rpc_errors_total", method="ListPodSandbox", code="DEADLINE_EXCEEDED") >= 1
     assert s.metric("crisensor_dropped_records_total", kind="container", reason="empty_id") >= 1
     assert s.metric("crisensor_dropped_records_total", kind="container", reason="duplicate_id") >= 1
     assert s.metric("crisensor_unknown_enum_values_total", enum="ContainerState") >= 1
