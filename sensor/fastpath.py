@@ -110,11 +110,12 @@ class _Kind:
         snaps = w.decode_all(pb, raw, tally)
         entries = split_entries(raw, w.method)
         kept = w.keep(snaps, tally)
-        empty = sum(1 for s in snaps if not s.id)
-        pairs = [(e, s) for e, s in zip(entries, snaps, strict=True) if s.id]
+        pairs = list(zip(entries, snaps, strict=True))
+        if len(kept) != len(snaps):  # dropped records (rare): index only those with an ID
+            pairs = [(e, s) for e, s in pairs if s.id]
         by_entry = dict(pairs)
-        ids = {s.id: e for e, s in by_entry.items()}
-        index = _Index(raw, by_entry, ids, empty) if len(ids) == len(pairs) else None
+        ids = dict(zip(map(_ID, by_entry.values()), by_entry, strict=True))
+        index = _Index(raw, by_entry, ids, len(snaps) - len(pairs)) if len(ids) == len(pairs) else None
         return kept, index
 
     def delta(self, pb: Any, raw: bytes, ref: _Index, tally: Tally) -> _Delta | None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -209,10 +210,14 @@ def container_detail(st: Any) -> ContainerDetail:
                            reason=(st.reason or None) if exited else None)
 
 
+_LIMITS = {CONTAINER_STATE_ENUM: len(CONTAINER_STATES), SANDBOX_STATE_ENUM: len(SANDBOX_STATES)}
+_STATE = attrgetter("state")
+_ID = attrgetter("id")
+
+
 def note_state(tally: Tally | None, enum: str, value: int) -> None:
     """Count a state value the sensor does not know (rule 3)."""
-    if tally is not None and not 0 <= value < (len(CONTAINER_STATES) if enum == CONTAINER_STATE_ENUM
-                                                else len(SANDBOX_STATES)):
+    if tally is not None and not 0 <= value < _LIMITS[enum]:
         tally.unknown[(enum, value)] += 1
 
 
@@ -233,9 +238,9 @@ class ListKind(Generic[S]):
         """Every entry's value, in list order, none dropped (``keep`` drops)."""
         items = getattr(parse(getattr(pb, self.response), raw, self.method, nested=self.field), self.field)
         if tally is not None:
-            for i in items:
-                note_state(tally, self.enum, i.state)
-        return [self.snap(i) for i in items]
+            for v in map(_STATE, items):
+                note_state(tally, self.enum, v)
+        return list(map(self.snap, items))
 
     def decode_one(self, pb: Any, entry: bytes, tally: Tally | None = None) -> S:
         item = parse(getattr(pb, self.entry), entry, self.method)
@@ -244,6 +249,10 @@ class ListKind(Generic[S]):
 
     def keep(self, snaps: Iterable[S], tally: Tally | None = None) -> list[S]:
         """``snaps`` without empty IDs and repeated IDs (rule 2), counted in ``tally``."""
+        snaps = list(snaps)
+        ids = set(map(_ID, snaps))
+        if len(ids) == len(snaps) and "" not in ids:
+            return snaps  # the common case, checked in C
         out, seen = [], set()
         for s in snaps:
             if not s.id:
