@@ -242,7 +242,7 @@ class Poller:
             m.unknown_enums.labels(enum).inc(n)
             if (enum, value) not in self._unknown_logged and len(self._unknown_logged) < UNKNOWN_LOGGED_MAX:
                 self._unknown_logged.add((enum, value))
-                read = {"ContainerState": "read as unknown", "PodSandboxState": "read as notready",
+                read = {"ContainerState": "read as unknown", "PodSandboxState": "read as unknown",
                         "ContainerEventType": "event skipped; listing instead"}.get(enum, "ignored")
                 log.warning("crisensor: the runtime sent %s %d, which this sensor does not know (%s; counted in "
                             "crisensor_unknown_enum_values_total, logged once)", enum, value, read)

@@ -89,7 +89,7 @@ SUBSCRIPTION_HEADER = "fakecri-subscription"
 def _sandbox(st: Any) -> SandboxSnap:
     md = st.metadata
     return SandboxSnap(id=st.id, name=md.name, namespace=md.namespace, uid=md.uid, attempt=md.attempt,
-                       state=SANDBOX_STATES[st.state] if 0 <= st.state < 2 else "notready",
+                       state=SANDBOX_STATES[st.state] if 0 <= st.state < 2 else "unknown",
                        created_at=st.created_at, labels=dict(st.labels))
 
 

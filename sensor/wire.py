@@ -24,10 +24,11 @@ of the snapshot; ``Tally`` counts them for the poller's metrics and log.
 Rule 3 -- enum values the sensor does not know are read as kubelet reads them, and counted. CRI
 enums are open (proto3): a newer runtime may send a ``ContainerState`` past ``CONTAINER_UNKNOWN``,
 a ``PodSandboxState`` past ``SANDBOX_NOTREADY``, a ``ContainerEventType`` past ``DELETED``. A
-container state it does not know is ``unknown`` (CRI's own "the runtime cannot say", which
-announces nothing new); a sandbox state is ``notready`` (kubelet treats every state but READY as
-not ready); a stream event type is not applied at all (``UnusableEvent``: the poller lists
-instead). Each one is counted in ``Tally.unknown`` under its enum's name and value.
+container or sandbox state it does not know is ``unknown`` (for containers CRI's own "the runtime
+cannot say"), which announces nothing new (``sensor.lifecycle``): not ``notready``, since a later
+``ready`` would then read as a regression -- ID reuse -- and forge a destroyed sandbox that still
+exists. A stream event type it does not know is not applied at all (``UnusableEvent``: the poller
+lists instead). Each one is counted in ``Tally.unknown`` under its enum's name and value.
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ def split_entries(raw: bytes, method: str = "list") -> list[bytes]:
 def sandbox_snap(s: Any) -> SandboxSnap:
     md = s.metadata
     return SandboxSnap(id=s.id, name=md.name, namespace=md.namespace, uid=md.uid, attempt=md.attempt,
-                       state=SANDBOX_STATES[s.state] if 0 <= s.state < 2 else "notready",
+                       state=SANDBOX_STATES[s.state] if 0 <= s.state < 2 else "unknown",
                        created_at=s.created_at, labels=dict(s.labels))
 
 

@@ -130,6 +130,26 @@ def test_unknown_states_in_lists_are_tolerated_counted_and_logged_once(hostile, 
                                                                                 "container.running"]
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
+def test_an_unknown_sandbox_state_announces_nothing_and_ready_again_is_no_phantom(hostile, sensor, fast) -> None:  # type: ignore[no-untyped-def]
+    server = hostile()
+    sbs, cs = populate(server, 1)
+    server.sandboxes.append(sandbox("sb2", state=9))  # first seen in a state the sensor does not know
+    s = sensor(server, fast=fast)
+    assert s.poller.step()
+    server.sandboxes[0].state = 9  # a newer runtime's state, then READY again
+    assert s.poller.step()
+    server.sandboxes[0].state = 0
+    assert s.poller.step()
+    events = s.events()
+    check_events(events, served=sbs | cs | {"sb2"}, alive=sbs | cs | {"sb2"})
+    assert [e["type"] for e in events if e.get("sandbox_id") == "sb1" and e["type"].startswith("sandbox.")] == [
+        "sandbox.ready"]
+    sb2 = [(e["type"], e["synthetic"]) for e in events if e.get("sandbox_id") == "sb2"]
+    assert sb2 == [("sandbox.ready", True)]  # forged: never seen ready
+    assert s.metric("crisensor_unknown_enum_values_total", enum="PodSandboxState") >= 2
+
+
 def test_unknown_event_type_is_skipped_counted_and_resynced_from_a_list(hostile, sensor) -> None:  # type: ignore[no-untyped-def]
     server = hostile(stream=True)
     sbs, cs = populate(server, 1)
