@@ -188,6 +188,25 @@ def test_garbage_and_empty_ids_on_the_stream_are_skipped_and_counted(hostile, se
     check_events(s.events(), **served(sbs, cs))
 
 
+def test_absurd_times_on_the_stream_give_schema_valid_events(hostile, sensor) -> None:  # type: ignore[no-untyped-def]
+    server = hostile(stream=True)
+    sbs, cs = populate(server, 0)
+    s = sensor(server, events="auto")
+    assert s.poller.step()
+    pod = pod_status(server.sandboxes[0])
+    for i, t in enumerate((0, -1, -(2**63), INT64_MAX, time.time_ns() + 10**18)):
+        c = container(f"s{i}", "sb1", state=2, created_at=t)
+        server.containers.append(c)
+        cs.add(c.id)
+        server.events.put(event(c.id, 2, created_at=t, pod=pod,
+                                status=status_of(c, started_at=t, finished_at=INT64_MAX - i, exit_code=-(2**31))))
+    wait(lambda: s.poller.stream_events == 5)
+    assert s.poller.step()
+    events = s.events()
+    check_events(events, served=sbs | cs, alive=sbs)
+    assert sum(e["type"] == "container.exited" for e in events) == 5
+
+
 # --- item 7: empty and duplicate IDs ---------------------------------------------------------------------
 
 

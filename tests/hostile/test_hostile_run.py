@@ -186,3 +186,27 @@ def test_crisensor_run_rides_out_a_flapping_socket(hostile, crisensor) -> None: 
     check_events(events, served={"sb1", "c0", "c1"}, alive={"sb1", "c0"})
     assert [e["type"] for e in events].count("sensor.connected") == 6
     assert all(e["type"] != "container.destroyed" for e in events)
+
+
+@pytest.mark.parametrize(("answer", "detail"), [(GARBAGE, "ListContainersResponse does not decode (DecodeError)"),
+                                                (WRONG_WIRE_TYPE, "ListContainersResponse.containers (field 1) "
+                                                                  "sent as varint")])
+def test_crisensor_snapshot_of_an_answer_that_does_not_decode_is_one_line(hostile, answer, detail) -> None:  # type: ignore[no-untyped-def]
+    server = hostile()
+    server.sandboxes = [sandbox("sb1")]
+    server.always["ListContainers"] = lambda _req: answer
+    p = subprocess.run([sys.executable, "-m", "sensor.cli", "snapshot", "--addr", server.addr], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 1
+    assert p.stderr == f"crisensor: ListContainers: MALFORMED: {detail}\n"
+
+
+def test_crisensor_snapshot_leaves_out_records_with_empty_ids(hostile) -> None:  # type: ignore[no-untyped-def]
+    server = hostile()
+    server.sandboxes = [sandbox("sb1"), sandbox("")]
+    server.containers = [container("c0", "sb1"), container("", "sb1", state=7)]
+    p = subprocess.run([sys.executable, "-m", "sensor.cli", "snapshot", "--json", "--addr", server.addr],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    snap = json.loads(p.stdout)
+    assert [s["id"] for s in snap["sandboxes"]] == ["sb1"] and [c["id"] for c in snap["containers"]] == ["c0"]
