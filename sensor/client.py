@@ -259,8 +259,8 @@ class CriClient:
                                                     pb.VersionRequest(), "Version"), "Version")
 
     def events(self) -> Any:
-        """Open GetContainerEvents (v1 only). The caller iterates (each item an answer's bytes:
-        ``decode_event`` reads it) and cancels."""
+        """Open GetContainerEvents (v1 only). The caller iterates (each item an answer's bytes, which
+        ``event_decoder()`` reads) and cancels."""
         if self.info is None or self.info.api != "v1":
             raise CriCallError("GetContainerEvents", "UNIMPLEMENTED", "runtime.v1alpha2 has no event stream")
         self.rpc_count["GetContainerEvents"] = self.rpc_count.get("GetContainerEvents", 0) + 1
