@@ -87,6 +87,7 @@ class CriClient:
         #: Count of RPCs issued, by method (load on the runtime; metrics read it).
         self.rpc_count: dict[str, int] = {}
         self._raw_lists: tuple[Any, Any, Any] | None = None  # (channel, ListContainers, ListPodSandbox) undecoded
+        self.cancelled = False  #: set by ``cancel``: every call fails at once with CANCELLED
 
     # ---- connection --------------------------------------------------------------------------
 
@@ -110,6 +111,8 @@ class CriClient:
     def connect(self) -> RuntimeInfo:
         """Open the channel and negotiate the API version. Raises ``ConnectError``."""
         self.close()
+        if self.cancelled:
+            raise ConnectError("not connecting: the sensor is stopping")
         probe_socket(socket_path(self.addr))
         self._channel = self._open_channel()
         try:
@@ -140,6 +143,19 @@ class CriClient:
         raise ConnectError(f"runtime speaks none of the CRI API versions {', '.join(self.api_preference)} "
                            f"({last.details if last else 'no answer'})")
 
+    def cancel(self) -> None:
+        """Shutdown, from any thread: end every RPC in flight now (closing the channel cancels them)
+        and fail every later one at once with CANCELLED, so that the poll loop -- even in the middle
+        of thousands of ContainerStatus calls -- returns without waiting for the runtime."""
+        self.cancelled = True
+        channel = self._channel
+        if channel is not None:
+            channel.close()
+
+    def _refuse_if_cancelled(self, method: str) -> None:
+        if self.cancelled:
+            raise CriCallError(method, "CANCELLED", "the sensor is stopping")
+
     def close(self) -> None:
         if self._channel is not None:
             self._channel.close()
@@ -157,10 +173,14 @@ class CriClient:
 
     def _call(self, fn: Callable[..., Any], req: Any, method: str) -> Any:
         self.rpc_count[method] = self.rpc_count.get(method, 0) + 1
+        self._refuse_if_cancelled(method)
         try:
             return fn(req, timeout=self.rpc_timeout_s)
         except grpc.RpcError as e:
             raise CriCallError(method, _code(e), _details(e)) from None
+        except ValueError:  # "Cannot invoke RPC on closed channel!": cancel() won the race
+            self._refuse_if_cancelled(method)
+            raise
 
     @property
     def pb(self) -> Any:
@@ -218,6 +238,8 @@ class CriClient:
         out: dict[str, ContainerDetail | None] = {}
         pb = self.pb
         for cid in ids:
+            if self.cancelled:  # shutdown: do not start thousands of calls that would fail anyway
+                return out, CriCallError("ContainerStatus", "CANCELLED", "the sensor is stopping")
             try:
                 st = self._call(self._rt.ContainerStatus, pb.ContainerStatusRequest(container_id=cid),
                                 "ContainerStatus").status
@@ -238,7 +260,12 @@ class CriClient:
         if self.info is None or self.info.api != "v1":
             raise CriCallError("GetContainerEvents", "UNIMPLEMENTED", "runtime.v1alpha2 has no event stream")
         self.rpc_count["GetContainerEvents"] = self.rpc_count.get("GetContainerEvents", 0) + 1
-        return self._rt.GetContainerEvents(self.pb.GetEventsRequest())
+        self._refuse_if_cancelled("GetContainerEvents")
+        try:
+            return self._rt.GetContainerEvents(self.pb.GetEventsRequest())
+        except ValueError:  # the channel was closed by cancel()
+            self._refuse_if_cancelled("GetContainerEvents")
+            raise
 
 
 def probe_socket(path: str) -> None:

@@ -23,6 +23,9 @@ class Metrics:
         self.runtime_up = Gauge("crisensor_runtime_up", "1 while the runtime answers, else 0.", registry=r)
         self.reconnects = Counter("crisensor_reconnects_total", "Successful reconnections after a loss.",
                                   registry=r)
+        self.events_unwritten = Counter("crisensor_events_unwritten_total",
+                                        "Events not written because the output failed (full disk, I/O error, "
+                                        "closed pipe); the sensor stops at the first failure.", registry=r)
         self.overruns = Counter("crisensor_schedule_overruns_total",
                                 "Poll ticks skipped because a poll ran past its slot.", registry=r)
         # The analytics stage (sensor.analytics.Pipeline; docs/analytics.md).
