@@ -30,14 +30,17 @@ STDOUT = "stdout"
 class OutputError(Exception):
     """Writing to an output failed. ``str()`` is the one line users see (after the program name).
 
-    ``unwritten``: how many items (``what``) did not reach the output, when the writer counts them.
+    ``unwritten``: how many items (``unit``, default ``what``) did not reach the output, when the
+    writer counts them.
     """
 
-    def __init__(self, name: str, error: OSError, *, unwritten: int | None = None, what: str = "events") -> None:
+    def __init__(self, name: str, error: OSError, *, unwritten: int | None = None, what: str = "events",
+                 unit: str | None = None) -> None:
         self.name = name
         self.error = error
         self.unwritten = unwritten
         self.what = what
+        self.unit = unit or what
         super().__init__(self.line())
 
     @property
@@ -48,7 +51,7 @@ class OutputError(Exception):
     def line(self) -> str:
         code = self.error.errno
         why = f"[Errno {code}] {self.error.strerror or os.strerror(code)}" if code is not None else str(self.error)
-        counted = f"; {self.unwritten} {self.what} not written" if self.unwritten is not None else ""
+        counted = f"; {self.unwritten} {self.unit} not written" if self.unwritten is not None else ""
         return f"cannot write {self.what} to {self.name}: {why}{counted}"
 
     def __str__(self) -> str:
@@ -163,11 +166,14 @@ class GuardedOutput:
         self._inner = inner
         self.output_name = name
 
+    def _error(self, e: OSError) -> OutputError:
+        return OutputError(self.output_name, e, what="output")
+
     def write(self, text: str) -> int:
         try:
             return int(self._inner.write(text))
         except OSError as e:
-            raise OutputError(self.output_name, e) from None
+            raise self._error(e) from None
 
     def writelines(self, lines: Iterable[str]) -> None:
         for line in lines:
@@ -177,7 +183,7 @@ class GuardedOutput:
         try:
             self._inner.flush()
         except OSError as e:
-            raise OutputError(self.output_name, e) from None
+            raise self._error(e) from None
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._inner, attr)
