@@ -57,9 +57,10 @@ def _parse_hostport(text: str) -> tuple[str, int]:
 
 
 #: After SIGTERM/SIGINT, how long ``run`` waits for the poll loop to return once its RPCs are
-#: cancelled (it usually returns within milliseconds; a loop still busy decoding a huge list is
-#: left behind, as a daemon thread, so that the sensor exits within a second at any scale).
-SHUTDOWN_JOIN_S = 0.5
+#: cancelled and the output closed (it usually returns within milliseconds; a loop still busy
+#: decoding a huge list is left behind, as a daemon thread, so that the sensor exits within a
+#: second at any scale).
+SHUTDOWN_JOIN_S = 0.25
 #: How often the main thread looks for a signal or a stopped poll loop.
 SUPERVISE_S = 0.05
 
@@ -125,10 +126,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         stop.set()
         poller.interrupt()
-        worker.join(SHUTDOWN_JOIN_S)
+        # What was emitted before the signal is written (a batch being written ends after its
+        # current event, and is flushed); events of a poll cut short are not.
         if not emitter.close():  # a write is blocked on a pipe nobody reads: leave without touching it
             sys.stderr.flush()
             os._exit(1 if crashed or emitter.failure else 0)
+        worker.join(SHUTDOWN_JOIN_S)
         analytics.close()
         if not worker.is_alive():
             client.close()
