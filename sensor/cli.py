@@ -7,8 +7,10 @@ SIGTERM/SIGINT after flushing its output.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -54,11 +56,25 @@ def _parse_hostport(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
+#: After SIGTERM/SIGINT, how long ``run`` waits for the poll loop to return once its RPCs are
+#: cancelled and the output closed (it usually returns within milliseconds; a loop still busy
+#: decoding a huge list is left behind, as a daemon thread, so that the sensor exits within a
+#: second at any scale).
+SHUTDOWN_JOIN_S = 0.25
+#: How often the main thread looks for a signal or a stopped poll loop.
+SUPERVISE_S = 0.05
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from sensor.analytics import Pipeline, ProgressPoller
     from sensor.metrics import Metrics
-    from sensor.output import Emitter
+    from sensor.output import Emitter, stream_name
 
+    # Signals only note themselves (a handler that takes locks can deadlock the thread it interrupts);
+    # the main thread acts on them.
+    signalled: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: signalled.append(signum))
     cfg = load(args)
     if not cfg.enabled:
         where = cfg.sensor_path or f"{DEFAULT_SENSOR_PATH} (not found)"
@@ -77,10 +93,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(f"--output: cannot open {args.output}: {e.strerror}") from None
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     client = make_client(cfg)
-    emitter = Emitter(out)
+    # A failed output stops the sensor from whichever thread wrote (poll loop or stream reader).
+    emitter = Emitter(out, name=args.output or stream_name(out), on_failure=lambda _: stop.set(),
+                      on_unwritten=metrics.events_unwritten.inc)
     poller = ProgressPoller(client, emitter, poll_interval_ns=cfg.poll_interval_ns, metrics=metrics,
                             events=cfg.events, resync_interval_ns=cfg.resync_interval_ns)
     # The analytics stage (event_reorder_window) sees every lifecycle event; there is no process
@@ -90,14 +106,46 @@ def cmd_run(args: argparse.Namespace) -> int:
     poller.on_poll.append(analytics.on_poll)
     log.info("crisensor: watching %s every %.0f ms (handshake %s, events %s)", cfg.addr,
              cfg.poll_interval_ns / 1e6, cfg.handshake, cfg.events)
+    crashed: list[BaseException] = []
+
+    def poll_loop() -> None:
+        try:
+            poller.run(stop)  # on its way out it cancels the event stream and joins its reader
+        except BaseException as e:  # re-raised by the main thread: one traceback, exit 1
+            crashed.append(e)
+            stop.set()
+
+    # The poll loop runs on its own thread so that the main thread can always act on a signal at
+    # once: cancel the RPCs in flight and exit, however long the current poll would still take.
+    worker = threading.Thread(target=poll_loop, name="crisensor-poll", daemon=True)
+    if not signalled:
+        worker.start()
     try:
-        poller.run(stop)  # on its way out it cancels the event stream and joins its reader
+        while worker.is_alive() and not stop.is_set() and not signalled:
+            worker.join(SUPERVISE_S)
     finally:
+        stop.set()
+        poller.interrupt()
+        # What was emitted before the signal is written (a batch being written ends after its
+        # current event, and is flushed); events of a poll cut short are not.
+        if not emitter.close():  # a write is blocked on a pipe nobody reads: leave without touching it
+            sys.stderr.flush()
+            os._exit(1 if crashed or emitter.failure else 0)
+        worker.join(SHUTDOWN_JOIN_S)
         analytics.close()
-        client.close()
-        out.flush()
+        if not worker.is_alive():
+            client.close()
+        if emitter.failure is None:
+            out.flush()
         if out is not sys.stdout:
-            out.close()
+            with contextlib.suppress(OSError):  # a failed output fails its close too: said below
+                out.close()
+    if crashed:
+        raise crashed[0]
+    if emitter.failure is not None:
+        failure = emitter.failure
+        log.debug("crisensor: %s", failure)
+        raise failure
     return 0
 
 
@@ -143,8 +191,18 @@ def _slots(obj: Any) -> dict[str, Any]:
     return {n: getattr(obj, n) for n in names}
 
 
+EXIT_CODES = """\
+exit codes:
+  0  ok; also after SIGTERM/SIGINT (run cancels what is in flight and exits within a second),
+     and when the output is closed (crisensor run | head -1)
+  1  runtime failure: the runtime cannot be reached (snapshot), a write to the output failed
+     (full disk, I/O error: one line names the output, the errno and the events not written)
+  2  usage or configuration error (one line naming the flag, file or key)"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="crisensor", description="CRI container-lifecycle sensor.")
+    p = argparse.ArgumentParser(prog="crisensor", description="CRI container-lifecycle sensor.", epilog=EXIT_CODES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-q", "--quiet", action="store_true", help="log only errors (state changes are logged by default)")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -153,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--addr", help="CRI socket, unix:///path (overrides crisensor.addr)")
         sp.add_argument("--handshake", help="require | off | auto (overrides crisensor.handshake)")
 
-    run = sub.add_parser("run", help="poll the runtime and write events as JSON lines")
+    run = sub.add_parser("run", help="poll the runtime and write events as JSON lines", epilog=EXIT_CODES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     common(run)
     run.add_argument("--analytics-config", help=f"analytics config (default {DEFAULT_ANALYTICS_PATH})")
     run.add_argument("--enable", action="store_true", help="set crisensor.enabled: true")
@@ -180,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from sensor.output import run_guarded
+
+    return run_guarded("crisensor", lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     # State changes are rare and worth seeing (retries are deduplicated), so INFO is the default.
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(message)s",
@@ -192,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(f"crisensor: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C in a one-shot command (run handles SIGINT itself: exit 0)
+        return 130
 
 
 if __name__ == "__main__":

@@ -92,6 +92,7 @@ class CriClient:
         self.tally = Tally()
         self._raws: dict[str, Any] = {}  # path -> multicallable with raw answers, for _raw_channel
         self._raw_channel: grpc.Channel | None = None
+        self.cancelled = False  #: set by ``cancel``: every call fails at once with CANCELLED
 
     # ---- connection --------------------------------------------------------------------------
 
@@ -115,6 +116,8 @@ class CriClient:
     def connect(self) -> RuntimeInfo:
         """Open the channel and negotiate the API version. Raises ``ConnectError``."""
         self.close()
+        if self.cancelled:
+            raise ConnectError("not connecting: the sensor is stopping")
         probe_socket(socket_path(self.addr))
         self._channel = self._open_channel()
         try:
@@ -147,6 +150,19 @@ class CriClient:
         raise ConnectError(f"runtime speaks none of the CRI API versions {', '.join(self.api_preference)} "
                            f"({last.details if last else 'no answer'})")
 
+    def cancel(self) -> None:
+        """Shutdown, from any thread: end every RPC in flight now (closing the channel cancels them)
+        and fail every later one at once with CANCELLED, so that the poll loop -- even in the middle
+        of thousands of ContainerStatus calls -- returns without waiting for the runtime."""
+        self.cancelled = True
+        channel = self._channel
+        if channel is not None:
+            channel.close()
+
+    def _refuse_if_cancelled(self, method: str) -> None:
+        if self.cancelled:
+            raise CriCallError(method, "CANCELLED", "the sensor is stopping")
+
     def close(self) -> None:
         if self._channel is not None:
             self._channel.close()
@@ -164,10 +180,14 @@ class CriClient:
 
     def _call(self, fn: Callable[..., Any], req: Any, method: str) -> Any:
         self.rpc_count[method] = self.rpc_count.get(method, 0) + 1
+        self._refuse_if_cancelled(method)
         try:
             return fn(req, timeout=self.rpc_timeout_s)
         except grpc.RpcError as e:
             raise CriCallError(method, _code(e), _details(e)) from None
+        except ValueError:  # "Cannot invoke RPC on closed channel!": cancel() won the race
+            self._refuse_if_cancelled(method)
+            raise
 
     @property
     def pb(self) -> Any:
@@ -236,6 +256,8 @@ class CriClient:
         pb = self.pb
         fn = self._unary(self._api(), "ContainerStatus", pb.ContainerStatusRequest)
         for cid in ids:
+            if self.cancelled:  # shutdown: do not start thousands of calls that would fail anyway
+                return out, CriCallError("ContainerStatus", "CANCELLED", "the sensor is stopping")
             try:
                 st = parse(pb.ContainerStatusResponse,
                            self._call(fn, pb.ContainerStatusRequest(container_id=cid), "ContainerStatus"),
@@ -264,8 +286,13 @@ class CriClient:
         if self.info is None or self.info.api != "v1":
             raise CriCallError("GetContainerEvents", "UNIMPLEMENTED", "runtime.v1alpha2 has no event stream")
         self.rpc_count["GetContainerEvents"] = self.rpc_count.get("GetContainerEvents", 0) + 1
+        self._refuse_if_cancelled("GetContainerEvents")
         pb = self.pb
-        return self._unary("v1", "GetContainerEvents", pb.GetEventsRequest, stream=True)(pb.GetEventsRequest())
+        try:
+            return self._unary("v1", "GetContainerEvents", pb.GetEventsRequest, stream=True)(pb.GetEventsRequest())
+        except ValueError:  # the channel was closed by cancel()
+            self._refuse_if_cancelled("GetContainerEvents")
+            raise
 
     def event_decoder(self) -> Callable[[bytes], Any]:
         """Reads one ``GetContainerEvents`` answer's bytes: ``ContainerEventResponse`` or

@@ -718,10 +718,15 @@ def cmd_doctor(args: argparse.Namespace, *, out: Any = None, **doctor_options: A
 
 def main(argv: Sequence[str] | None = None, **doctor_options: Any) -> int:
     """``crisensor doctor`` on its own (tests, and ``python -m sensor.doctor``)."""
-    parser = argparse.ArgumentParser(prog="crisensor")
-    add_doctor_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["doctor", *(argv or [])])
-    return cmd_doctor(args, **doctor_options)
+    from sensor.output import run_guarded
+
+    def body() -> int:
+        parser = argparse.ArgumentParser(prog="crisensor")
+        add_doctor_parser(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(["doctor", *(argv or [])])
+        return cmd_doctor(args, **doctor_options)
+
+    return run_guarded("crisensor", body)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ class Metrics:
         self.unknown_enums = Counter("crisensor_unknown_enum_values_total",
                                      "Records carrying an enum value this sensor does not know, by enum "
                                      "(ContainerState, PodSandboxState, ContainerEventType).", ["enum"], registry=r)
+        self.events_unwritten = Counter("crisensor_events_unwritten_total",
+                                        "Events not written because the output failed (full disk, I/O error, "
+                                        "closed pipe); the sensor stops at the first failure.", registry=r)
         self.overruns = Counter("crisensor_schedule_overruns_total",
                                 "Poll ticks skipped because a poll ran past its slot.", registry=r)
         # The analytics stage (sensor.analytics.Pipeline; docs/analytics.md).

@@ -165,6 +165,8 @@ class Poller:
         return True
 
     def _lost(self, err: CriCallError) -> None:
+        if self.client.cancelled:  # interrupt(): a call cut short by shutdown, not a lost runtime
+            return
         self.metrics.runtime_up.set(0)
         self.state_log.say(logging.ERROR, f"crisensor: connection lost ({err.method}: {err.code}: {err.details}); "
                                           "reconnecting")
@@ -387,6 +389,17 @@ class Poller:
     def close(self) -> None:
         """Stop the event stream: cancel its call and join the reader thread. Idempotent."""
         self._stop_stream()
+
+    def interrupt(self) -> None:
+        """Shutdown, from any thread, after setting the ``stop`` given to ``run``: cancel the RPCs in
+        flight (lists, the status fan-out, the event stream) so that ``run`` returns at once instead
+        of after the current poll -- seconds on a node of 10,000 containers. The poll cut short
+        emits what it had (the engine takes partial details as after any failed call)."""
+        self.client.cancel()
+        reader = self.reader
+        if reader is not None:
+            reader.cancel()
+        self._wake.set()  # _wait returns now rather than at its next STOP_CHECK_S
 
     def emit(self, events: list[Event]) -> list[Event]:
         for e in events:
