@@ -181,7 +181,12 @@ def compose(text: str, limits: Limits, accepted: str = "a YAML mapping") -> yaml
     if len(text) > limits.max_bytes or len(text.encode("utf-8", "surrogatepass")) > limits.max_bytes:
         raise YamlFileError(f"the document is more than {limits.size_text()}",
                             f"a document of at most {limits.size_text()}")
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # checks the characters of a str document at once
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise YamlFileError(f"invalid YAML: character #x{exc.character:04x} is not allowed ({exc.reason})",
+                            "printable UTF-8 text", line) from None
     try:
         return _build(loader, limits)
     except yaml.YAMLError as exc:
@@ -262,7 +267,8 @@ def construct(node: yaml.Node) -> Any:
         problem = str(exc)
         if "integer string conversion" in problem:
             problem = f"a number of more than {sys.get_int_max_str_digits()} digits"
-        raise YamlFileError(f"invalid YAML value: {show(problem, 100)}", "plain scalars, lists and mappings",
+        problem = " ".join(problem.split())[:100]
+        raise YamlFileError(f"invalid YAML value: {problem}", "plain scalars, lists and mappings",
                             node.start_mark.line + 1) from None
     finally:
         loader.dispose()
