@@ -26,8 +26,6 @@ See docs/scenarios.md for the YAML format and docs/scenario.schema.json for its 
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import random
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -40,6 +38,7 @@ import yaml
 from fakecri.flavors import DEFAULT_FLAVOR, FLAVORS, Flavor, get_flavor
 from fakecri.model import RuntimeModel
 from sensor.duration import DurationError, format_duration, parse_duration
+from sensor.yamlfile import MIB, Limits, YamlFileError, compose, construct, read_text, show
 
 __all__ = [
     "ACTIONS",
@@ -103,6 +102,29 @@ CRI_METHODS = (
 LIST_NAMES = ("containers", "sandboxes")
 #: Upper bound on expanded steps, so a typo in a rate cannot eat the machine.
 MAX_STEPS = 2_000_000
+
+# ---- limits: what `fakecri serve` can serve (docs/scenarios.md, "Limits") ------------------------------
+#: A scenario file: a regular file of at most 4 MiB, 32 levels deep, 200,000 YAML nodes, no aliases.
+SCENARIO_LIMITS = Limits(max_bytes=4 * MIB, max_depth=32, max_nodes=200_000)
+#: Offsets and durations: at most 30 days, so that start + offset (+ a lifetime, + the
+#: future_timestamps fault's hour) stays far inside the int64 nanosecond timestamps of the CRI.
+MAX_OFFSET_NS = 720 * 3600 * 1_000_000_000
+INT32 = (-(2**31), 2**31 - 1)  #: ContainerStatus.exit_code
+UINT32 = (0, 2**32 - 1)  #: PodSandboxMetadata.attempt, ContainerMetadata.attempt
+MAX_SEED = 2**64 - 1
+MAX_PID = 4_194_304  #: Linux's PID_MAX_LIMIT
+MAX_NAME = 253  #: pod, container, namespace, prefix (a Kubernetes DNS subdomain is at most 253)
+MAX_TEXT = 4096  #: any other string: images, uids, labels, annotations, reasons, argv items
+MAX_SOCKET_BYTES = 107  #: sun_path is 108 bytes, NUL included
+MAX_LARGE_NODE = 100_000  #: large_node containers (and pods): the scale the sensor is tested at
+MAX_PODS = 10_000  #: pods a churn generator runs
+MAX_RATE = 100_000.0  #: churn arrivals per second
+MIN_RATE = 1e-6  #: one every 11.6 days; a smaller rate makes the first gap overflow
+MAX_WEIGHT = 1e6  #: churn exit-code weight
+MAX_LATENCY_MS = 60_000.0  #: latency fault
+MAX_COUNT = 1_000_000  #: fault counts
+MAX_ARGV = 1024  #: process argv items
+MAX_LABELS = 256  #: labels or annotations of one pod or container
 _ACCEPTED_DURATION = "a Go duration such as 250ms, 1.5s, 1m30s, or an integer of nanoseconds"
 
 
@@ -416,48 +438,41 @@ class _Y:
     value: Any
     line: int
     key_lines: dict[Any, int] = field(default_factory=dict)
+    path: str = ""  #: where in the document, e.g. ``timeline[3].exit.code``
 
     def get(self, key: str) -> _Y | None:
         return self.value.get(key) if isinstance(self.value, dict) else None
 
 
 def _compose(text: str, file: str) -> _Y | None:
-    loader = yaml.SafeLoader(text)
     try:
-        try:
-            node = loader.get_single_node()
-        except yaml.MarkedYAMLError as e:
-            mark = e.problem_mark or e.context_mark
-            raise ScenarioError(file, mark.line + 1 if mark else None, f"not valid YAML: {e.problem or e.context}",
-                                "a YAML mapping such as 'flavor: containerd-1.7'") from None
-        except yaml.YAMLError as e:
-            raise ScenarioError(file, None, f"not valid YAML: {e}", "a YAML mapping") from None
-        if node is None:
-            return None
-        return _convert(node, loader, file)
-    finally:
-        loader.dispose()
+        node = compose(text, SCENARIO_LIMITS, "a YAML mapping such as 'flavor: containerd-1.7'")
+        return None if node is None else _convert(node, file, "")
+    except YamlFileError as e:  # "not valid YAML" is this format's wording (docs/scenarios.md)
+        raise ScenarioError(file, e.line, e.problem.replace("invalid YAML", "not valid YAML", 1), e.accepted) from None
 
 
-def _convert(node: yaml.Node, loader: yaml.SafeLoader, file: str) -> _Y:
+def _convert(node: yaml.Node, file: str, path: str) -> _Y:
+    """Nodes -> ``_Y`` (recursion bounded by ``SCENARIO_LIMITS.max_depth``)."""
     line = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, _Y] = {}
         key_lines: dict[Any, int] = {}
         for k_node, v_node in node.value:
-            key = loader.construct_object(k_node, deep=True) if isinstance(k_node, yaml.ScalarNode) else None
+            key = construct(k_node) if isinstance(k_node, yaml.ScalarNode) else None
             kline = k_node.start_mark.line + 1
             if key is None or isinstance(key, list | dict):
                 raise ScenarioError(file, kline, "a mapping key must be a plain value", "a name such as 'at'")
             if key in out:
-                raise ScenarioError(file, kline, f"duplicate key {json.dumps(str(key))} (first at line "
+                raise ScenarioError(file, kline, f"duplicate key {_q(str(key))} (first at line "
                                     f"{key_lines[key]})", "each key once per mapping")
-            out[key] = _convert(v_node, loader, file)
+            name = key if isinstance(key, str) and len(key) <= 40 else show(key, 40)
+            out[key] = _convert(v_node, file, f"{path}.{name}" if path else name)
             key_lines[key] = kline
-        return _Y(out, line, key_lines)
+        return _Y(out, line, key_lines, path)
     if isinstance(node, yaml.SequenceNode):
-        return _Y([_convert(n, loader, file) for n in node.value], line)
-    return _Y(loader.construct_object(node, deep=True), line)
+        return _Y([_convert(n, file, f"{path}[{i}]") for i, n in enumerate(node.value)], line, path=path)
+    return _Y(construct(node), line, path=path)
 
 
 # ---- the parser ----------------------------------------------------------------------------------
@@ -467,7 +482,8 @@ _QUIRK_KEYS = ("handshake", "apis", "events")
 
 
 def _q(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+    """A value quoted for an error message: one line, bounded (also a 5,000-digit integer)."""
+    return show(value, 120)
 
 
 class _Parser:
@@ -496,13 +512,34 @@ class _Parser:
             return y.value
         raise self.err(y, f"{what} must be a list, not {_kind(y.value)}", accepted)
 
-    def string(self, y: _Y, what: str, accepted: str = "a non-empty string") -> str:
+    def text(self, value: Any, y: _Y | int | None, what: str, accepted: str, max_len: int = MAX_TEXT) -> str:
+        """A string the CRI can carry: valid UTF-8 (no lone surrogates from a YAML escape), bounded."""
+        if len(value) > max_len:
+            raise self.err(y, f"{what} is {len(value)} characters long, more than {max_len}",
+                           f"{accepted}, at most {max_len} characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise self.err(y, f"{what} is not valid Unicode (character #x{ord(value[e.start]):04x})",
+                           f"{accepted}, in UTF-8") from None
+        return value
+
+    def string(self, y: _Y, what: str, accepted: str = "a non-empty string", max_len: int = MAX_TEXT) -> str:
         if isinstance(y.value, str) and y.value:
-            return y.value
+            return self.text(y.value, y, y.path or what, accepted, max_len)
         raise self.err(y, f"{what} must be a non-empty string, not {_kind(y.value)} {_q(y.value)}", accepted)
 
+    def socket(self, y: _Y) -> str:
+        accepted = f"a unix socket path of at most {MAX_SOCKET_BYTES} bytes, such as /tmp/fakecri.sock"
+        path = self.string(y, "socket", accepted)
+        if "\x00" in path:
+            raise self.err(y, "socket contains a NUL byte", accepted)
+        if len(path.encode()) > MAX_SOCKET_BYTES:
+            raise self.err(y, f"socket is {len(path.encode())} bytes long, more than {MAX_SOCKET_BYTES}", accepted)
+        return path
+
     def name(self, y: _Y, what: str) -> str:
-        return self.string(y, what, "a name such as web or app-1")
+        return self.string(y, what, "a name such as web or app-1", MAX_NAME)
 
     def choice(self, y: _Y, what: str, options: Sequence[str]) -> str:
         if isinstance(y.value, str) and y.value in options:
@@ -514,45 +551,54 @@ class _Parser:
             return y.value
         raise self.err(y, f"{what} must be true or false, not {_q(y.value)}", "true, false")
 
-    def integer(self, y: _Y, what: str, lo: int = 0) -> int:
+    def integer(self, y: _Y, what: str, lo: int, hi: int) -> int:
         v = y.value
-        if isinstance(v, int) and not isinstance(v, bool) and v >= lo:
+        if isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi:
             return v
-        raise self.err(y, f"{what} must be an integer >= {lo}, not {_q(v)}", f"an integer >= {lo}")
+        label = y.path or what
+        raise self.err(y, f"{label} must be an integer >= {lo} and <= {hi}, not {_q(v)}", f"an integer {lo}..{hi}")
 
-    def number(self, y: _Y, what: str, *, positive: bool = False) -> float:
-        v = y.value
-        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and (
-                v > 0 if positive else v >= 0):
+    def number(self, y: _Y, what: str, *, hi: float, lo: float = 0.0, positive: bool = False) -> float:
+        v = y.value  # compared before any float(): a 400-digit integer must not overflow
+        if isinstance(v, int | float) and not isinstance(v, bool) and lo <= v <= hi and (v > 0 or not positive):
             return float(v)
-        form = "a number > 0" if positive else "a number >= 0"
-        raise self.err(y, f"{what} must be {form}, not {_q(v)}", form)
+        form = f"a number > 0, from {lo:g} to {hi:g}" if positive else f"a number >= {lo:g} and <= {hi:g}"
+        raise self.err(y, f"{y.path or what} must be {form}, not {_q(v)}", form)
 
     def duration(self, y: _Y, what: str) -> int:
         v = y.value
+        label = y.path or what
+        accepted = f"{_ACCEPTED_DURATION}, from 0 to {format_duration(MAX_OFFSET_NS)} (30 days)"
         if isinstance(v, int) and not isinstance(v, bool):
-            if v < 0:
-                raise self.err(y, f"{what}: {v} is negative", _ACCEPTED_DURATION)
-            return v
-        if isinstance(v, str):
+            ns = v
+        elif isinstance(v, str):
             try:
                 ns = parse_duration(v.strip())
             except DurationError as e:
-                raise self.err(y, f"{what}: {_q(v)} is not a duration: {e.problem}", _ACCEPTED_DURATION) from None
-            if ns < 0:
-                raise self.err(y, f"{what}: {_q(v)} is negative", _ACCEPTED_DURATION)
-            return ns
-        raise self.err(y, f"{what}: {_q(v)} is not a duration", _ACCEPTED_DURATION)
+                raise self.err(y, f"{label}: {_q(v)} is not a duration: {e.problem}", accepted) from None
+        else:
+            raise self.err(y, f"{label}: {_q(v)} is not a duration", accepted)
+        if ns < 0:
+            raise self.err(y, f"{label}: {_q(v)} is negative", accepted)
+        if ns > MAX_OFFSET_NS:
+            raise self.err(y, f"{label}: {_q(v)} is more than {format_duration(MAX_OFFSET_NS)}", accepted)
+        return ns
 
     def labels(self, y: _Y, what: str) -> dict[str, str]:
         m = y.value
         if not isinstance(m, dict):
             raise self.err(y, f"{what} must be a mapping of strings, not {_kind(m)}", "key: value pairs")
+        label = y.path or what
+        if len(m) > MAX_LABELS:
+            raise self.err(y, f"{label} has {len(m)} entries, more than {MAX_LABELS}",
+                           f"at most {MAX_LABELS} key: value pairs")
         out: dict[str, str] = {}
         for k, v in m.items():
             if not isinstance(k, str) or not isinstance(v.value, str | int | float | bool):
                 raise self.err(v, f"{what}: {_q(k)} must map to a string", "key: value pairs of strings")
-            out[k] = v.value if isinstance(v.value, str) else _q(v.value)
+            key = self.text(k, y.key_lines[k], f"{label}: a key", "key: value pairs of strings")
+            out[key] = self.text(v.value if isinstance(v.value, str) else _q(v.value), v, v.path or what,
+                                 "key: value pairs of strings")
         return out
 
     # -- sections
@@ -567,9 +613,9 @@ class _Parser:
         if "flavor" in top:
             kw["flavor"] = self.choice(top["flavor"], "flavor", list(FLAVORS))
         if "socket" in top:
-            kw["socket"] = self.string(top["socket"], "socket", "an absolute unix socket path")
+            kw["socket"] = self.socket(top["socket"])
         if "seed" in top:
-            kw["seed"] = self.integer(top["seed"], "seed")
+            kw["seed"] = self.integer(top["seed"], "seed", 0, MAX_SEED)
         if "quirks" in top:
             kw["quirks"] = self.quirks(top["quirks"])
         if "images" in top:
@@ -624,9 +670,9 @@ class _Parser:
             v = m[key]
             what = f"fault {name}: {key}"
             if p.kind == "number":
-                out[key] = self.number(v, what)
+                out[key] = self.number(v, what, hi=MAX_LATENCY_MS)
             elif p.kind == "count":
-                out[key] = self.integer(v, what, 1)
+                out[key] = self.integer(v, what, 1, MAX_COUNT)
             elif p.kind == "duration":
                 out[key] = self.duration(v, what)
             else:
@@ -653,7 +699,7 @@ class _Parser:
             return RunPod(at_ns=at, pod=self.name(a["name"], "run_pod.name"),
                           namespace=self.name(a["namespace"], "run_pod.namespace") if "namespace" in a else "default",
                           uid=self.string(a["uid"], "run_pod.uid") if "uid" in a else None,
-                          attempt=self.integer(a["attempt"], "run_pod.attempt") if "attempt" in a else 0,
+                          attempt=self.integer(a["attempt"], "run_pod.attempt", *UINT32) if "attempt" in a else 0,
                           labels=self.labels(a["labels"], "run_pod.labels") if "labels" in a else {}, line=line)
         if action in ("stop_pod", "remove_pod"):
             if isinstance(v.value, dict):
@@ -666,7 +712,7 @@ class _Parser:
             return CreateContainer(
                 at_ns=at, container=self.name(a["name"], "create.name"), pod=self.name(a["pod"], "create.pod"),
                 image=self.string(a["image"], "create.image", "an image reference") if "image" in a else "busybox",
-                attempt=self.integer(a["attempt"], "create.attempt") if "attempt" in a else 0,
+                attempt=self.integer(a["attempt"], "create.attempt", *UINT32) if "attempt" in a else 0,
                 labels=self.labels(a["labels"], "create.labels") if "labels" in a else {},
                 annotations=self.labels(a["annotations"], "create.annotations") if "annotations" in a else {},
                 start=self.boolean(a["start"], "create.start") if "start" in a else False, line=line)
@@ -681,7 +727,7 @@ class _Parser:
             a = self.mapping(v, "exit", ("container", "code", "reason"), ("container",))
             reason = self.string(a["reason"], "exit.reason", "Completed, Error, OOMKilled or any text") \
                 if "reason" in a else None
-            code = self.integer(a["code"], "exit.code", -(2**31)) if "code" in a else (
+            code = self.integer(a["code"], "exit.code", *INT32) if "code" in a else (
                 137 if reason == "OOMKilled" else 0)
             return ExitContainer(at_ns=at, container=self.name(a["container"], "exit.container"), code=code,
                                  reason=reason, line=line)
@@ -742,15 +788,15 @@ class _Parser:
             a = self.mapping(v, "large_node", ("at", "containers", "pods", "image", "prefix"), ("containers", "pods"))
             return LargeNode(
                 at_ns=self.duration(a["at"], "large_node.at") if "at" in a else 0,
-                containers=self.integer(a["containers"], "large_node.containers", 1),
-                pods=self.integer(a["pods"], "large_node.pods", 1),
+                containers=self.integer(a["containers"], "large_node.containers", 1, MAX_LARGE_NODE),
+                pods=self.integer(a["pods"], "large_node.pods", 1, MAX_LARGE_NODE),
                 image=self.string(a["image"], "large_node.image") if "image" in a else "busybox",
                 prefix=self.name(a["prefix"], "large_node.prefix") if "prefix" in a else "node", line=line)
         a = self.mapping(v, "churn", ("start", "duration", "rate", "arrivals", "lifetime", "exit_codes",
                                       "removal_delay", "pods", "image", "prefix"), ("duration", "rate", "lifetime"))
         kw: dict[str, Any] = {
             "duration_ns": self.duration(a["duration"], "churn.duration"),
-            "rate": self.number(a["rate"], "churn.rate", positive=True),
+            "rate": self.number(a["rate"], "churn.rate", positive=True, lo=MIN_RATE, hi=MAX_RATE),
             "lifetime": self.distribution(a["lifetime"], "churn.lifetime"),
             "line": line,
         }
@@ -767,9 +813,12 @@ class _Parser:
             if isinstance(p.value, list):
                 if not p.value:
                     raise self.err(p, "churn.pods is empty", "a list of pod names, or a number of new pods")
+                if len(p.value) > MAX_PODS:
+                    raise self.err(p, f"{p.path} names {len(p.value)} pods, more than {MAX_PODS}",
+                                   f"at most {MAX_PODS} pod names")
                 kw["pods"] = tuple(self.name(i, "churn.pods") for i in p.value)
             else:
-                kw["pods"] = self.integer(p, "churn.pods", 1)
+                kw["pods"] = self.integer(p, "churn.pods", 1, MAX_PODS)
         if "image" in a:
             kw["image"] = self.string(a["image"], "churn.image")
         if "prefix" in a:
@@ -779,13 +828,13 @@ class _Parser:
     def exit_codes(self, y: _Y) -> tuple[tuple[int, float], ...]:
         accepted = "a list of codes such as [0, 1], or a mapping code: weight such as {0: 9, 137: 1}"
         if isinstance(y.value, list):
-            codes = [(self.integer(i, "churn.exit_codes", -(2**31)), 1.0) for i in y.value]
+            codes = [(self.integer(i, "churn.exit_codes", *INT32), 1.0) for i in y.value]
         elif isinstance(y.value, dict):
             codes = []
             for k, w in y.value.items():
-                if not isinstance(k, int) or isinstance(k, bool):
+                if not isinstance(k, int) or isinstance(k, bool) or not INT32[0] <= k <= INT32[1]:
                     raise self.err(y.key_lines[k], f"churn.exit_codes: {_q(k)} is not an exit code", accepted)
-                codes.append((k, self.number(w, f"churn.exit_codes[{k}]")))
+                codes.append((k, self.number(w, f"churn.exit_codes[{k}]", hi=MAX_WEIGHT)))
         else:
             raise self.err(y, "churn.exit_codes has the wrong shape", accepted)
         if not codes or sum(w for _, w in codes) <= 0:
@@ -796,16 +845,19 @@ class _Parser:
         a = self.mapping(y, "a process", ("at", "container", "argv", "delay", "pid"), ("at", "container", "argv"))
         argv_y = a["argv"]
         if isinstance(argv_y.value, str):
-            argv: tuple[str, ...] = (argv_y.value,)
+            argv: tuple[str, ...] = (self.string(argv_y, "process.argv", "a string"),)
         else:
             items = self.seq(argv_y, "process.argv", "a list of strings such as [/bin/sh, -c, 'echo hi']")
+            if len(items) > MAX_ARGV:
+                raise self.err(argv_y, f"{argv_y.path} has {len(items)} items, more than {MAX_ARGV}",
+                               f"at most {MAX_ARGV} strings")
             argv = tuple(self.string(i, "process.argv", "a string") for i in items)
             if not argv:
                 raise self.err(argv_y, "process.argv is empty", "a list of strings such as [/bin/sh]")
         return Process(at_ns=self.duration(a["at"], "process.at"),
                        container=self.name(a["container"], "process.container"), argv=argv,
                        delay_ns=self.duration(a["delay"], "process.delay") if "delay" in a else 0,
-                       pid=self.integer(a["pid"], "process.pid", 1) if "pid" in a else None, line=y.line)
+                       pid=self.integer(a["pid"], "process.pid", 1, MAX_PID) if "pid" in a else None, line=y.line)
 
 
 def _kind(value: Any) -> str:
@@ -843,12 +895,11 @@ def load(path: str | Path) -> Scenario:
     """Read, parse and validate a scenario file (a path, or the name of a bundled scenario)."""
     p = resolve(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ScenarioError(str(path), None, f"cannot read: {e.strerror or e}",
-                            "a readable YAML file, or a bundled scenario name (see 'fakecri scenarios')") from None
-    except UnicodeDecodeError:
-        raise ScenarioError(str(path), None, "not UTF-8 text", "a YAML file") from None
+        text = read_text(str(p), SCENARIO_LIMITS, "scenario")
+    except YamlFileError as e:
+        problem = "cannot read: no such file" if e.missing else e.problem
+        accepted = f"{e.accepted}, or a bundled scenario name (see 'fakecri scenarios')" if e.missing else e.accepted
+        raise ScenarioError(str(path), None, problem, accepted) from None
     return loads(text, str(path))
 
 

@@ -33,7 +33,6 @@ e.g. ``capsule8-sensor.yaml:4: crisensor.poll_interval: "fast" is not a Go durat
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import posixpath
 from collections.abc import Callable, Mapping
@@ -44,6 +43,7 @@ import yaml
 
 from sensor.duration import ACCEPTED as DURATION_ACCEPTED
 from sensor.duration import DurationError, parse_duration
+from sensor.yamlfile import MIB, Limits, YamlFileError, compose, construct, read_text, show
 
 __all__ = [
     "CONTAINERD_SOCKET",
@@ -71,7 +71,6 @@ HANDSHAKE_ENV = "GRPC_GO_REQUIRE_HANDSHAKE"
 #: GRPC_GO_REQUIRE_HANDSHAKE values (grpc-go 1.17-1.19) and the handshake mode each one forces.
 _HANDSHAKE_ENV_VALUES = {"on": "require", "off": "off", "hybrid": "auto"}
 
-MIB = 1024 * 1024
 _ADDR_ACCEPTED = "unix:///path/to/socket, e.g. unix:///var/run/crio/crio.sock"
 
 
@@ -134,16 +133,10 @@ class _Bad(Exception):
 
 
 def _show(value: Any) -> str:
-    """A value as the user wrote it, quoted, one line, bounded."""
-    if value is None:
-        text = "null"
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, (int, float)):
-        text = repr(value)
-    else:
-        text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 80 else text[:77] + "..."
+    """A value as the user wrote it, quoted, one line, bounded (also for a 5,000-digit integer)."""
+    if isinstance(value, float):
+        return repr(value)
+    return show(value)
 
 
 # --- value parsers: (raw value, raw scalar text or None) -> typed value, or raise _Bad -------------
@@ -178,19 +171,24 @@ def _parse_addr(value: Any, _raw: str | None) -> str:
     return "unix://" + path
 
 
-def _duration_parser(minimum_ns: int) -> Callable[[Any, str | None], int]:
-    must = "> 0" if minimum_ns > 0 else ">= 0"
+def _duration_parser(minimum_ns: int, maximum: str) -> Callable[[Any, str | None], int]:
+    """A Go duration in ``[minimum_ns, maximum]`` (an upper bound keeps sleeps and deadlines sane:
+    no OverflowError from a 292-year timeout, no poll loop that never polls)."""
+    maximum_ns = parse_duration(maximum)
+    low = "> 0" if minimum_ns > 0 else ">= 0"
+    span = f"{low} and <= {maximum}"
 
     def parse(value: Any, raw: str | None) -> int:
-        if isinstance(value, bool) or value is None:
+        if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
             raise _Bad(f"{_show(value)} is not a Go duration", DURATION_ACCEPTED)
-        text = raw if raw is not None else (value if isinstance(value, str) else str(value))
+        text = raw if raw is not None else (value if isinstance(value, str) else _show(value))
         try:
             ns = parse_duration(text)
         except DurationError as exc:
-            raise _Bad(f"{_show(text)} is not a Go duration: {exc.problem}", DURATION_ACCEPTED) from None
-        if ns < minimum_ns:
-            raise _Bad(f"{_show(text)} is not {must}", f"a Go duration {must}, {DURATION_ACCEPTED}")
+            raise _Bad(f"{_show(text)} is not a Go duration: {exc.problem}",
+                       f"a Go duration {span}, {DURATION_ACCEPTED}") from None
+        if not minimum_ns <= ns <= maximum_ns:
+            raise _Bad(f"{_show(text)} is not {span}", f"a Go duration {span}, {DURATION_ACCEPTED}")
         return ns
 
     return parse
@@ -211,9 +209,14 @@ def _enum_parser(modes: tuple[str, ...]) -> Callable[[Any, str | None], str]:
     return parse
 
 
+#: gRPC keeps message size limits in a C int.
+MAX_RECV_BYTES = 2**31 - 1
+
+
 def _parse_bytes(value: Any, _raw: str | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise _Bad(f"{_show(value)} is not a positive integer", "a byte count, e.g. 16777216 (16 MiB)")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_RECV_BYTES:
+        raise _Bad(f"{_show(value)} is not a positive integer <= {MAX_RECV_BYTES}",
+                   f"a byte count from 1 to {MAX_RECV_BYTES} (gRPC's limit), e.g. 16777216 (16 MiB)")
     return value
 
 
@@ -221,16 +224,16 @@ def _parse_bytes(value: Any, _raw: str | None) -> int:
 _CRISENSOR_KEYS: dict[str, tuple[str, Callable[[Any, str | None], Any]]] = {
     "enabled": ("enabled", _parse_bool),
     "addr": ("addr", _parse_addr),
-    "poll_interval": ("poll_interval_ns", _duration_parser(1)),
+    "poll_interval": ("poll_interval_ns", _duration_parser(1, "1h")),
     "handshake": ("handshake", _enum_parser(HANDSHAKE_MODES)),
     "events": ("events", _enum_parser(EVENTS_MODES)),
     "max_recv_bytes": ("max_recv_bytes", _parse_bytes),
-    "rpc_timeout": ("rpc_timeout_ns", _duration_parser(1)),
-    "resync_interval": ("resync_interval_ns", _duration_parser(1)),
+    "rpc_timeout": ("rpc_timeout_ns", _duration_parser(1, "1h")),
+    "resync_interval": ("resync_interval_ns", _duration_parser(1, "24h")),
 }
 #: top-level key of the analytics file
 _ANALYTICS_KEYS: dict[str, tuple[str, Callable[[Any, str | None], Any]]] = {
-    "event_reorder_window": ("event_reorder_window_ns", _duration_parser(0)),
+    "event_reorder_window": ("event_reorder_window_ns", _duration_parser(0, "1h")),
 }
 _CRISENSOR_ACCEPTED = ", ".join(f"crisensor.{k}" for k in _CRISENSOR_KEYS)
 
@@ -248,22 +251,22 @@ class _Setting:
 # --- reading YAML ---------------------------------------------------------------------------------
 
 
+#: A config file is a regular file of at most 1 MiB, at most 32 levels deep and 10,000 YAML nodes
+#: (a real one has a few dozen), with no aliases: enough for any sensor config, and each refusal
+#: takes well under a second (pure-Python PyYAML reads about 200 kB/s, capped by the node count).
+CONFIG_LIMITS = Limits(max_bytes=MIB, max_depth=32, max_nodes=10_000)
+
+
 def _read(path: str, explicit: bool, what: str) -> str | None:
     try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
-    except FileNotFoundError:
-        if not explicit:
-            return None
-        raise ConfigError(
-            path, None, f"no such file (the {what} file was given explicitly)", "an existing file, or none for defaults"
-        ) from None
-    except IsADirectoryError:
-        raise ConfigError(path, None, f"is a directory, not a {what} file", "a YAML file") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})", "UTF-8 YAML") from None
-    except OSError as exc:
-        raise ConfigError(path, None, f"cannot read: {exc.strerror or exc}", "a readable YAML file") from None
+        return read_text(path, CONFIG_LIMITS, what)
+    except YamlFileError as exc:
+        if exc.missing:
+            if not explicit:
+                return None
+            raise ConfigError(path, None, f"no such file (the {what} file was given explicitly)",
+                              "an existing file, or none for defaults") from None
+        raise ConfigError(path, None, exc.problem, exc.accepted) from None
 
 
 _SENSOR_EXAMPLE = 'YAML such as "crisensor:" followed by indented lines like "poll_interval: 250ms" (spaces, no tabs)'
@@ -272,26 +275,16 @@ _ANALYTICS_EXAMPLE = 'YAML such as "event_reorder_window: 25ms"'
 
 def _compose(path: str, text: str, example: str) -> yaml.Node | None:
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = None if mark is None else mark.line + 1
-        problem = exc.problem or exc.context or "unparseable"
-        raise ConfigError(path, None, f"invalid YAML: {problem}", example, line=line) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(path, None, f"invalid YAML: {exc}", example) from None
+        return compose(text, CONFIG_LIMITS, example)
+    except YamlFileError as exc:
+        raise ConfigError(path, None, exc.problem, exc.accepted, line=exc.line) from None
 
 
 def _construct(path: str, node: yaml.Node) -> Any:
-    loader = yaml.SafeLoader("")
     try:
-        return loader.construct_object(node, deep=True)
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            path, None, f"invalid YAML value: {exc}", "plain scalars, lists and mappings", line=node.start_mark.line + 1
-        ) from None
-    finally:
-        loader.dispose()
+        return construct(node)
+    except YamlFileError as exc:
+        raise ConfigError(path, None, exc.problem, exc.accepted, line=exc.line) from None
 
 
 def _node_kind(node: yaml.Node | None) -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 
-__all__ = ["ACCEPTED", "MAX_NS", "MIN_NS", "DurationError", "format_duration", "parse_duration"]
+__all__ = ["ACCEPTED", "MAX_NS", "MAX_TEXT", "MIN_NS", "DurationError", "format_duration", "parse_duration"]
 
 NANOSECOND = 1
 MICROSECOND = 1_000
@@ -37,6 +37,8 @@ HOUR = 60 * MINUTE
 
 MAX_NS = 2**63 - 1
 MIN_NS = -(2**63)
+#: Longest duration text accepted (characters).
+MAX_TEXT = 64
 
 #: The accepted form, as stated in every error message.
 ACCEPTED = "e.g. 150ms, 1s, 1m30s"
@@ -52,6 +54,7 @@ _UNITS: dict[str, int] = {
     "h": HOUR,
 }
 _UNIT_NAMES = "ns, us, µs, ms, s, m, h"
+_LIMIT_TEXT = "2562047h47m16.854775807s"
 
 
 class DurationError(ValueError):
@@ -60,8 +63,9 @@ class DurationError(ValueError):
     def __init__(self, text: str, problem: str) -> None:
         self.text = text
         self.problem = problem
+        shown = text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "..."
         super().__init__(
-            f"{json.dumps(text, ensure_ascii=False)} is not a Go duration: {problem} "
+            f"{json.dumps(shown, ensure_ascii=False)} is not a Go duration: {problem} "
             f"(accepted: {ACCEPTED}; units {_UNIT_NAMES})"
         )
 
@@ -70,6 +74,8 @@ def parse_duration(text: str) -> int:
     """Parse Go duration syntax to int nanoseconds (may be negative, as in Go)."""
     if not isinstance(text, str):
         raise DurationError(str(text), f"expected a string, got {type(text).__name__}")
+    if len(text) > MAX_TEXT:
+        raise DurationError(text, f"too long ({len(text)} characters; at most {MAX_TEXT})")
     s = text
     neg = False
     if s[:1] in ("+", "-"):
@@ -113,7 +119,7 @@ def parse_duration(text: str) -> int:
             value += int(frac_digits) * unit // 10 ** len(frac_digits)
         total += value
         if total > MAX_NS + (1 if neg else 0):
-            raise DurationError(text, "out of range (more than about 292 years)")
+            raise DurationError(text, f"out of range (Go durations lie within ±{_LIMIT_TEXT}, about 292 years)")
     return -total if neg else total
 
 

@@ -185,7 +185,7 @@ def test_the_documented_example(tmp_path: Path) -> None:
     err = error(tmp_path, sensor=ENABLED + "  poll_interval: fast\n")
     assert str(err).startswith(str(tmp_path / "capsule8-sensor.yaml") + ":4: crisensor.poll_interval: ")
     assert '"fast" is not a Go duration' in str(err)
-    assert str(err).endswith("(accepted: e.g. 150ms, 1s, 1m30s)")
+    assert str(err).endswith("(accepted: a Go duration > 0 and <= 1h, e.g. 150ms, 1s, 1m30s)")
     assert (err.key, err.line) == ("crisensor.poll_interval", 4)
 
 
