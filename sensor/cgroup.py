@@ -16,11 +16,13 @@ container may nest cgroups of its own below it):
 | kubelet, systemd driver (containerd) | ``.../kubepods-<qos>-pod<uid>.slice/cri-containerd-<id>.scope`` |
 | kubelet, systemd driver (CRI-O) | ``.../crio-<id>.scope`` |
 | Docker (not a CRI runtime; named so it is never mistaken) | ``docker-<id>.scope``, ``/docker/<id>`` |
+| a pod's own ``cgroup_parent`` (any path) | ``<parent>/<id>`` -- a bare ID |
 
 ``crio-conmon-<id>.scope`` is CRI-O's monitor process, which runs *beside* the container: it is
-not the container, and never attributed to it. A bare 64-hex segment counts only under a parent
-that is a known runtime namespace or a kubelet pod cgroup, so an unrelated cgroup that happens to
-be named with 64 hex digits is not taken for a container.
+not the container, and never attributed to it. A bare segment of exactly 64 lowercase hex digits
+is a container ID wherever it sits, because a sandbox's ``cgroup_parent`` may be any path. A
+cgroup that merely happens to be named so yields an ID the runtime does not know: its execs come
+out ``unknown-container``, never with another container's data (G10).
 
 No wrong attribution (guarantee G10): when lines disagree (two different IDs), the answer is
 ``ambiguous``, never a guess. A file with no line that names a container is ``host``.
@@ -39,9 +41,6 @@ _NAMED = re.compile(rf"^(?:cri-containerd-|crio-|docker-)({_HEX64})(?:\.scope)?$
 #: Segments that name the runtime's monitor, never the container.
 _MONITOR = re.compile(rf"^crio-conmon-{_HEX64}(?:\.scope)?$")
 _BARE = re.compile(rf"^({_HEX64})$")
-#: Parents under which a bare 64-hex segment is a container ID.
-_POD = re.compile(r"^pod[0-9a-fA-F_-]+$|^kubepods-.*pod[0-9a-fA-F_-]+\.slice$")
-_NAMESPACES = frozenset({"k8s.io", "docker", "moby", "crio"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +73,7 @@ def _from_path(path: str) -> tuple[str, str | None]:
         if _MONITOR.match(seg):
             return "monitor", None
         m = _BARE.match(seg)
-        if m and i > 0 and (parts[i - 1] in _NAMESPACES or _POD.match(parts[i - 1])):
+        if m:
             return "container", m.group(1)
     return "host", None
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from sensor.client import ConnectError, CriCallError, CriClient
 from sensor.config import DEFAULT_ANALYTICS_PATH, DEFAULT_SENSOR_PATH, ConfigError, SensorConfig, load_config
+from sensor.processes import ProcessesUnavailable
 
 log = logging.getLogger("crisensor")
 
@@ -31,6 +32,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for flag, key in (("addr", "crisensor.addr"), ("poll_interval", "crisensor.poll_interval"),
                       ("handshake", "crisensor.handshake"), ("events", "crisensor.events"),
+                      ("processes", "crisensor.processes"),
                       ("reorder_window", "event_reorder_window")):
         value = getattr(args, flag, None)
         if value is not None:
@@ -99,11 +101,25 @@ def cmd_run(args: argparse.Namespace) -> int:
                       on_unwritten=metrics.events_unwritten.inc)
     poller = ProgressPoller(client, emitter, poll_interval_ns=cfg.poll_interval_ns, metrics=metrics,
                             events=cfg.events, resync_interval_ns=cfg.resync_interval_ns)
-    # The analytics stage (event_reorder_window) sees every lifecycle event; there is no process
-    # source in production yet, so it only feeds the crisensor_reorder_* metrics. Output is unchanged.
-    analytics = Pipeline.from_config(cfg, metrics=metrics)
+    # The analytics stage (event_reorder_window) sees every lifecycle event; with a process source
+    # it holds each exec for the window, enriches it as of its own time and writes it (process.exec).
+    from sensor.processes import start_processes
+
+    source = start_processes(cfg.processes, emitter, metrics)
+    analytics = Pipeline.from_config(cfg, metrics=metrics, source=source)
     analytics.attach(emitter)
     poller.on_poll.append(analytics.on_poll)
+    ticker = None
+    if source is not None:
+        from sensor.analytics import Ticker
+        from sensor.enrich import EnrichedProcess, exec_record
+
+        def write_exec(released: Any) -> None:
+            if type(released.item) is EnrichedProcess:
+                emitter.emit_records([exec_record(released)])
+
+        analytics.sinks.append(write_exec)
+        ticker = Ticker(analytics, source.ready).start()
     log.info("crisensor: watching %s every %.0f ms (handshake %s, events %s)", cfg.addr,
              cfg.poll_interval_ns / 1e6, cfg.handshake, cfg.events)
     crashed: list[BaseException] = []
@@ -132,6 +148,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.stderr.flush()
             os._exit(1 if crashed or emitter.failure else 0)
         worker.join(SHUTDOWN_JOIN_S)
+        if ticker is not None:
+            ticker.close()  # releases (and writes) every exec still held
+        if source is not None:
+            source.close()
         analytics.close()
         if not worker.is_alive():
             client.close()
@@ -196,7 +216,8 @@ exit codes:
   0  ok; also after SIGTERM/SIGINT (run cancels what is in flight and exits within a second),
      and when the output is closed (crisensor run | head -1)
   1  runtime failure: the runtime cannot be reached (snapshot), a write to the output failed
-     (full disk, I/O error: one line names the output, the errno and the events not written)
+     (full disk, I/O error: one line names the output, the errno and the events not written),
+     or crisensor.processes is proc and the kernel's proc connector cannot be used
   2  usage or configuration error (one line naming the flag, file or key)"""
 
 
@@ -219,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--poll-interval", help="Go duration, e.g. 250ms (overrides crisensor.poll_interval)")
     run.add_argument("--events", help="auto | on | off (overrides crisensor.events)")
     run.add_argument("--reorder-window", help="Go duration (overrides event_reorder_window)")
+    run.add_argument("--processes", help="auto | proc | off: exec events from the kernel, enriched with their "
+                                         "container (overrides crisensor.processes)")
     run.add_argument("--output", help="append JSON lines to this file instead of stdout")
     run.add_argument("--metrics-addr", help="serve Prometheus metrics on HOST:PORT")
     run.set_defaults(func=cmd_run)
@@ -257,6 +280,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except UsageError as e:
         print(f"crisensor: {e}", file=sys.stderr)
         return 2
+    except ProcessesUnavailable as e:
+        print(f"crisensor: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # Ctrl-C in a one-shot command (run handles SIGINT itself: exit 0)
         return 130
 

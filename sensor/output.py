@@ -15,6 +15,7 @@ is still buffered neither fails again nor prints "Exception ignored ... BrokenPi
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sys
 import threading
@@ -70,6 +71,25 @@ def _os_error(err: BaseException) -> OSError:
     return err.error if isinstance(err, OutputError) else err  # type: ignore[return-value]
 
 
+class Record:
+    """A non-lifecycle output object (a ``process.exec``) numbered in the same ``seq`` sequence as
+    the events: ``body`` is its JSON object, ``seq`` is written right after ``v``."""
+
+    __slots__ = ("body", "seq")
+
+    def __init__(self, body: dict[str, Any], seq: int = 0) -> None:
+        self.body = body
+        self.seq = seq
+
+    def with_seq(self, seq: int) -> Record:
+        return Record(self.body, seq)
+
+    def to_json(self) -> str:
+        body = self.body
+        return json.dumps({"v": body.get("v"), "seq": self.seq, **{k: v for k, v in body.items() if k != "v"}},
+                          separators=(",", ":"))
+
+
 class Emitter:
     """Numbers events (strictly increasing ``seq`` per run) and hands them to the sinks.
 
@@ -97,7 +117,11 @@ class Emitter:
         self._lock = threading.Lock()
         self._closing = False
 
-    def emit(self, events: Iterable[Event]) -> list[Event]:
+    def emit_records(self, records: Iterable[dict[str, Any]]) -> None:
+        """Number and write non-lifecycle objects (``Record``); listeners do not see them."""
+        self.emit([Record(r) for r in records], notify=False)  # type: ignore[list-item]
+
+    def emit(self, events: Iterable[Event], *, notify: bool = True) -> list[Event]:
         done: list[Event] = []
         failed: OutputError | None = None
         with self._lock:
@@ -120,8 +144,9 @@ class Emitter:
                             failed = self._fail(err)
                     else:
                         lost += 1
-                for listener in self.listeners:
-                    listener(numbered)
+                if notify:
+                    for listener in self.listeners:
+                        listener(numbered)
                 if self._closing:  # close() waits for the lock: stop writing a long batch at once
                     break
             if pending and self.out is not None and self.failure is None:

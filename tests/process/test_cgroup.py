@@ -54,8 +54,8 @@ CASES = [
      Attribution("host")),
     ("kubelet itself", v2("/system.slice/kubelet.service"), Attribution("host")),
     ("pod cgroup only (between exec and move)", v2(f"/kubepods/besteffort/{POD}"), Attribution("host")),
-    ("64 hex under an unknown parent", v2(f"/somewhere/{ID}"), Attribution("host")),
-    ("64 hex at the root", v2(f"/{ID}"), Attribution("host")),
+    ("a sandbox's own cgroup_parent", v1(f"/crisensor-1a2b/{ID}"), Attribution("container", ID)),
+    ("64 hex at the root", v2(f"/{ID}"), Attribution("container", ID)),
     ("uppercase hex is not an ID", v2(f"/k8s.io/{ID.upper()}"), Attribution("host")),
     ("63 hex", v2(f"/k8s.io/{ID[:63]}"), Attribution("host")),
     # disagreement is never guessed

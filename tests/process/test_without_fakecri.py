@@ -45,11 +45,13 @@ def test_production_modules_import_without_fakecri() -> None:
 
 def test_run_snapshot_and_doctor_work_without_fakecri(tmp_path: Path) -> None:
     missing = f"unix://{tmp_path}/nothing.sock"
+    empty = tmp_path / "capsule8-sensor.yaml"
+    empty.write_text("")
     r = _run(f"""
         import sys
         from sensor.cli import main
         codes = [main(["snapshot", "--addr", {missing!r}]), main(["doctor", "--addr", {missing!r}]),
-                 main(["run", "--config", "/dev/null"])]
+                 main(["run", "--config", {str(empty)!r}])]
         print(codes)
     """)
     assert "Traceback" not in r.stderr, r.stderr
