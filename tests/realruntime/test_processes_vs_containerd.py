@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from tests.realruntime.test_containerd_smoke import Cri
@@ -79,6 +80,10 @@ def test_execs_at_container_start_are_enriched_right_with_the_advised_window(rea
     events = _lines(out)
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    schema = jsonschema.Draft202012Validator(json.loads((ROOT / "sensor/schema/process-exec.schema.json").read_text()))
+    for e in events:
+        if e["type"] == "process.exec":
+            schema.validate(e)
     execs = [e for e in events if e["type"] == "process.exec" and e["container_id"] in made]
     assert len(execs) >= CONTAINERS, f"only {len(execs)} execs in {CONTAINERS} containers: {events[-5:]}"
     wrong = []

@@ -1,0 +1,65 @@
+"""process.exec objects as crisensor run writes them match their JSON Schema, field for field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from sensor.enrich import EnrichedProcess, Enricher, exec_record
+from sensor.events import Event, Pod
+from sensor.output import Emitter
+from sensor.process import ProcessEvent
+from sensor.reorder import Released
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((ROOT / "sensor" / "schema" / "process-exec.schema.json").read_text())
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+
+def _written(item: EnrichedProcess, late: bool = False) -> dict:
+    lines: list[str] = []
+
+    class Out:
+        def write(self, s: str) -> None:
+            lines.append(s)
+
+        def flush(self) -> None:
+            pass
+
+    em = Emitter(Out())  # type: ignore[arg-type]
+    em.emit_records([exec_record(Released(item, late, False, 123))])
+    (line,) = "".join(lines).splitlines()
+    return json.loads(line)
+
+
+def _enricher() -> Enricher:
+    en = Enricher()
+    en.apply(Event(type="container.created", time_ns=100, window_ns=(100, 100), observed_ns=100, container_id="c1",
+                   sandbox_id="s1", name="web", attempt=0, image="img", image_ref="sha256:x", labels={"a": "b"},
+                   pod=Pod("p", "ns", "uid")))
+    return en
+
+
+@pytest.mark.parametrize(("cid", "late", "enrichment"), [("c1", False, "ok"), ("nope", False, "unknown-container"),
+                                                          ("nope", True, "late"), ("c1", True, "ok")])
+def test_written_execs_validate(cid: str, late: bool, enrichment: str) -> None:
+    item = _enricher().enrich(ProcessEvent(cid, 150, 7, ("/bin/sh",), 160, ppid=1, exe="/bin/dash"))
+    d = _written(item, late)
+    VALIDATOR.validate(d)
+    assert d["enrichment"] == enrichment and list(d)[:3] == ["v", "seq", "type"] and d["seq"] == 1
+
+
+def test_schema_fields_are_the_written_fields() -> None:
+    d = _written(_enricher().enrich(ProcessEvent("c1", 150, 7)))
+    assert set(d) == set(SCHEMA["properties"]) == set(SCHEMA["required"])
+
+
+def test_the_schema_refuses_an_ok_exec_with_a_why_and_an_unsure_one_with_data() -> None:
+    d = _written(_enricher().enrich(ProcessEvent("c1", 150, 7)))
+    with pytest.raises(jsonschema.ValidationError):
+        VALIDATOR.validate({**d, "why": "because"})
+    with pytest.raises(jsonschema.ValidationError):
+        VALIDATOR.validate({**d, "enrichment": "unknown-container", "why": "x"})  # but still carries a name
