@@ -245,11 +245,17 @@ class Ticker:
     """The pipeline's clock in a running sensor: one thread that calls ``pipeline.tick`` when the
     process source has queued events (``ready`` is set) or when the next held item is due
     (``pipeline.next_release_ns``), and sleeps otherwise -- no busy polling. Owned by ``crisensor
-    run``: ``start`` starts it, ``close`` wakes it, joins it and flushes the pipeline."""
+    run``: ``start`` starts it, ``close`` wakes it, joins it and flushes the pipeline.
+
+    ``after_tick`` runs after every tick (and after the final flush) outside the pipeline's lock:
+    that is where releases are written. Sinks themselves run under the pipeline's lock, and the
+    emitter calls the pipeline under its own, so a sink that wrote through the emitter could
+    deadlock (lock order emitter -> pipeline against pipeline -> emitter); sinks only queue."""
 
     def __init__(self, pipeline: Pipeline, ready: threading.Event | None = None, *,
-                 idle_s: float = TICKER_IDLE_S) -> None:
+                 idle_s: float = TICKER_IDLE_S, after_tick: Callable[[], None] | None = None) -> None:
         self.pipeline = pipeline
+        self.after_tick = after_tick
         self.ready = ready or threading.Event()
         self.idle_s = idle_s
         self.ticks = 0
@@ -271,6 +277,8 @@ class Ticker:
                 return
             pipe.tick()
             self.ticks += 1
+            if self.after_tick is not None:
+                self.after_tick()
 
     def close(self, timeout_s: float = 1.0) -> list[Released]:
         """Stop ticking and release everything still held (shutdown)."""
@@ -278,4 +286,7 @@ class Ticker:
         self.ready.set()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
-        return self.pipeline.close()
+        out = self.pipeline.close()
+        if self.after_tick is not None:
+            self.after_tick()
+        return out

@@ -32,7 +32,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for flag, key in (("addr", "crisensor.addr"), ("poll_interval", "crisensor.poll_interval"),
                       ("handshake", "crisensor.handshake"), ("events", "crisensor.events"),
-                      ("processes", "crisensor.processes"),
+                      ("processes", "crisensor.processes"), ("lookup_on_miss", "crisensor.lookup_on_miss"),
                       ("reorder_window", "event_reorder_window")):
         value = getattr(args, flag, None)
         if value is not None:
@@ -110,16 +110,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     analytics.attach(emitter)
     poller.on_poll.append(analytics.on_poll)
     ticker = None
+    lookups = None
     if source is not None:
-        from sensor.analytics import Ticker
-        from sensor.enrich import EnrichedProcess, exec_record
+        from sensor.processes import ExecWriter
 
-        def write_exec(released: Any) -> None:
-            if type(released.item) is EnrichedProcess:
-                emitter.emit_records([exec_record(released)])
+        ticker = ExecWriter(analytics, emitter, source.ready).start()
+        if cfg.lookup_on_miss == "on":
+            from sensor.lookup import LookupPlanner, LookupWorker
 
-        analytics.sinks.append(write_exec)
-        ticker = Ticker(analytics, source.ready).start()
+            lookups = LookupWorker(LookupPlanner(cfg.poll_interval_ns), poller.knows, poller.lookup).start()
+            source.on_exec = lookups.want
     log.info("crisensor: watching %s every %.0f ms (handshake %s, events %s)", cfg.addr,
              cfg.poll_interval_ns / 1e6, cfg.handshake, cfg.events)
     crashed: list[BaseException] = []
@@ -148,6 +148,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.stderr.flush()
             os._exit(1 if crashed or emitter.failure else 0)
         worker.join(SHUTDOWN_JOIN_S)
+        if lookups is not None:
+            lookups.close()
         if ticker is not None:
             ticker.close()  # releases (and writes) every exec still held
         if source is not None:
@@ -242,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reorder-window", help="Go duration (overrides event_reorder_window)")
     run.add_argument("--processes", help="auto | proc | off: exec events from the kernel, enriched with their "
                                          "container (overrides crisensor.processes)")
+    run.add_argument("--lookup-on-miss", help="on | off: ask the runtime at once about a container an exec names "
+                                              "before any poll announced it (overrides crisensor.lookup_on_miss)")
     run.add_argument("--output", help="append JSON lines to this file instead of stdout")
     run.add_argument("--metrics-addr", help="serve Prometheus metrics on HOST:PORT")
     run.set_defaults(func=cmd_run)

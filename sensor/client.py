@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 
 import protos
-from sensor.snapshot import ContainerDetail, Snapshot
+from sensor.snapshot import ContainerDetail, ContainerSnap, SandboxSnap, Snapshot
 from sensor.wire import (  # noqa: F401 - re-exported: the client's API since before sensor.wire
     CONTAINER_STATE_ENUM,
     CONTAINER_STATES,
@@ -245,6 +245,24 @@ class CriClient:
         containers = self._call(list_containers, pb.ListContainersRequest(), "ListContainers")
         sandboxes = self._call(list_sandboxes, pb.ListPodSandboxRequest(), "ListPodSandbox")
         return sandboxes, containers, sent, self.now_ns()
+
+    def lookup(self, cid: str) -> tuple[ContainerSnap | None, ContainerDetail | None, SandboxSnap | None]:
+        """One container by ID, for ``sensor.lookup``: ``ListContainers`` filtered by the ID (it
+        carries the sandbox ID, which ``ContainerStatus`` does not), ``ListPodSandbox`` filtered by
+        its sandbox, and ``ContainerStatus`` for the exact times. ``(None, None, None)`` when the
+        runtime does not have it (any more). Raises ``CriCallError``."""
+        pb, api = self.pb, self._api()
+        raw = self._call(self._unary(api, "ListContainers", pb.ListContainersRequest),
+                         pb.ListContainersRequest(filter=pb.ContainerFilter(id=cid)), "ListContainers")
+        container = next((c for c in CONTAINERS.decode(pb, raw, self.tally) if c.id == cid), None)
+        if container is None:
+            return None, None, None
+        raw = self._call(self._unary(api, "ListPodSandbox", pb.ListPodSandboxRequest),
+                         pb.ListPodSandboxRequest(filter=pb.PodSandboxFilter(id=container.sandbox_id)),
+                         "ListPodSandbox")
+        sandbox = next((s for s in SANDBOXES.decode(pb, raw, self.tally) if s.id == container.sandbox_id), None)
+        details, _ = self.status([cid])
+        return container, details.get(cid), sandbox
 
     def status(self, ids: Iterable[str]) -> tuple[dict[str, ContainerDetail | None], CriCallError | None]:
         """ContainerStatus per ID: NotFound -> ``None`` (removed since the list); other errors -> absent.

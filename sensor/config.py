@@ -54,6 +54,7 @@ __all__ = [
     "EVENTS_MODES",
     "HANDSHAKE_ENV",
     "HANDSHAKE_MODES",
+    "LOOKUP_MODES",
     "PROCESSES_MODES",
     "ConfigError",
     "SensorConfig",
@@ -69,6 +70,7 @@ DEFAULT_SOCKETS: Mapping[str, str] = {"cri-o": CRIO_SOCKET, "containerd": CONTAI
 HANDSHAKE_MODES = ("require", "off", "auto")
 EVENTS_MODES = ("auto", "on", "off")
 PROCESSES_MODES = ("auto", "proc", "off")
+LOOKUP_MODES = ("on", "off")
 HANDSHAKE_ENV = "GRPC_GO_REQUIRE_HANDSHAKE"
 #: GRPC_GO_REQUIRE_HANDSHAKE values (grpc-go 1.17-1.19) and the handshake mode each one forces.
 _HANDSHAKE_ENV_VALUES = {"on": "require", "off": "off", "hybrid": "auto"}
@@ -98,6 +100,9 @@ class SensorConfig:
     #: the kernel process source (``sensor.procsource``): ``auto`` (the proc connector when this
     #: process may subscribe, else off with one log line), ``proc`` (required), ``off``
     processes: str = "auto"
+    #: ask the runtime at once about a container an exec names before any poll announced it
+    #: (``sensor.lookup``): ``on`` or ``off``
+    lookup_on_miss: str = "on"
     max_recv_bytes: int = 16 * MIB
     rpc_timeout_ns: int = 2_000_000_000
     resync_interval_ns: int = 10_000_000_000
@@ -233,6 +238,7 @@ _CRISENSOR_KEYS: dict[str, tuple[str, Callable[[Any, str | None], Any]]] = {
     "handshake": ("handshake", _enum_parser(HANDSHAKE_MODES)),
     "events": ("events", _enum_parser(EVENTS_MODES)),
     "processes": ("processes", _enum_parser(PROCESSES_MODES)),
+    "lookup_on_miss": ("lookup_on_miss", _enum_parser(LOOKUP_MODES)),
     "max_recv_bytes": ("max_recv_bytes", _parse_bytes),
     "rpc_timeout": ("rpc_timeout_ns", _duration_parser(1, "1h")),
     "resync_interval": ("resync_interval_ns", _duration_parser(1, "24h")),

@@ -37,6 +37,9 @@ class Metrics:
         self.events_unwritten = Counter("crisensor_events_unwritten_total",
                                         "Events not written because the output failed (full disk, I/O error, "
                                         "closed pipe); the sensor stops at the first failure.", registry=r)
+        self.lookups = Counter("crisensor_lookups_total", "Lookups of containers an exec named before any poll "
+                               "announced them (crisensor.lookup_on_miss), by result: found, not_found, failed, "
+                               "unknown_state.", ["result"], registry=r)
         self.overruns = Counter("crisensor_schedule_overruns_total",
                                 "Poll ticks skipped because a poll ran past its slot.", registry=r)
         # The analytics stage (sensor.analytics.Pipeline; docs/analytics.md).

@@ -378,6 +378,34 @@ class Poller:
         reader.cancel()
         self._reap(reader)
 
+    def knows(self, container_id: str) -> bool:
+        """Whether the engine tracks the container (read without the lock: a dict lookup)."""
+        return self.engine.knows(container_id)
+
+    def lookup(self, container_id: str) -> list[Event]:
+        """Ask the runtime about one container an exec named (``sensor.lookup``) and apply what it
+        says under the poll lock: its lifecycle events, ``source: "lookup"``; nothing when the
+        runtime does not have it. A failed lookup is counted; the next poll catches up."""
+        with self.lock:
+            if not self.client.connected or self.engine.knows(container_id):
+                return []
+            try:
+                container, detail, sandbox = self.client.lookup(container_id)
+            except CriCallError as e:
+                self.metrics.rpc_errors.labels(e.method, e.code).inc()
+                self.metrics.lookups.labels("failed").inc()
+                return []
+            if container is None:
+                self.metrics.lookups.labels("not_found").inc()
+                return []
+            kind = {"created": "created", "running": "started", "exited": "stopped"}.get(container.state)
+            if kind is None:
+                self.metrics.lookups.labels("unknown_state").inc()
+                return []
+            ev = StreamEvent(container_id, kind, 0, container=container, detail=detail, sandbox=sandbox)  # type: ignore[arg-type]
+            self.metrics.lookups.labels("found").inc()
+            return self.emit(self.engine.stream(ev, self.now_ns(), source="lookup"))
+
     def take_wake(self) -> bool:
         """True (once) when the reader asked for a step: its stream ended or a list is wanted.
         ``run`` reacts to it by itself; a driver that calls ``step`` by hand may poll this."""

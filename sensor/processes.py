@@ -15,22 +15,61 @@ with ``info.source: "processes"``, and its tracker's counters are served as
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
+from sensor.enrich import EnrichedProcess, exec_record
 from sensor.events import Event
 from sensor.metrics import Metrics
 from sensor.output import Emitter
 
-__all__ = ["ProcessesUnavailable", "start_processes"]
+__all__ = ["ExecWriter", "ProcessesUnavailable", "start_processes"]
 
 log = logging.getLogger("crisensor")
 
 
 class ProcessesUnavailable(Exception):
     """``crisensor.processes: proc`` and the proc connector cannot be used (the message says why)."""
+
+
+class ExecWriter:
+    """Writes released execs as ``process.exec`` through the emitter (same ``seq`` sequence), from
+    the analytics ticker's thread (``sensor.analytics.Ticker``) after each tick.
+
+    The pipeline's sink only queues: sinks run under the pipeline's lock, and the emitter calls the
+    pipeline (its listener) under the emitter's lock, so writing from a sink would take the two
+    locks in both orders (a deadlock, seen with lookups emitting while the ticker released)."""
+
+    def __init__(self, pipeline: Any, emitter: Emitter, ready: Any = None) -> None:
+        from sensor.analytics import Ticker
+
+        self.emitter = emitter
+        self._queue: collections.deque[Any] = collections.deque()
+        pipeline.sinks.append(self._queue_exec)
+        self.ticker = Ticker(pipeline, ready, after_tick=self.write)
+
+    def _queue_exec(self, released: Any) -> None:
+        if type(released.item) is EnrichedProcess:
+            self._queue.append(released)
+
+    def write(self) -> int:
+        batch = []
+        while self._queue:
+            batch.append(exec_record(self._queue.popleft()))
+        if batch:
+            self.emitter.emit_records(batch)
+        return len(batch)
+
+    def start(self) -> ExecWriter:
+        self.ticker.start()
+        return self
+
+    def close(self) -> None:
+        """Release (and write) every exec still held."""
+        self.ticker.close()
 
 
 class _ExecCounts:

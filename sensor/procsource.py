@@ -235,6 +235,8 @@ class KernelProcessSource:
         self._queue: collections.deque[ProcessEvent] = collections.deque()
         #: Set whenever exec events were queued: the analytics ticker waits on it.
         self.ready = threading.Event()
+        #: Called with the container ID of every exec in a container (``sensor.lookup``).
+        self.on_exec: Callable[[str], None] | None = None
         self._lock = threading.Lock()
         self._drained_ns = now_ns()
         self._progress = self._drained_ns - SKEW_NS
@@ -326,6 +328,8 @@ class KernelProcessSource:
             ev = tracker.feed(msg, now)
             if ev is not None:
                 out.append(ev)
+                if self.on_exec is not None and ev.container_id is not None:
+                    self.on_exec(ev.container_id)
         self._last_msg_ns = now
         if out:
             with self._lock:
