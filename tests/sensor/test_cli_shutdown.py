@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[2]
 FAKECRI = [sys.executable, "-m", "fakecri.cli"]
 CRISENSOR = [sys.executable, "-m", "sensor.cli"]
 #: The issue's bound is 1 s; slack for a loaded CI machine.
@@ -145,6 +146,23 @@ def test_a_signal_during_the_first_snapshot_exits_0_within_a_second(rig, sig: in
     assert "Traceback" not in err and "connection lost" not in err, err
     events = _events_are_whole(r.events)
     assert [e["type"] for e in events[:1]] == ["sensor.connected"], "what was emitted before the signal is lost"
+
+
+def test_sigterm_while_decoding_a_10k_container_list_exits_0_within_a_second(rig) -> None:  # type: ignore[no-untyped-def]
+    """CPU-bound, not waiting on the runtime: the list of the bundled 10,000-container node is being
+    decoded and diffed when the signal comes (no RPC to cancel; the loop is left behind)."""
+    r = rig((ROOT / "scenarios" / "large_node_10k.yaml").read_text(encoding="utf-8"))
+    r.serve()
+    sensor = r.sensor()
+    _wait_for(r.truth, '"method":"ListPodSandbox"', sensor, "crisensor run")  # both lists answered
+    took = _signal_and_time(sensor, signal.SIGTERM)
+    print(f"\nSIGTERM while the first list of 10,000 containers is processed: exit {sensor.returncode} after "
+          f"{took * 1000:.0f} ms")
+    err = r.errors.read_text(encoding="utf-8")
+    assert sensor.returncode == 0, err
+    assert took < EXIT_BOUND_S, f"took {took:.2f} s to exit"
+    assert "Traceback" not in err, err
+    _events_are_whole(r.events)
 
 
 def test_sigterm_while_the_runtime_hangs_exits_0_within_a_second(rig) -> None:  # type: ignore[no-untyped-def]
