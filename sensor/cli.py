@@ -1,7 +1,9 @@
 """``crisensor``: run the sensor, or take one snapshot of a runtime.
 
-Every user error is one line on stderr and exit code 2; never a traceback. ``run`` exits 0 on
-SIGTERM/SIGINT after flushing its output.
+Every user error is one line on stderr and exit code 2; never a traceback. ``run`` exits 0 within
+a second of SIGTERM/SIGINT: in-flight RPCs are cancelled, what was emitted is flushed. A closed
+output ends any command quietly (exit 0); a failed write is one line naming the output and the
+errno, exit 1 (``sensor.output``; docs/install.md, "Shutdown and output failures").
 """
 
 from __future__ import annotations
@@ -131,7 +133,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not emitter.close():  # a write is blocked on a pipe nobody reads: leave without touching it
             sys.stderr.flush()
             os._exit(1 if crashed or emitter.failure else 0)
-        worker.join(SHUTDOWN_JOIN_S)
+        if worker.ident is not None:  # not started when the signal came during start-up
+            worker.join(SHUTDOWN_JOIN_S)
         analytics.close()
         if not worker.is_alive():
             client.close()
