@@ -198,3 +198,42 @@ def test_exit_codes_are_in_the_help() -> None:
         assert out.returncode == 0
         text = " ".join(out.stdout.split())
         assert "exit codes:" in text and "0 ok" in text and "1 runtime failure" in text and "2 usage" in text, text
+
+
+def test_interrupt_cuts_a_status_fan_out_short_from_another_thread(fakecri, caplog) -> None:  # type: ignore[no-untyped-def]
+    """The mechanism, in process: ``Poller.interrupt`` (what the CLI calls on a signal) ends a poll
+    blocked in a ContainerStatus call that would hang for 30 s, and starts no further status call."""
+    import logging
+    import threading
+
+    from sensor.client import CriClient
+    from sensor.output import Emitter
+    from sensor.poller import Poller
+
+    h = fakecri.start(ROOT / "scenarios" / "fast_exit.yaml", clock="real")
+    for i in range(5):  # containers that will need ContainerStatus on the first poll
+        sb = h.model.run_pod_sandbox(f"p{i}", "default", f"uid-{i}", 0)
+        c = h.model.create_container(sb.id, "app", 0, "busybox")
+        h.model.start_container(c.id)
+    h.faults.start("hang", {"methods": ["ContainerStatus"], "max": 30_000_000_000})
+    client = CriClient(h.addr, rpc_timeout_s=30)
+    poller = Poller(client, Emitter(None), poll_interval_ns=250_000_000)
+    stop = threading.Event()
+    loop = threading.Thread(target=poller.run, args=(stop,), daemon=True)
+    caplog.set_level(logging.INFO, logger="crisensor")
+    loop.start()
+    deadline = time.monotonic() + 20
+    while client.rpc_count.get("ContainerStatus", 0) == 0:  # the first status call is hanging now
+        assert time.monotonic() < deadline and loop.is_alive()
+        time.sleep(0.01)
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    stop.set()
+    poller.interrupt()
+    loop.join(EXIT_BOUND_S)
+    took = time.monotonic() - t0
+    print(f"\ninterrupt during a hung ContainerStatus: the poll loop returned after {took * 1000:.0f} ms")
+    assert not loop.is_alive(), "the poll loop still waits for the hung call"
+    assert client.rpc_count["ContainerStatus"] == 1, "status calls went on after the interrupt"
+    assert "connection lost" not in caplog.text
+    client.close()
