@@ -28,7 +28,7 @@ import contextlib
 import logging
 import signal
 import sys
-import threading
+import time
 from collections.abc import Sequence
 from typing import IO
 
@@ -42,8 +42,34 @@ class UsageError(Exception):
     """A bad command line or input file: printed as one line, exit code 2."""
 
 
-def _install_stop_handlers() -> threading.Event:
-    stop = threading.Event()
+class StopFlag:
+    """Set by SIGINT/SIGTERM (or a failed truth sink). The signal handler only assigns a flag: one
+    that took a lock, as ``threading.Event.set`` does, could deadlock the main thread it interrupts
+    while that thread holds the same lock inside ``Event.wait``."""
+
+    SLICE_S = 0.05
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self._set:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(left, self.SLICE_S))
+        return self._set
+
+
+def _install_stop_handlers() -> StopFlag:
+    stop = StopFlag()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     return stop

@@ -137,7 +137,8 @@ class Emitter:
                     if self.failure is None:
                         try:
                             self.out.write(numbered.to_json() + "\n")
-                            pending = 1 if getattr(self.out, "line_buffering", False) else pending + 1
+                            # a line-buffered stream flushed the line in write(): it is out
+                            pending = 0 if getattr(self.out, "line_buffering", False) else pending + 1
                         except (OSError, OutputError) as err:
                             lost += pending + 1
                             pending = 0

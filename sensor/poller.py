@@ -165,7 +165,7 @@ class Poller:
         return True
 
     def _lost(self, err: CriCallError) -> None:
-        if self.client.cancelled:  # interrupt(): a call cut short by shutdown, not a lost runtime
+        if getattr(self.client, "cancelled", False):  # interrupt(): a call cut short by shutdown, not a lost runtime
             return
         self.metrics.runtime_up.set(0)
         self.state_log.say(logging.ERROR, f"crisensor: connection lost ({err.method}: {err.code}: {err.details}); "

@@ -51,8 +51,9 @@ def _stop(proc: subprocess.Popen[str]) -> str:
     return err
 
 
-def _refused(path: Path) -> str:
-    r = subprocess.run([*FAKECRI, "serve", "--socket", str(path)], capture_output=True, text=True, timeout=30)
+def _refused(path: Path, *scenario: str) -> str:
+    r = subprocess.run([*FAKECRI, "serve", *scenario, "--socket", str(path)], capture_output=True, text=True,
+                       timeout=30)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and str(path) in lines[0] and "Traceback" not in r.stderr, r.stderr
@@ -79,14 +80,16 @@ def test_a_directory_is_refused_and_left_untouched(tmp_path: Path) -> None:
     assert "directory" in line
 
 
-def test_a_live_socket_of_another_server_is_refused_and_keeps_serving(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scenario", [[], ["crio_1_13_old_handshake"]], ids=["plain", "behind-a-relay"])
+def test_a_live_socket_of_another_server_is_refused_and_keeps_serving(tmp_path: Path, scenario: list[str]) -> None:
     path = tmp_path / "cri.sock"
     first = _serve(path)
     try:
         _wait_serving(first, path)
         inode = os.lstat(path).st_ino
-        assert "in use" in _refused(path)
+        assert "in use" in _refused(path, *scenario)
         assert os.lstat(path).st_ino == inode and _answers(path), "the first server's socket was taken"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["cri.sock"], "the refused server left files behind"
     finally:
         _stop(first)
     assert not path.exists(), "the first server did not remove its own socket on stop"

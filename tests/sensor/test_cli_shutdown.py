@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[2]
 FAKECRI = [sys.executable, "-m", "fakecri.cli"]
 CRISENSOR = [sys.executable, "-m", "sensor.cli"]
 #: The issue's bound is 1 s; slack for a loaded CI machine.
@@ -147,6 +148,23 @@ def test_a_signal_during_the_first_snapshot_exits_0_within_a_second(rig, sig: in
     assert [e["type"] for e in events[:1]] == ["sensor.connected"], "what was emitted before the signal is lost"
 
 
+def test_sigterm_while_decoding_a_10k_container_list_exits_0_within_a_second(rig) -> None:  # type: ignore[no-untyped-def]
+    """CPU-bound, not waiting on the runtime: the list of the bundled 10,000-container node is being
+    decoded and diffed when the signal comes (no RPC to cancel; the loop is left behind)."""
+    r = rig((ROOT / "scenarios" / "large_node_10k.yaml").read_text(encoding="utf-8"))
+    r.serve()
+    sensor = r.sensor()
+    _wait_for(r.truth, '"method":"ListPodSandbox"', sensor, "crisensor run")  # both lists answered
+    took = _signal_and_time(sensor, signal.SIGTERM)
+    print(f"\nSIGTERM while the first list of 10,000 containers is processed: exit {sensor.returncode} after "
+          f"{took * 1000:.0f} ms")
+    err = r.errors.read_text(encoding="utf-8")
+    assert sensor.returncode == 0, err
+    assert took < EXIT_BOUND_S, f"took {took:.2f} s to exit"
+    assert "Traceback" not in err, err
+    _events_are_whole(r.events)
+
+
 def test_sigterm_while_the_runtime_hangs_exits_0_within_a_second(rig) -> None:  # type: ignore[no-untyped-def]
     r = rig(HUNG_RUNTIME)
     r.serve()
@@ -180,3 +198,42 @@ def test_exit_codes_are_in_the_help() -> None:
         assert out.returncode == 0
         text = " ".join(out.stdout.split())
         assert "exit codes:" in text and "0 ok" in text and "1 runtime failure" in text and "2 usage" in text, text
+
+
+def test_interrupt_cuts_a_status_fan_out_short_from_another_thread(fakecri, caplog) -> None:  # type: ignore[no-untyped-def]
+    """The mechanism, in process: ``Poller.interrupt`` (what the CLI calls on a signal) ends a poll
+    blocked in a ContainerStatus call that would hang for 30 s, and starts no further status call."""
+    import logging
+    import threading
+
+    from sensor.client import CriClient
+    from sensor.output import Emitter
+    from sensor.poller import Poller
+
+    h = fakecri.start(ROOT / "scenarios" / "fast_exit.yaml", clock="real")
+    for i in range(5):  # containers that will need ContainerStatus on the first poll
+        sb = h.model.run_pod_sandbox(f"p{i}", "default", f"uid-{i}", 0)
+        c = h.model.create_container(sb.id, "app", 0, "busybox")
+        h.model.start_container(c.id)
+    h.faults.start("hang", {"methods": ["ContainerStatus"], "max": 30_000_000_000})
+    client = CriClient(h.addr, rpc_timeout_s=30)
+    poller = Poller(client, Emitter(None), poll_interval_ns=250_000_000)
+    stop = threading.Event()
+    loop = threading.Thread(target=poller.run, args=(stop,), daemon=True)
+    caplog.set_level(logging.INFO, logger="crisensor")
+    loop.start()
+    deadline = time.monotonic() + 20
+    while client.rpc_count.get("ContainerStatus", 0) == 0:  # the first status call is hanging now
+        assert time.monotonic() < deadline and loop.is_alive()
+        time.sleep(0.01)
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    stop.set()
+    poller.interrupt()
+    loop.join(EXIT_BOUND_S)
+    took = time.monotonic() - t0
+    print(f"\ninterrupt during a hung ContainerStatus: the poll loop returned after {took * 1000:.0f} ms")
+    assert not loop.is_alive(), "the poll loop still waits for the hung call"
+    assert client.rpc_count["ContainerStatus"] == 1, "status calls went on after the interrupt"
+    assert "connection lost" not in caplog.text
+    client.close()
