@@ -63,7 +63,9 @@ def run_execs(handle: ContainerdHandle, out: Path, window: str, *, containers: i
         deadline = time.monotonic() + 20
         while not any(e.get("type") == "sensor.connected" for e in _lines(out)):
             if sensor.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the sensor never connected")
+                sensor.kill()
+                err = sensor.communicate()[1]
+                raise RuntimeError(f"the sensor never connected: {err.strip()[-2000:]}")
             time.sleep(0.05)
         sid, pod_config = cri.run_pod(POD)
         for i in range(containers):
