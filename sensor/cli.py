@@ -35,6 +35,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     for flag, key in (("addr", "crisensor.addr"), ("poll_interval", "crisensor.poll_interval"),
                       ("handshake", "crisensor.handshake"), ("events", "crisensor.events"),
                       ("processes", "crisensor.processes"), ("lookup_on_miss", "crisensor.lookup_on_miss"),
+                      ("processes_scope", "crisensor.processes_scope"),
                       ("reorder_window", "event_reorder_window")):
         value = getattr(args, flag, None)
         if value is not None:
@@ -107,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # it holds each exec for the window, enriches it as of its own time and writes it (process.exec).
     from sensor.processes import start_processes
 
-    source = start_processes(cfg.processes, emitter, metrics)
+    source = start_processes(cfg.processes, emitter, metrics, keep_host=cfg.processes_scope == "all")
     analytics = Pipeline.from_config(cfg, metrics=metrics, source=source)
     analytics.attach(emitter)
     poller.on_poll.append(analytics.on_poll)
@@ -262,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reorder-window", help="Go duration (overrides event_reorder_window)")
     run.add_argument("--processes", help="auto | proc | off: exec events from the kernel, enriched with their "
                                          "container (overrides crisensor.processes)")
+    run.add_argument("--processes-scope", help="containers | all: all keeps execs of host processes too "
+                                               "(overrides crisensor.processes_scope)")
     run.add_argument("--lookup-on-miss", help="on | off: ask the runtime at once about a container an exec names "
                                               "before any poll announced it (overrides crisensor.lookup_on_miss)")
     run.add_argument("--output", help="append JSON lines to this file instead of stdout")

@@ -57,6 +57,7 @@ from sensor.reorder import Released, ReorderBuffer, Timed, WatermarkReorder
 
 __all__ = [
     "DEFAULT_RETENTION_NS",
+    "ENRICHMENT_HOST",
     "ENRICHMENT_LATE",
     "ENRICHMENT_OK",
     "ENRICHMENT_UNKNOWN",
@@ -86,6 +87,8 @@ WHY_UNENRICHED = (WHY_UNKNOWN_CONTAINER, WHY_NOT_YET_SEEN, WHY_DESTROYED_BEFORE)
 ENRICHMENT_OK = "ok"
 ENRICHMENT_UNKNOWN = "unknown-container"
 ENRICHMENT_LATE = "late"
+#: ``enrichment`` of a host process's exec (``crisensor.processes_scope: all``): nothing to enrich.
+ENRICHMENT_HOST = "host"
 #: ``why`` prefix of a late exec: the window could not help it.
 WHY_LATE_EXEC = "the exec reached the analytics stage after its window had closed"
 
@@ -94,7 +97,7 @@ def exec_record(released: Released) -> dict[str, Any]:
     """The ``process.exec`` JSON object of one released process event, as ``crisensor run`` writes
     it: ``enrichment`` is ``late`` when the exec came too late for the window to help it."""
     d = released.to_dict()
-    if released.late and d["enrichment"] != ENRICHMENT_OK:
+    if released.late and d["enrichment"] == ENRICHMENT_UNKNOWN:
         d["enrichment"] = ENRICHMENT_LATE
         d["why"] = f"{WHY_LATE_EXEC}; {d['why']}"
     return d
@@ -174,8 +177,9 @@ class EnrichedProcess(NamedTuple):
             "ppid": p.ppid,
             "argv": list(p.argv),
             "exe": p.exe,
-            "enrichment": ENRICHMENT_OK if c is not None else ENRICHMENT_UNKNOWN,
-            "why": self.why_unenriched,
+            "enrichment": ENRICHMENT_OK if c is not None else ENRICHMENT_HOST if p.container_id is None
+            else ENRICHMENT_UNKNOWN,
+            "why": None if p.container_id is None else self.why_unenriched,
             "sandbox_id": None if c is None else c.sandbox_id,
             "name": None if c is None else c.name,
             "attempt": None if c is None else c.attempt,

@@ -94,7 +94,7 @@ class _ExecCounts:
         yield losses
 
 
-def start_processes(mode: str, emitter: Emitter, metrics: Metrics | None = None) -> Any:
+def start_processes(mode: str, emitter: Emitter, metrics: Metrics | None = None, *, keep_host: bool = False) -> Any:
     """A started ``KernelProcessSource``, or None (see the module docstring)."""
     if mode == "off":
         return None
@@ -106,7 +106,9 @@ def start_processes(mode: str, emitter: Emitter, metrics: Metrics | None = None)
                             info={"source": "processes", "cause": why})])
 
     try:
-        source = KernelProcessSource(on_gap=gap).start()
+        source = KernelProcessSource(on_gap=gap)
+        source.tracker.keep_host = keep_host
+        source.start()
     except ConnectorError as e:
         if mode == "proc":
             raise ProcessesUnavailable(f"crisensor.processes is proc, but {e}") from None

@@ -44,8 +44,9 @@ def _enricher() -> Enricher:
 
 
 @pytest.mark.parametrize(("cid", "late", "enrichment"), [("c1", False, "ok"), ("nope", False, "unknown-container"),
-                                                          ("nope", True, "late"), ("c1", True, "ok")])
-def test_written_execs_validate(cid: str, late: bool, enrichment: str) -> None:
+                                                          ("nope", True, "late"), ("c1", True, "ok"),
+                                                          (None, False, "host"), (None, True, "host")])
+def test_written_execs_validate(cid: str | None, late: bool, enrichment: str) -> None:
     item = _enricher().enrich(ProcessEvent(cid, 150, 7, ("/bin/sh",), 160, ppid=1, exe="/bin/dash"))
     d = _written(item, late)
     VALIDATOR.validate(d)
