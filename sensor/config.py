@@ -26,7 +26,8 @@ Every error is a ``ConfigError`` whose ``str`` is one line::
     <file>[:<line>]: <key>: <what is wrong> (accepted: <accepted form>)
 
 e.g. ``capsule8-sensor.yaml:4: crisensor.poll_interval: "fast" is not a Go duration: ...
-(accepted: e.g. 150ms, 1s, 1m30s; ...)``. Line numbers come from ``yaml.compose`` node marks.
+(accepted: e.g. 150ms, 1s, 1m30s; ...)``. Line numbers come from node marks; files are read and composed
+by ``sensor.yamlfile`` (regular files of at most 1 MiB, no aliases, depth and node caps).
 ``docs/config.md`` documents every key.
 """
 
