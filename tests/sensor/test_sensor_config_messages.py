@@ -256,3 +256,15 @@ def test_environment_is_read_when_not_given(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("GRPC_GO_REQUIRE_HANDSHAKE", "off")
     cfg = load_config(None, None, {})
     assert (cfg.handshake, cfg.handshake_source) == ("off", "env GRPC_GO_REQUIRE_HANDSHAKE")
+
+
+def test_parser_factories_build_the_table_parsers() -> None:
+    """The key table is built at import; its factories must work when called again."""
+    parse = config_module._duration_parser(1, "1h")
+    assert parse("2s", "2s") == 2_000_000_000
+    with pytest.raises(config_module._Bad, match=r'^"0" is not > 0 and <= 1h$'):
+        parse(0, "0")
+    enum = config_module._enum_parser(("a", "b"))
+    assert enum("B", " B ") == "b"
+    with pytest.raises(config_module._Bad, match=r'^"c" is not one of a \| b$'):
+        enum("c", "c")
