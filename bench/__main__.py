@@ -23,6 +23,8 @@ BENCHMARKS: tuple[tuple[str, str, list[str], list[str]], ...] = (
     ("memory", "bench.bench_memory", [], ["--lifecycles", "60000"]),
     ("reorder", "bench.bench_reorder", [], ["--events", "200000", "--runs", "2", "--lifecycles", "30000"]),
     ("stream", "bench.bench_stream", [], ["--scenarios", "fast_exit", "--no-real"]),
+    ("execs", "bench.bench_execs", [], ["--execs", "2000", "--storm", "2000"]),
+    ("enrichment", "bench.bench_enrichment", [], ["--windows", "0s,270ms", "--containers", "6"]),
 )
 
 

@@ -16,20 +16,24 @@ the ground truth as JSON lines while it happens.
 ``verify`` runs any sensor against a scenario and judges its events (``fakecri.verify``,
 docs/verify.md): exit 0 when every guarantee holds, 1 when one fails.
 
-Errors are one line on stderr and exit code 2; never a traceback.
+Errors are one line on stderr and exit code 2; never a traceback. A closed stdout ends a command
+quietly (exit 0; ``verify`` keeps its verdict); a failed write is one line naming the output and
+the errno, exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
-import threading
+import time
 from collections.abc import Sequence
 from typing import IO
 
 from fakecri.flavors import FLAVORS, get_flavor
+from sensor.output import run_guarded, silence_stdout
 
 DEFAULT_SOCKET = "/tmp/fakecri.sock"
 
@@ -38,8 +42,34 @@ class UsageError(Exception):
     """A bad command line or input file: printed as one line, exit code 2."""
 
 
-def _install_stop_handlers() -> threading.Event:
-    stop = threading.Event()
+class StopFlag:
+    """Set by SIGINT/SIGTERM (or a failed truth sink). The signal handler only assigns a flag: one
+    that took a lock, as ``threading.Event.set`` does, could deadlock the main thread it interrupts
+    while that thread holds the same lock inside ``Event.wait``."""
+
+    SLICE_S = 0.05
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self._set:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(left, self.SLICE_S))
+        return self._set
+
+
+def _install_stop_handlers() -> StopFlag:
+    stop = StopFlag()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     return stop
@@ -83,6 +113,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             h = Harness(scenario, socket=args.socket or None, flavor=args.flavor, clock="real",
                         speed=args.speed or 1.0, truth_sink=sink)
+            h.truth.on_sink_failure = lambda _: stop.set()  # the truth is the point: stop, say so below
             _tune_for_timing()
             h.start()
         except OSError as e:
@@ -115,7 +146,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print("fakecri: stopped", file=sys.stderr, flush=True)
     finally:
         if sink is not None:
-            sink.close()
+            with contextlib.suppress(OSError):  # a failed sink fails its close too: said below
+                sink.close()
+    if h.truth.sink_failure is not None:
+        raise h.truth.sink_failure  # main: a closed pipe is a quiet exit 0, a write error one line, exit 1
     return 0
 
 
@@ -177,10 +211,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return verify.run(opts).exit_code
     except verify.VerifyUsageError as e:
         raise UsageError(str(e)) from None
+    except verify.ReportNotPrinted as e:  # stdout closed: the verdict (and --report) still count
+        silence_stdout()
+        return e.exit_code
+
+
+EXIT_CODES = """\
+exit codes:
+  0  ok (serve: stopped by SIGTERM/SIGINT or --exit-at-end); also when stdout is closed
+     (fakecri scenarios | head -1), except verify, whose exit code is always its verdict
+  1  runtime failure: verify found a guarantee broken; a write failed (full disk, I/O error:
+     one line names the output and the errno)
+  2  usage error: bad flags, bad scenario (validate: a file failed), a --socket path that is
+     not free (one line naming the path and why)"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fakecri", description="A scriptable fake CRI runtime.")
+    p = argparse.ArgumentParser(prog="fakecri", description="A scriptable fake CRI runtime.", epilog=EXIT_CODES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve a runtime (empty, or scripted by a scenario) on a unix socket")
     serve.add_argument("scenario", nargs="?", help="scenario YAML file, or the name of a bundled scenario")
@@ -221,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return run_guarded("fakecri", lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     logging.basicConfig(level=logging.WARNING, format="fakecri: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     command: list[str] | None = None

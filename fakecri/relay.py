@@ -46,7 +46,9 @@ def claim_socket_path(path: str) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(st.st_mode):
-        raise FileExistsError(f"{path} exists and is not a socket; refusing to replace it "
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a regular file" if stat.S_ISREG(st.st_mode) \
+            else "a special file"
+        raise FileExistsError(f"{path} exists and is {kind}, not a socket; refusing to replace it "
                               "(remove it yourself or pick another --socket)")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -60,6 +62,28 @@ def claim_socket_path(path: str) -> None:
     raise FileExistsError(f"{path} is in use by another server (a live socket); refusing to take it over")
 
 
+SocketIdentity = tuple[int, int]
+
+
+def socket_identity(path: str) -> SocketIdentity | None:
+    """(device, inode) of the socket at ``path`` right after we bound it: what ``release_socket_path``
+    compares with, so that a server removes only the socket it created."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISSOCK(st.st_mode) else None
+
+
+def release_socket_path(path: str, identity: SocketIdentity | None) -> None:
+    """Unlink ``path`` only if it is still the socket we created (``identity``); a path that someone
+    replaced since (a file, another server's socket) or that we never bound is left alone."""
+    if identity is None or socket_identity(path) != identity:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
 class Relay:
     """A unix-socket relay emulating a handshake quirk. ``start``/``stop`` may be repeated."""
 
@@ -71,6 +95,7 @@ class Relay:
         self.mode = mode
         self.socket_mode = socket_mode
         self._listener: socket.socket | None = None
+        self._bound: SocketIdentity | None = None  # the public socket this relay created
         self._accept_thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
@@ -97,6 +122,7 @@ class Relay:
         lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             lst.bind(self.public_path)
+            self._bound = socket_identity(self.public_path)
             os.chmod(self.public_path, self.socket_mode)
             lst.listen(128)
         except OSError:
@@ -130,8 +156,8 @@ class Relay:
             threads = list(self._threads)
         for t in threads:
             t.join(5)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.public_path)
+        release_socket_path(self.public_path, self._bound)
+        self._bound = None
 
     def __enter__(self) -> Relay:
         return self.start()

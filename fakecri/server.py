@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import queue
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -24,7 +25,7 @@ import protos
 from fakecri import convert
 from fakecri.flavors import Flavor
 from fakecri.model import Container, CriError, RuntimeModel, Sandbox
-from fakecri.relay import claim_socket_path
+from fakecri.relay import SocketIdentity, claim_socket_path, release_socket_path, socket_identity
 from fakecri.truth import RpcServed
 
 log = logging.getLogger("fakecri")
@@ -456,6 +457,22 @@ class _BytesAnswers:
             service, {name: _with_bytes_answers(name, h) for name, h in handlers.items()})
 
 
+def _private_twin(path: str) -> str:
+    """A fresh hidden name beside ``path`` (same directory, so a hard link to it works), or ``path``
+    itself when the twin would be over the unix socket path limit."""
+    d = os.path.dirname(path)
+    while True:
+        twin = os.path.join(d, f".fakecri-{secrets.token_hex(4)}")
+        if len(twin.encode()) > _SUN_PATH_MAX:
+            return path
+        if not os.path.lexists(twin):
+            return twin
+
+
+#: Longest unix socket path Linux accepts (sun_path is 108 bytes, NUL included).
+_SUN_PATH_MAX = 107
+
+
 class FakeCriServer:
     """gRPC server for one model on one unix socket. ``start``/``stop`` may be repeated (restarts)."""
 
@@ -469,6 +486,7 @@ class FakeCriServer:
         self.hub = EventHub(model, self.policy)
         self.handlers = Handlers(model, self.policy, self.hub)
         self._server: grpc.Server | None = None
+        self._bound: SocketIdentity | None = None  # the socket this server created (stop removes only it)
         self._streams_close_unavailable = model.flavor.events == "stream-then-closed"
 
     @property
@@ -573,10 +591,26 @@ class FakeCriServer:
             for servicer, add in self._servicers(api):
                 add(servicer, server)
         server.add_generic_rpc_handlers((UnknownMethod(self.model.flavor.apis),))  # consulted last
-        if server.add_insecure_port(self.addr) == 0:
+        # gRPC removes whatever socket sits at its listening path when it shuts down -- also one that
+        # someone else put there since. So it listens on a private name, and the public path is a
+        # hard link to that socket, made only if the path is still free; stop removes the public
+        # path only while it is still this socket (release_socket_path).
+        private = _private_twin(self.socket_path)
+        if server.add_insecure_port(f"unix://{private}") == 0:
             raise OSError(f"could not listen on {self.socket_path}")
         server.start()
-        os.chmod(self.socket_path, self.socket_mode)
+        os.chmod(private, self.socket_mode)
+        if private != self.socket_path:
+            try:
+                os.link(private, self.socket_path)
+            except FileExistsError:
+                server.stop(None)
+                raise FileExistsError(f"{self.socket_path} was taken by someone else while this server started; "
+                                      "refusing to replace it") from None
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(private)
+        self._bound = socket_identity(self.socket_path)
         self._server = server
         log.info("fakecri %s serving %s on %s", self.model.flavor.name, "+".join(self.model.flavor.apis),
                  self.socket_path)
@@ -588,8 +622,8 @@ class FakeCriServer:
         if self._server is not None:
             self._server.stop(grace).wait()
             self._server = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.socket_path)
+        release_socket_path(self.socket_path, self._bound)
+        self._bound = None
 
     @property
     def serving(self) -> bool:

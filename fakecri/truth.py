@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Literal
 
+from sensor.output import OutputError, stream_name
+
 CONTAINER_TRANSITIONS = ("created", "running", "exited", "destroyed")
 SANDBOX_TRANSITIONS = ("ready", "notready", "destroyed")
 
@@ -173,18 +175,34 @@ class Truth:
         self._sink = sink
         self._listeners: list[Callable[[TruthRecord], None]] = []
         self.record_rpcs = record_rpcs
+        #: The sink's first write error (records are still kept in memory; later ones are counted
+        #: in its ``unwritten``). ``record`` runs in gRPC handlers and the timeline thread, so it
+        #: never raises for the sink: ``on_sink_failure`` (``fakecri serve`` stops) is told once.
+        self.sink_failure: OutputError | None = None
+        self.on_sink_failure: Callable[[OutputError], None] | None = None
 
     def record(self, rec: TruthRecord) -> None:
         if isinstance(rec, RpcServed) and not self.record_rpcs:
             return
+        failed: OutputError | None = None
         with self._lock:
             seq = len(self._records)
             self._records.append(rec)
             if self._sink is not None:
-                self._sink.write(to_json(rec, seq) + "\n")
-                self._sink.flush()
+                if self.sink_failure is None:
+                    try:
+                        self._sink.write(to_json(rec, seq) + "\n")
+                        self._sink.flush()
+                    except (OSError, OutputError) as e:
+                        err = e.error if isinstance(e, OutputError) else e
+                        failed = self.sink_failure = OutputError(stream_name(self._sink), err, unwritten=1,
+                                                                 what="truth", unit="records")
+                else:
+                    self.sink_failure.unwritten = (self.sink_failure.unwritten or 0) + 1
             for listener in list(self._listeners):
                 listener(rec)
+        if failed is not None and self.on_sink_failure is not None:
+            self.on_sink_failure(failed)
 
     def subscribe(self, listener: Callable[[TruthRecord], None]) -> Callable[[], None]:
         """Register ``listener``; returns a function that unregisters it."""

@@ -45,6 +45,7 @@ from fakecri.check import CheckParams, Report, check, load_events_jsonl
 from fakecri.check.observations import LIST_METHODS, NEVER_OPEN, STREAM_METHOD
 from fakecri.truth import RpcServed, TruthRecord
 from sensor.duration import format_duration
+from sensor.output import OutputError, stream_name
 
 #: Seconds between SIGTERM and SIGKILL.
 KILL_AFTER_S = 5.0
@@ -57,6 +58,15 @@ MS = 1_000_000
 
 class VerifyUsageError(Exception):
     """A bad invocation: one line, exit code 2."""
+
+
+class ReportNotPrinted(Exception):
+    """stdout was closed before the report was printed (``fakecri verify ... | head``). Everything
+    else was done (``--report`` written); ``exit_code`` is the verdict."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__("stdout closed")
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -249,10 +259,15 @@ def run(opts: Options, out: IO[str] | None = None, err: IO[str] | None = None) -
     events, failures = load_events_jsonl(stdout.lines)
     tail = [line.rstrip("\n") for line in stderr.lines[-STDERR_TAIL:]]
     report: Report | None = None
+    unprinted: OutputError | None = None
     if problem is None:
         report = check(truth, events, CheckParams(**{**params.to_dict(), "end_ns": end_ns}), failures)
-        out.write(report.render())
-        out.flush()
+        try:
+            out.write(report.render())
+            out.flush()
+        except (OSError, OutputError) as e:  # said after --report is written: the verdict is not lost
+            unprinted = e if isinstance(e, OutputError) else OutputError(stream_name(out), e, what="the report")
+            unprinted.what = "the report"
     outcome = Outcome(0 if problem is None and report is not None and report.ok else 1, report, problem, code,
                       tail, len(events) + len(failures))
     if outcome.exit_code:
@@ -265,6 +280,10 @@ def run(opts: Options, out: IO[str] | None = None, err: IO[str] | None = None) -
                 print(f"  | {line}", file=err)
     if opts.report_path:
         _write_report(opts, outcome, argv)
+    if unprinted is not None:
+        if unprinted.closed:
+            raise ReportNotPrinted(outcome.exit_code)
+        raise unprinted
     return outcome
 
 
@@ -308,8 +327,12 @@ def _write_report(opts: Options, outcome: Outcome, argv: list[str]) -> None:
     else:
         doc.update({"ok": False, "failed": []})
     try:
-        with open(opts.report_path, "w", encoding="utf-8") as f:  # type: ignore[arg-type]
+        f = open(opts.report_path, "w", encoding="utf-8")  # type: ignore[arg-type]  # noqa: SIM115
+    except OSError as e:
+        raise VerifyUsageError(f"--report {opts.report_path}: cannot write: {e.strerror or e}") from None
+    try:
+        with f:  # opening worked: a failure now is the disk's (ENOSPC, EIO), exit 1
             json.dump(doc, f, indent=2)
             f.write("\n")
     except OSError as e:
-        raise VerifyUsageError(f"--report {opts.report_path}: cannot write: {e.strerror or e}") from None
+        raise OutputError(str(opts.report_path), e, what="the report") from None

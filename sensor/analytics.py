@@ -55,7 +55,7 @@ from sensor.poller import Poller
 from sensor.process import ProcessSource
 from sensor.reorder import DEFAULT_MAX_DELAY_NS, DEFAULT_MAX_EVENTS, Released, ReorderBuffer, Timed, WatermarkReorder
 
-__all__ = ["POLL_SOURCE", "PROCESS_SOURCE", "STREAM_SOURCE", "Pipeline", "ProgressPoller"]
+__all__ = ["POLL_SOURCE", "PROCESS_SOURCE", "STREAM_SOURCE", "Pipeline", "ProgressPoller", "Ticker"]
 
 #: Names of the watermark's sources.
 POLL_SOURCE = "poll"
@@ -235,3 +235,58 @@ class Pipeline:
             for r in released:
                 sink(r)
         return released
+
+
+#: The ticker's longest sleep when nothing is due: it also bounds how long progress waits.
+TICKER_IDLE_S = 0.25
+
+
+class Ticker:
+    """The pipeline's clock in a running sensor: one thread that calls ``pipeline.tick`` when the
+    process source has queued events (``ready`` is set) or when the next held item is due
+    (``pipeline.next_release_ns``), and sleeps otherwise -- no busy polling. Owned by ``crisensor
+    run``: ``start`` starts it, ``close`` wakes it, joins it and flushes the pipeline.
+
+    ``after_tick`` runs after every tick (and after the final flush) outside the pipeline's lock:
+    that is where releases are written. Sinks themselves run under the pipeline's lock, and the
+    emitter calls the pipeline under its own, so a sink that wrote through the emitter could
+    deadlock (lock order emitter -> pipeline against pipeline -> emitter); sinks only queue."""
+
+    def __init__(self, pipeline: Pipeline, ready: threading.Event | None = None, *,
+                 idle_s: float = TICKER_IDLE_S, after_tick: Callable[[], None] | None = None) -> None:
+        self.pipeline = pipeline
+        self.after_tick = after_tick
+        self.ready = ready or threading.Event()
+        self.idle_s = idle_s
+        self.ticks = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="crisensor-analytics", daemon=True)
+
+    def start(self) -> Ticker:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        pipe = self.pipeline
+        while not self._stop.is_set():
+            due = pipe.next_release_ns()
+            wait = self.idle_s if due is None else max(0.0, min(self.idle_s, (due - pipe.now_ns()) / 1e9))
+            if self.ready.wait(wait):
+                self.ready.clear()
+            if self._stop.is_set():
+                return
+            pipe.tick()
+            self.ticks += 1
+            if self.after_tick is not None:
+                self.after_tick()
+
+    def close(self, timeout_s: float = 1.0) -> list[Released]:
+        """Stop ticking and release everything still held (shutdown)."""
+        self._stop.set()
+        self.ready.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        out = self.pipeline.close()
+        if self.after_tick is not None:
+            self.after_tick()
+        return out

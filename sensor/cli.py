@@ -1,22 +1,27 @@
 """``crisensor``: run the sensor, or take one snapshot of a runtime.
 
-Every user error is one line on stderr and exit code 2; never a traceback. ``run`` exits 0 on
-SIGTERM/SIGINT after flushing its output.
+Every user error is one line on stderr and exit code 2; never a traceback. ``run`` exits 0 within
+a second of SIGTERM/SIGINT: in-flight RPCs are cancelled, what was emitted is flushed. A closed
+output ends any command quietly (exit 0); a failed write is one line naming the output and the
+errno, exit 1 (``sensor.output``; docs/install.md, "Shutdown and output failures").
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from sensor.client import ConnectError, CriCallError, CriClient
 from sensor.config import DEFAULT_ANALYTICS_PATH, DEFAULT_SENSOR_PATH, ConfigError, SensorConfig, load_config
+from sensor.processes import ProcessesUnavailable
 
 log = logging.getLogger("crisensor")
 
@@ -29,6 +34,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for flag, key in (("addr", "crisensor.addr"), ("poll_interval", "crisensor.poll_interval"),
                       ("handshake", "crisensor.handshake"), ("events", "crisensor.events"),
+                      ("processes", "crisensor.processes"), ("lookup_on_miss", "crisensor.lookup_on_miss"),
+                      ("processes_scope", "crisensor.processes_scope"),
                       ("reorder_window", "event_reorder_window")):
         value = getattr(args, flag, None)
         if value is not None:
@@ -54,11 +61,25 @@ def _parse_hostport(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
+#: After SIGTERM/SIGINT, how long ``run`` waits for the poll loop to return once its RPCs are
+#: cancelled and the output closed (it usually returns within milliseconds; a loop still busy
+#: decoding a huge list is left behind, as a daemon thread, so that the sensor exits within a
+#: second at any scale).
+SHUTDOWN_JOIN_S = 0.25
+#: How often the main thread looks for a signal or a stopped poll loop.
+SUPERVISE_S = 0.05
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from sensor.analytics import Pipeline, ProgressPoller
     from sensor.metrics import Metrics
-    from sensor.output import Emitter
+    from sensor.output import Emitter, stream_name
 
+    # Signals only note themselves (a handler that takes locks can deadlock the thread it interrupts);
+    # the main thread acts on them.
+    signalled: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: signalled.append(signum))
     cfg = load(args)
     if not cfg.enabled:
         where = cfg.sensor_path or f"{DEFAULT_SENSOR_PATH} (not found)"
@@ -77,28 +98,96 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(f"--output: cannot open {args.output}: {e.strerror}") from None
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     client = make_client(cfg)
-    emitter = Emitter(out)
+    # A failed output stops the sensor from whichever thread wrote (poll loop or stream reader).
+    emitter = Emitter(out, name=args.output or stream_name(out), on_failure=lambda _: stop.set(),
+                      on_unwritten=metrics.events_unwritten.inc)
     poller = ProgressPoller(client, emitter, poll_interval_ns=cfg.poll_interval_ns, metrics=metrics,
                             events=cfg.events, resync_interval_ns=cfg.resync_interval_ns)
-    # The analytics stage (event_reorder_window) sees every lifecycle event; there is no process
-    # source in production yet, so it only feeds the crisensor_reorder_* metrics. Output is unchanged.
-    analytics = Pipeline.from_config(cfg, metrics=metrics)
+    # The analytics stage (event_reorder_window) sees every lifecycle event; with a process source
+    # it holds each exec for the window, enriches it as of its own time and writes it (process.exec).
+    from sensor.processes import start_processes
+
+    source = start_processes(cfg.processes, emitter, metrics, keep_host=cfg.processes_scope == "all")
+    analytics = Pipeline.from_config(cfg, metrics=metrics, source=source)
     analytics.attach(emitter)
     poller.on_poll.append(analytics.on_poll)
+    ticker = None
+    lookups = None
+    if source is not None:
+        from sensor.processes import ExecWriter
+
+        ticker = ExecWriter(analytics, emitter, source.ready).start()
+        if cfg.lookup_on_miss == "on":
+            from sensor.lookup import LookupPlanner, LookupWorker
+
+            lookups = LookupWorker(LookupPlanner(cfg.poll_interval_ns), poller.knows, poller.lookup).start()
+            source.on_exec = lookups.want
     log.info("crisensor: watching %s every %.0f ms (handshake %s, events %s)", cfg.addr,
              cfg.poll_interval_ns / 1e6, cfg.handshake, cfg.events)
+    crashed: list[BaseException] = []
+
+    def poll_loop() -> None:
+        try:
+            poller.run(stop)  # on its way out it cancels the event stream and joins its reader
+        except BaseException as e:  # re-raised by the main thread: one traceback, exit 1
+            crashed.append(e)
+            stop.set()
+
+    # The poll loop runs on its own thread so that the main thread can always act on a signal at
+    # once: cancel the RPCs in flight and exit, however long the current poll would still take.
+    worker = threading.Thread(target=poll_loop, name="crisensor-poll", daemon=True)
+    if not signalled:
+        worker.start()
     try:
-        poller.run(stop)  # on its way out it cancels the event stream and joins its reader
+        while worker.is_alive() and not stop.is_set() and not signalled:
+            worker.join(SUPERVISE_S)
     finally:
+        stop.set()
+        poller.interrupt()
+        # The process source stops first; the execs it already delivered are released and written
+        # (bounded: a write blocked on a pipe nobody reads must not hold up the exit).
+        if lookups is not None:
+            lookups.close(0.2)
+        if source is not None:
+            source.close(0.2)
+        if ticker is not None:
+            flusher = threading.Thread(target=ticker.close, name="crisensor-flush", daemon=True)
+            flusher.start()
+            flusher.join(0.3)
+        # What was emitted before the signal is written (a batch being written ends after its
+        # current event, and is flushed); events of a poll cut short are not.
+        if not emitter.close():  # a write is blocked on a pipe nobody reads: leave without touching it
+            sys.stderr.flush()
+            os._exit(1 if crashed or emitter.failure else 0)
+        if worker.ident is not None:  # not started when the signal came during start-up
+            worker.join(SHUTDOWN_JOIN_S)
         analytics.close()
-        client.close()
-        out.flush()
+        if not worker.is_alive():
+            client.close()
+        if emitter.failure is None:
+            out.flush()
         if out is not sys.stdout:
-            out.close()
+            with contextlib.suppress(OSError):  # a failed output fails its close too: said below
+                out.close()
+    if crashed:
+        raise crashed[0]
+    if emitter.failure is not None:
+        raise emitter.failure  # main: a closed pipe is a quiet exit 0, a write error one line and exit 1
+    if signalled:
+        _exit_at_once(0)
     return 0
+
+
+def _exit_at_once(code: int) -> NoReturn:
+    """Leave without the interpreter's teardown: freeing the state of a 10,000-container node (and
+    waiting for a poll loop still decoding a list) took another 0.5 s after everything was written.
+    Everything is flushed first; the gRPC channel is closed already."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
@@ -143,8 +232,19 @@ def _slots(obj: Any) -> dict[str, Any]:
     return {n: getattr(obj, n) for n in names}
 
 
+EXIT_CODES = """\
+exit codes:
+  0  ok; also after SIGTERM/SIGINT (run cancels what is in flight and exits within a second),
+     and when the output is closed (crisensor run | head -1)
+  1  runtime failure: the runtime cannot be reached (snapshot), a write to the output failed
+     (full disk, I/O error: one line names the output, the errno and the events not written),
+     or crisensor.processes is proc and the kernel's proc connector cannot be used
+  2  usage or configuration error (one line naming the flag, file or key)"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="crisensor", description="CRI container-lifecycle sensor.")
+    p = argparse.ArgumentParser(prog="crisensor", description="CRI container-lifecycle sensor.", epilog=EXIT_CODES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-q", "--quiet", action="store_true", help="log only errors (state changes are logged by default)")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -153,13 +253,20 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--addr", help="CRI socket, unix:///path (overrides crisensor.addr)")
         sp.add_argument("--handshake", help="require | off | auto (overrides crisensor.handshake)")
 
-    run = sub.add_parser("run", help="poll the runtime and write events as JSON lines")
+    run = sub.add_parser("run", help="poll the runtime and write events as JSON lines", epilog=EXIT_CODES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     common(run)
     run.add_argument("--analytics-config", help=f"analytics config (default {DEFAULT_ANALYTICS_PATH})")
     run.add_argument("--enable", action="store_true", help="set crisensor.enabled: true")
     run.add_argument("--poll-interval", help="Go duration, e.g. 250ms (overrides crisensor.poll_interval)")
     run.add_argument("--events", help="auto | on | off (overrides crisensor.events)")
     run.add_argument("--reorder-window", help="Go duration (overrides event_reorder_window)")
+    run.add_argument("--processes", help="auto | proc | off: exec events from the kernel, enriched with their "
+                                         "container (overrides crisensor.processes)")
+    run.add_argument("--processes-scope", help="containers | all: all keeps execs of host processes too "
+                                               "(overrides crisensor.processes_scope)")
+    run.add_argument("--lookup-on-miss", help="on | off: ask the runtime at once about a container an exec names "
+                                              "before any poll announced it (overrides crisensor.lookup_on_miss)")
     run.add_argument("--output", help="append JSON lines to this file instead of stdout")
     run.add_argument("--metrics-addr", help="serve Prometheus metrics on HOST:PORT")
     run.set_defaults(func=cmd_run)
@@ -180,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from sensor.output import run_guarded
+
+    return run_guarded("crisensor", lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     # State changes are rare and worth seeing (retries are deduplicated), so INFO is the default.
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(message)s",
@@ -192,6 +305,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(f"crisensor: {e}", file=sys.stderr)
         return 2
+    except ProcessesUnavailable as e:
+        print(f"crisensor: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C in a one-shot command (run handles SIGINT itself: exit 0)
+        return 130
 
 
 if __name__ == "__main__":

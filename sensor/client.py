@@ -22,21 +22,22 @@ import grpc
 
 import protos
 from sensor.snapshot import ContainerDetail, ContainerSnap, SandboxSnap, Snapshot
-
-CONTAINER_STATES = ("created", "running", "exited", "unknown")
-SANDBOX_STATES = ("ready", "notready")
-#: CRI-O reports -1 when it does not know a container's exit code.
-UNKNOWN_EXIT = -1
-
-
-class CriCallError(Exception):
-    """An RPC failed. ``code`` is the gRPC status-code name; ``method`` the RPC."""
-
-    def __init__(self, method: str, code: str, details: str) -> None:
-        super().__init__(f"{method}: {code}: {details}")
-        self.method = method
-        self.code = code
-        self.details = details
+from sensor.wire import (  # noqa: F401 - re-exported: the client's API since before sensor.wire
+    CONTAINER_STATE_ENUM,
+    CONTAINER_STATES,
+    CONTAINERS,
+    SANDBOX_STATES,
+    SANDBOXES,
+    UNKNOWN_EXIT,
+    CriCallError,
+    MalformedResponse,
+    Tally,
+    container_detail,
+    container_snap,
+    note_state,
+    parse,
+    sandbox_snap,
+)
 
 
 class ConnectError(Exception):
@@ -86,7 +87,12 @@ class CriClient:
         self._pb: Any = None
         #: Count of RPCs issued, by method (load on the runtime; metrics read it).
         self.rpc_count: dict[str, int] = {}
-        self._raw_lists: tuple[Any, Any, Any] | None = None  # (channel, ListContainers, ListPodSandbox) undecoded
+        #: What decoding dropped or read loosely, and malformed status answers (``sensor.wire``);
+        #: the poller takes it after every poll.
+        self.tally = Tally()
+        self._raws: dict[str, Any] = {}  # path -> multicallable with raw answers, for _raw_channel
+        self._raw_channel: grpc.Channel | None = None
+        self.cancelled = False  #: set by ``cancel``: every call fails at once with CANCELLED
 
     # ---- connection --------------------------------------------------------------------------
 
@@ -110,6 +116,8 @@ class CriClient:
     def connect(self) -> RuntimeInfo:
         """Open the channel and negotiate the API version. Raises ``ConnectError``."""
         self.close()
+        if self.cancelled:
+            raise ConnectError("not connecting: the sensor is stopping")
         probe_socket(socket_path(self.addr))
         self._channel = self._open_channel()
         try:
@@ -126,7 +134,9 @@ class CriClient:
             mods = protos.api(api)
             stub = mods.pb2_grpc.RuntimeServiceStub(self._channel)
             try:
-                v = self._call(stub.Version, mods.pb2.VersionRequest(version="0.1.0"), "Version")
+                v = parse(mods.pb2.VersionResponse, self._call(self._unary(api, "Version", mods.pb2.VersionRequest),
+                                                               mods.pb2.VersionRequest(version="0.1.0"), "Version"),
+                          "Version")
             except CriCallError as e:
                 last = e
                 if e.code == "UNIMPLEMENTED":
@@ -139,6 +149,19 @@ class CriClient:
         self.close()
         raise ConnectError(f"runtime speaks none of the CRI API versions {', '.join(self.api_preference)} "
                            f"({last.details if last else 'no answer'})")
+
+    def cancel(self) -> None:
+        """Shutdown, from any thread: end every RPC in flight now (closing the channel cancels them)
+        and fail every later one at once with CANCELLED, so that the poll loop -- even in the middle
+        of thousands of ContainerStatus calls -- returns without waiting for the runtime."""
+        self.cancelled = True
+        channel = self._channel
+        if channel is not None:
+            channel.close()
+
+    def _refuse_if_cancelled(self, method: str) -> None:
+        if self.cancelled:
+            raise CriCallError(method, "CANCELLED", "the sensor is stopping")
 
     def close(self) -> None:
         if self._channel is not None:
@@ -157,16 +180,40 @@ class CriClient:
 
     def _call(self, fn: Callable[..., Any], req: Any, method: str) -> Any:
         self.rpc_count[method] = self.rpc_count.get(method, 0) + 1
+        self._refuse_if_cancelled(method)
         try:
             return fn(req, timeout=self.rpc_timeout_s)
         except grpc.RpcError as e:
             raise CriCallError(method, _code(e), _details(e)) from None
+        except ValueError:  # "Cannot invoke RPC on closed channel!": cancel() won the race
+            self._refuse_if_cancelled(method)
+            raise
 
     @property
     def pb(self) -> Any:
         if self._pb is None:
             raise ConnectError("not connected")
         return self._pb
+
+    def _unary(self, api: str, method: str, request_cls: Any, *, stream: bool = False) -> Any:
+        """The multicallable for ``method`` that hands back the answer's bytes: every answer is
+        decoded by ``sensor.wire`` (grpcio would log a traceback for bytes that do not parse)."""
+        channel = self._channel
+        if channel is None:
+            raise ConnectError("not connected")
+        if self._raw_channel is not channel:
+            self._raws, self._raw_channel = {}, channel
+        path = f"/runtime.{api}.RuntimeService/{method}"
+        fn = self._raws.get(path)
+        if fn is None:
+            make = channel.unary_stream if stream else channel.unary_unary
+            fn = self._raws[path] = make(path, request_serializer=request_cls.SerializeToString)
+        return fn
+
+    def _api(self) -> str:
+        if self.info is None:
+            raise ConnectError("not connected")
+        return self.info.api
 
     def list_raw(self) -> tuple[Any, Any, int, int]:
         """ListContainers + ListPodSandbox; returns (sandboxes, containers, sent_ns, received_ns).
@@ -175,39 +222,47 @@ class CriClient:
         the second answer (the reverse order would report it with no pod).
         """
         pb = self.pb
-        sent = self.now_ns()
-        containers = self._call(self._rt.ListContainers, pb.ListContainersRequest(), "ListContainers").containers
-        sandboxes = self._call(self._rt.ListPodSandbox, pb.ListPodSandboxRequest(), "ListPodSandbox").items
-        return sandboxes, containers, sent, self.now_ns()
+        sandboxes, containers, sent, received = self.list_bytes()
+        return (parse(pb.ListPodSandboxResponse, sandboxes, SANDBOXES.method, nested=SANDBOXES.field).items,
+                parse(pb.ListContainersResponse, containers, CONTAINERS.method, nested=CONTAINERS.field).containers,
+                sent, received)
 
     def list(self) -> Snapshot:
-        sandboxes, containers, sent, received = self.list_raw()
-        return Snapshot(
-            sandboxes=tuple(sandbox_snap(s) for s in sandboxes),
-            containers=tuple(container_snap(c) for c in containers),
-            sent_ns=sent,
-            received_ns=received,
-        )
+        """Both lists, decoded (``sensor.wire``: what it drops is counted in ``tally``). Raises
+        ``CriCallError`` -- ``MalformedResponse`` for an answer that does not decode."""
+        pb = self.pb
+        sandboxes, containers, sent, received = self.list_bytes()
+        return Snapshot(tuple(SANDBOXES.decode(pb, sandboxes, self.tally)),
+                        tuple(CONTAINERS.decode(pb, containers, self.tally)), sent, received)
 
     def list_bytes(self) -> tuple[bytes, bytes, int, int]:
         """``list_raw`` without decoding: (ListPodSandbox answer, ListContainers answer, sent_ns,
         received_ns), the answers as serialized bytes, for ``sensor.fastpath``."""
-        pb = self.pb
-        raw = self._raw_lists
-        if raw is None or raw[0] is not self._channel:
-            assert self._channel is not None and self.info is not None
-            service = f"/runtime.{self.info.api}.RuntimeService/"
-            raw = self._raw_lists = (
-                self._channel,
-                self._channel.unary_unary(service + "ListContainers",
-                                          request_serializer=pb.ListContainersRequest.SerializeToString),
-                self._channel.unary_unary(service + "ListPodSandbox",
-                                          request_serializer=pb.ListPodSandboxRequest.SerializeToString),
-            )
+        pb, api = self.pb, self._api()
+        list_containers = self._unary(api, "ListContainers", pb.ListContainersRequest)
+        list_sandboxes = self._unary(api, "ListPodSandbox", pb.ListPodSandboxRequest)
         sent = self.now_ns()
-        containers = self._call(raw[1], pb.ListContainersRequest(), "ListContainers")
-        sandboxes = self._call(raw[2], pb.ListPodSandboxRequest(), "ListPodSandbox")
+        containers = self._call(list_containers, pb.ListContainersRequest(), "ListContainers")
+        sandboxes = self._call(list_sandboxes, pb.ListPodSandboxRequest(), "ListPodSandbox")
         return sandboxes, containers, sent, self.now_ns()
+
+    def lookup(self, cid: str) -> tuple[ContainerSnap | None, ContainerDetail | None, SandboxSnap | None]:
+        """One container by ID, for ``sensor.lookup``: ``ListContainers`` filtered by the ID (it
+        carries the sandbox ID, which ``ContainerStatus`` does not), ``ListPodSandbox`` filtered by
+        its sandbox, and ``ContainerStatus`` for the exact times. ``(None, None, None)`` when the
+        runtime does not have it (any more). Raises ``CriCallError``."""
+        pb, api = self.pb, self._api()
+        raw = self._call(self._unary(api, "ListContainers", pb.ListContainersRequest),
+                         pb.ListContainersRequest(filter=pb.ContainerFilter(id=cid)), "ListContainers")
+        container = next((c for c in CONTAINERS.decode(pb, raw, self.tally) if c.id == cid), None)
+        if container is None:
+            return None, None, None
+        raw = self._call(self._unary(api, "ListPodSandbox", pb.ListPodSandboxRequest),
+                         pb.ListPodSandboxRequest(filter=pb.PodSandboxFilter(id=container.sandbox_id)),
+                         "ListPodSandbox")
+        sandbox = next((s for s in SANDBOXES.decode(pb, raw, self.tally) if s.id == container.sandbox_id), None)
+        details, _ = self.status([cid])
+        return container, details.get(cid), sandbox
 
     def status(self, ids: Iterable[str]) -> tuple[dict[str, ContainerDetail | None], CriCallError | None]:
         """ContainerStatus per ID: NotFound -> ``None`` (removed since the list); other errors -> absent.
@@ -217,28 +272,51 @@ class CriClient:
         """
         out: dict[str, ContainerDetail | None] = {}
         pb = self.pb
+        fn = self._unary(self._api(), "ContainerStatus", pb.ContainerStatusRequest)
         for cid in ids:
+            if self.cancelled:  # shutdown: do not start thousands of calls that would fail anyway
+                return out, CriCallError("ContainerStatus", "CANCELLED", "the sensor is stopping")
             try:
-                st = self._call(self._rt.ContainerStatus, pb.ContainerStatusRequest(container_id=cid),
-                                "ContainerStatus").status
+                st = parse(pb.ContainerStatusResponse,
+                           self._call(fn, pb.ContainerStatusRequest(container_id=cid), "ContainerStatus"),
+                           "ContainerStatus", nested="status").status
+            except MalformedResponse as e:
+                self.tally.malformed[e.method] += 1  # as a failed call: the list's state stands
+                continue
             except CriCallError as e:
                 if e.code == "NOT_FOUND":
                     out[cid] = None
                 elif e.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
                     return out, e
                 continue
+            note_state(self.tally, CONTAINER_STATE_ENUM, st.state)
             out[cid] = container_detail(st)
         return out, None
 
     def version(self) -> Any:
-        return self._call(self._rt.Version, self.pb.VersionRequest(), "Version")
+        pb = self.pb
+        return parse(pb.VersionResponse, self._call(self._unary(self._api(), "Version", pb.VersionRequest),
+                                                    pb.VersionRequest(), "Version"), "Version")
 
     def events(self) -> Any:
-        """Open GetContainerEvents (v1 only). The caller iterates and cancels."""
+        """Open GetContainerEvents (v1 only). The caller iterates (each item an answer's bytes, which
+        ``event_decoder()`` reads) and cancels."""
         if self.info is None or self.info.api != "v1":
             raise CriCallError("GetContainerEvents", "UNIMPLEMENTED", "runtime.v1alpha2 has no event stream")
         self.rpc_count["GetContainerEvents"] = self.rpc_count.get("GetContainerEvents", 0) + 1
-        return self._rt.GetContainerEvents(self.pb.GetEventsRequest())
+        self._refuse_if_cancelled("GetContainerEvents")
+        pb = self.pb
+        try:
+            return self._unary("v1", "GetContainerEvents", pb.GetEventsRequest, stream=True)(pb.GetEventsRequest())
+        except ValueError:  # the channel was closed by cancel()
+            self._refuse_if_cancelled("GetContainerEvents")
+            raise
+
+    def event_decoder(self) -> Callable[[bytes], Any]:
+        """Reads one ``GetContainerEvents`` answer's bytes: ``ContainerEventResponse`` or
+        ``MalformedResponse``. Bound to this connection's API (the reader thread may outlive it)."""
+        cls = self.pb.ContainerEventResponse
+        return lambda raw: parse(cls, raw, "GetContainerEvents", nested="containers_statuses")
 
 
 def probe_socket(path: str) -> None:
@@ -271,24 +349,3 @@ def probe_socket(path: str) -> None:
         raise ConnectError(f"connection error: cannot connect to {path}: {e.strerror}") from None
     finally:
         probe.close()
-
-
-def sandbox_snap(s: Any) -> SandboxSnap:
-    md = s.metadata
-    return SandboxSnap(id=s.id, name=md.name, namespace=md.namespace, uid=md.uid, attempt=md.attempt,
-                       state=SANDBOX_STATES[s.state] if 0 <= s.state < 2 else "notready",
-                       created_at=s.created_at, labels=dict(s.labels))
-
-
-def container_snap(c: Any) -> ContainerSnap:
-    return ContainerSnap(id=c.id, sandbox_id=c.pod_sandbox_id, name=c.metadata.name, attempt=c.metadata.attempt,
-                         image=c.image.image, image_ref=c.image_ref,
-                         state=CONTAINER_STATES[c.state] if 0 <= c.state < 4 else "unknown",
-                         created_at=c.created_at, labels=dict(c.labels))
-
-
-def container_detail(st: Any) -> ContainerDetail:
-    exited = st.state == 2
-    code: int | None = st.exit_code if exited and st.exit_code != UNKNOWN_EXIT else None
-    return ContainerDetail(id=st.id, started_at=st.started_at, finished_at=st.finished_at, exit_code=code,
-                           reason=(st.reason or None) if exited else None)

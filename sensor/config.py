@@ -56,6 +56,9 @@ __all__ = [
     "EVENTS_MODES",
     "HANDSHAKE_ENV",
     "HANDSHAKE_MODES",
+    "LOOKUP_MODES",
+    "PROCESSES_MODES",
+    "PROCESSES_SCOPES",
     "ConfigError",
     "SensorConfig",
     "load_config",
@@ -69,6 +72,9 @@ DEFAULT_SOCKETS: Mapping[str, str] = {"cri-o": CRIO_SOCKET, "containerd": CONTAI
 
 HANDSHAKE_MODES = ("require", "off", "auto")
 EVENTS_MODES = ("auto", "on", "off")
+PROCESSES_MODES = ("auto", "proc", "off")
+LOOKUP_MODES = ("on", "off")
+PROCESSES_SCOPES = ("containers", "all")
 HANDSHAKE_ENV = "GRPC_GO_REQUIRE_HANDSHAKE"
 #: GRPC_GO_REQUIRE_HANDSHAKE values (grpc-go 1.17-1.19) and the handshake mode each one forces.
 _HANDSHAKE_ENV_VALUES = {"on": "require", "off": "off", "hybrid": "auto"}
@@ -95,6 +101,15 @@ class SensorConfig:
     #: event streaming (GetContainerEvents): ``auto`` (use it when offered), ``on`` (required),
     #: ``off`` (poll only)
     events: str = "auto"
+    #: the kernel process source (``sensor.procsource``): ``auto`` (the proc connector when this
+    #: process may subscribe, else off with one log line), ``proc`` (required), ``off``
+    processes: str = "auto"
+    #: ask the runtime at once about a container an exec names before any poll announced it
+    #: (``sensor.lookup``): ``on`` or ``off``
+    lookup_on_miss: str = "on"
+    #: which execs the process source reports: ``containers`` (execs of host processes are dropped
+    #: and counted) or ``all`` (host execs too, ``container_id: null``, ``enrichment: "host"``)
+    processes_scope: str = "containers"
     max_recv_bytes: int = 16 * MIB
     rpc_timeout_ns: int = 2_000_000_000
     resync_interval_ns: int = 10_000_000_000
@@ -230,6 +245,9 @@ _CRISENSOR_KEYS: dict[str, tuple[str, Callable[[Any, str | None], Any]]] = {
     "poll_interval": ("poll_interval_ns", _duration_parser(1, "1h")),
     "handshake": ("handshake", _enum_parser(HANDSHAKE_MODES)),
     "events": ("events", _enum_parser(EVENTS_MODES)),
+    "processes": ("processes", _enum_parser(PROCESSES_MODES)),
+    "lookup_on_miss": ("lookup_on_miss", _enum_parser(LOOKUP_MODES)),
+    "processes_scope": ("processes_scope", _enum_parser(PROCESSES_SCOPES)),
     "max_recv_bytes": ("max_recv_bytes", _parse_bytes),
     "rpc_timeout": ("rpc_timeout_ns", _duration_parser(1, "1h")),
     "resync_interval": ("resync_interval_ns", _duration_parser(1, "24h")),

@@ -12,6 +12,7 @@ import io
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from fakecri.truth import ContainerTransition, SandboxTransition
 from sensor.client import CriClient
 from sensor.duration import format_duration, parse_duration
 from sensor.events import Event
-from sensor.output import Emitter
+from sensor.output import Emitter, OutputError, run_guarded, stream_name
 from sensor.poller import Poller
 
 DEFAULT_SCENARIO = "fast_exit"
@@ -45,11 +46,12 @@ def run(scenario: str, poll_interval_ns: int, as_json: bool, out: io.TextIOBase 
     with tempfile.TemporaryDirectory(prefix="crisensor-demo-") as tmp:
         harness = Harness(path, socket=f"{tmp}/cri.sock", clock="real")
         events: list[Event] = []
-        emitter = Emitter(out if as_json else None)
+        stop = threading.Event()
+        failures: list[OutputError] = []  # the table's output failed (the emitter keeps its own)
+        emitter = Emitter(out if as_json else None, on_failure=lambda _: stop.set())
         emitter.listeners.append(events.append)
         client = CriClient(harness.addr, rpc_timeout_s=2)
         poller = Poller(client, emitter, poll_interval_ns=poll_interval_ns)
-        stop = threading.Event()
         with harness:
             t0 = harness.start_ns
             print(f"# fakecri: serving {path.name} as {harness.flavor.name} on {harness.addr}", file=note)
@@ -58,17 +60,22 @@ def run(scenario: str, poll_interval_ns: int, as_json: bool, out: io.TextIOBase 
             if not as_json:
                 print(f"{'SEQ':>4} {'WHEN':>9} {'TYPE':<20} {'OBJECT':<18} {'':1} {'WINDOW (ms since start)':<24} WHY",
                       file=out)
-                emitter.listeners.append(lambda e: _print_event(e, t0, out))  # type: ignore[arg-type]
+                emitter.listeners.append(lambda e: _show(e, t0, out, failures, stop))  # type: ignore[arg-type]
             worker = threading.Thread(target=poller.run, args=(stop,), name="demo-poller")
             worker.start()
             try:
-                harness.wait_end(timeout=harness.end_ns / 1e9 + 30)
+                deadline = time.monotonic() + harness.end_ns / 1e9 + 30
+                while not stop.is_set() and not harness.wait_end(0.1) and time.monotonic() < deadline:
+                    pass
                 stop.wait(2 * poll_interval_ns / 1e9)  # one more poll after the end, to see removals
             finally:
                 stop.set()
                 worker.join()
                 client.close()
             truth = harness.truth.records()
+    failure = emitter.failure or (failures[0] if failures else None)
+    if failure is not None:
+        raise failure  # main: a closed pipe ends quietly, a write error is one line
     if not as_json:
         _print_truth(truth, t0, out)  # type: ignore[arg-type]
     forged = sum(1 for e in events if e.synthetic)
@@ -82,6 +89,17 @@ def _print_event(e: Event, t0: int, out: io.TextIOBase) -> None:
     mark = "*" if e.synthetic else " "
     print(f"{e.seq:>4} {_fmt_offset(e.observed_ns, t0)} {e.type:<20} {_short(e, {}):<18} {mark} {window:<24} "
           f"{e.why or ''}", file=out, flush=True)
+
+
+def _show(e: Event, t0: int, out: io.TextIOBase, failures: list[OutputError], stop: threading.Event) -> None:
+    """The table's listener (poll thread): a failed output stops the demo instead of the thread."""
+    if failures:
+        return
+    try:
+        _print_event(e, t0, out)
+    except (OSError, OutputError) as err:
+        failures.append(err if isinstance(err, OutputError) else OutputError(stream_name(out), err, what="output"))
+        stop.set()
 
 
 def _print_truth(truth: list, t0: int, out: io.TextIOBase) -> None:
@@ -100,13 +118,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("scenario", nargs="?", default=DEFAULT_SCENARIO, help="bundled name or YAML path")
     p.add_argument("--poll-interval", default="250ms", help="Go duration (default 250ms)")
     p.add_argument("--json", action="store_true", help="print the raw JSON lines instead of a table")
-    args = p.parse_args(argv)
-    try:
-        interval = parse_duration(args.poll_interval)
-        return run(args.scenario, interval, args.json)
-    except (KeyError, ValueError) as e:
-        print(f"demo: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-        return 2
+    def body() -> int:
+        args = p.parse_args(argv)
+        try:
+            interval = parse_duration(args.poll_interval)
+            return run(args.scenario, interval, args.json)
+        except (KeyError, ValueError) as e:
+            print(f"demo: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+            return 2
+
+    return run_guarded("demo", body)
 
 
 if __name__ == "__main__":

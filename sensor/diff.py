@@ -225,6 +225,8 @@ class _Ctx:
 class DiffEngine:
     """Diff consecutive CRI snapshots into lifecycle events. See the module docstring."""
 
+    _stream_source = "stream"  # the source of what stream() emits: "stream", or "lookup"
+
     def __init__(self) -> None:
         self._containers: dict[str, _Container] = {}
         self._sandboxes: dict[str, _Sandbox] = {}
@@ -479,10 +481,18 @@ class DiffEngine:
                 self._apply_stream(ev, now_ns, out)
         return out
 
-    def stream(self, event: StreamEvent, now_ns: int) -> list[Event]:
+    def knows(self, container_id: str) -> bool:
+        """Whether the container is tracked (announced and not yet destroyed)."""
+        return container_id in self._containers
+
+    def stream(self, event: StreamEvent, now_ns: int, *, source: str = "stream") -> list[Event]:
         """Apply one event of the runtime's event stream (rule 6); ``now_ns`` is when the sensor
         received it. Returns events in emission order (``source: "stream"``), or none when the
-        event is held (no base list yet), stale, or cannot be placed (then ``resync_wanted``)."""
+        event is held (no base list yet), stale, or cannot be placed (then ``resync_wanted``).
+
+        ``source="lookup"``: the event is what a lookup of one container found (``sensor.lookup``):
+        the same observation of its current state, reported as such."""
+        self._stream_source = source
         if self._pending is not None:
             raise EngineStateError("stream() called between begin() and finish(): apply stream events "
                                    "before or after a poll, under the same lock")
@@ -574,7 +584,8 @@ class DiffEngine:
         """Window context for a streamed change of an object: ``lo`` is the last time the sensor knew
         its announced state (rule 6), ``hi`` when the sensor received the event."""
         listed = self._prev.sent_ns if self._prev is not None and gen == self._committed_gen else 0
-        return _Ctx(lo=min(max(floor, listed), now), hi=now, origin=now, now=now, source="stream", blind=False)
+        return _Ctx(lo=min(max(floor, listed), now), hi=now, origin=now, now=now, source=self._stream_source,
+                    blind=False)
 
     def _stream_sandbox(self, ev: StreamEvent, now: int, out: list[Event]) -> None:
         sid = ev.container_id

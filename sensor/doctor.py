@@ -75,7 +75,7 @@ __all__ = [
 ]
 
 #: The checks, in the order they run.
-CHECKS = ("config", "path", "socket", "access", "handshake", "runtime", "events", "lists", "message size")
+CHECKS = ("config", "path", "socket", "access", "handshake", "runtime", "events", "lists", "message size", "processes")
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 
@@ -323,12 +323,14 @@ class Doctor:
     well_known: Sequence[tuple[str, str]] = WELL_KNOWN_SOCKETS
     events_wait_s: float = EVENTS_WAIT_S
     list_rounds: int = 3
+    #: None when the proc connector accepts a subscription, else why not (``sensor.procsource.probe``)
+    processes_probe: Callable[[], str | None] | None = None
 
     def run(self) -> Iterator[Check]:
         done: list[str] = []
 
         def skipped(reason: str) -> Iterator[Check]:
-            for name in CHECKS[len(done):]:
+            for name in CHECKS[len(done):-1]:  # the runtime chain; "processes" does not depend on it
                 yield Check(name, SKIP, f"not run: {reason}")
 
         def emit(check: Check) -> Check:
@@ -339,7 +341,14 @@ class Doctor:
         yield emit(check)
         if cfg is None:
             yield from skipped("the configuration is bad")
+            yield Check("processes", SKIP, "not run: the configuration is bad")
             return
+        yield from self._chain(cfg, emit, skipped)
+        yield self._processes(cfg)
+
+    def _chain(self, cfg: SensorConfig, emit: Callable[[Check], Check],
+               skipped: Callable[[str], Iterator[Check]]) -> Iterator[Check]:
+        """The runtime's checks, each depending on the one before: path ... message size."""
         timeout = self.timeout_s if self.timeout_s is not None else cfg.rpc_timeout_ns / 1e9
         host = self.host or Host.current()
         path = cfg.socket_path
@@ -392,6 +401,23 @@ class Doctor:
             return Check("config", WARN, f"{summary}; crisensor.enabled is false",
                          "set crisensor.enabled: true, or `crisensor run` says it is disabled and exits"), cfg
         return Check("config", OK, summary), cfg
+
+    def _processes(self, cfg: SensorConfig) -> Check:
+        """Can the kernel process source subscribe? It is independent of the runtime's socket."""
+        if cfg.processes == "off":
+            return Check("processes", SKIP, "crisensor.processes is off: no process events")
+        probe = self.processes_probe
+        if probe is None:
+            from sensor.procsource import probe
+        why = probe()
+        if why is None:
+            return Check("processes", OK, f"crisensor.processes {cfg.processes}: the kernel's proc connector accepts "
+                                          "this process's subscription (exec events will be enriched)")
+        fix = ("run the sensor as root on the host, or give its DaemonSet hostPID: true, hostNetwork: true and the "
+               "NET_ADMIN capability (deploy/kubernetes/base/daemonset.yaml has them); or set crisensor.processes: off")
+        if cfg.processes == "proc":
+            return Check("processes", FAIL, f"crisensor.processes is proc, but {why}", fix)
+        return Check("processes", WARN, f"crisensor.processes auto: no process events: {why}", fix)
 
     def _existing_well_known(self) -> list[tuple[str, str]]:
         seen: set[str] = set()
@@ -718,10 +744,15 @@ def cmd_doctor(args: argparse.Namespace, *, out: Any = None, **doctor_options: A
 
 def main(argv: Sequence[str] | None = None, **doctor_options: Any) -> int:
     """``crisensor doctor`` on its own (tests, and ``python -m sensor.doctor``)."""
-    parser = argparse.ArgumentParser(prog="crisensor")
-    add_doctor_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["doctor", *(argv or [])])
-    return cmd_doctor(args, **doctor_options)
+    from sensor.output import run_guarded
+
+    def body() -> int:
+        parser = argparse.ArgumentParser(prog="crisensor")
+        add_doctor_parser(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(["doctor", *(argv or [])])
+        return cmd_doctor(args, **doctor_options)
+
+    return run_guarded("crisensor", body)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,10 @@ from sensor.reorder import Released, ReorderBuffer, Timed, WatermarkReorder
 
 __all__ = [
     "DEFAULT_RETENTION_NS",
+    "ENRICHMENT_HOST",
+    "ENRICHMENT_LATE",
+    "ENRICHMENT_OK",
+    "ENRICHMENT_UNKNOWN",
     "PROCESS_SCHEMA_VERSION",
     "WHY_DESTROYED_BEFORE",
     "WHY_NOT_YET_SEEN",
@@ -66,6 +70,7 @@ __all__ = [
     "ContainerMeta",
     "EnrichedProcess",
     "Enricher",
+    "exec_record",
 ]
 
 #: Ended incarnations are kept this long (event time) for late process events: 10 s.
@@ -77,6 +82,25 @@ WHY_UNKNOWN_CONTAINER = "unknown container"
 WHY_NOT_YET_SEEN = "container not yet seen at event time"
 WHY_DESTROYED_BEFORE = "container destroyed before event time"
 WHY_UNENRICHED = (WHY_UNKNOWN_CONTAINER, WHY_NOT_YET_SEEN, WHY_DESTROYED_BEFORE)
+#: ``enrichment`` of a ``process.exec`` (DESIGN.md section 4): found; not found when the window
+#: closed; not found and the exec itself reached the stage after its window had closed.
+ENRICHMENT_OK = "ok"
+ENRICHMENT_UNKNOWN = "unknown-container"
+ENRICHMENT_LATE = "late"
+#: ``enrichment`` of a host process's exec (``crisensor.processes_scope: all``): nothing to enrich.
+ENRICHMENT_HOST = "host"
+#: ``why`` prefix of a late exec: the window could not help it.
+WHY_LATE_EXEC = "the exec reached the analytics stage after its window had closed"
+
+
+def exec_record(released: Released) -> dict[str, Any]:
+    """The ``process.exec`` JSON object of one released process event, as ``crisensor run`` writes
+    it: ``enrichment`` is ``late`` when the exec came too late for the window to help it."""
+    d = released.to_dict()
+    if released.late and d["enrichment"] == ENRICHMENT_UNKNOWN:
+        d["enrichment"] = ENRICHMENT_LATE
+        d["why"] = f"{WHY_LATE_EXEC}; {d['why']}"
+    return d
 
 _new = tuple.__new__
 _OPEN = 1 << 62  # end_ns of an incarnation not ended: beyond any time (int compare, no None test)
@@ -150,9 +174,12 @@ class EnrichedProcess(NamedTuple):
             "time_ns": p.time_ns,
             "observed_ns": p.observed_ns,
             "pid": p.pid,
+            "ppid": p.ppid,
             "argv": list(p.argv),
-            "enriched": c is not None,
-            "why_unenriched": self.why_unenriched,
+            "exe": p.exe,
+            "enrichment": ENRICHMENT_OK if c is not None else ENRICHMENT_HOST if p.container_id is None
+            else ENRICHMENT_UNKNOWN,
+            "why": None if p.container_id is None else self.why_unenriched,
             "sandbox_id": None if c is None else c.sandbox_id,
             "name": None if c is None else c.name,
             "attempt": None if c is None else c.attempt,

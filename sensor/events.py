@@ -19,7 +19,7 @@ SANDBOX_TYPES = ("sandbox.ready", "sandbox.notready", "sandbox.destroyed")
 SENSOR_TYPES = ("sensor.connected", "sensor.gap")
 EVENT_TYPES = CONTAINER_TYPES + SANDBOX_TYPES + SENSOR_TYPES
 
-SOURCES = ("poll", "stream", "resync")
+SOURCES = ("poll", "stream", "resync", "lookup")
 
 # The ``why`` of a synthetic event: one fixed string per reason the sensor forged it (docs/events.md).
 #: first seen in a later state (container running/exited/unknown, sandbox notready): created/ready forged

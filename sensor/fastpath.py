@@ -40,6 +40,12 @@ hashes the answer's entries once (a few ms at 10,000) and decodes k entries. Mem
 list's entry bytes (~700 bytes per kubelet-made container) and one snapshot value per entry,
 shared with the engine's records.
 
+Bytes that do not decode. Both paths decode with ``sensor.wire`` (``ListKind``), so an answer
+that does not decode -- ``split_entries`` included -- raises ``MalformedResponse`` on either path,
+before the engine is touched, and records with an empty ID are dropped by both (the fast path
+leaves them out of its index, so it decodes and drops them again on every list that repeats them).
+``tests/sensor/test_wire.py`` checks every decoding here against protobuf's own parser.
+
 Caveat: a runtime that serializes an unchanged object differently from one list to the next (map
 fields in random order, for example) defeats rule 1. The result stays correct (such an entry is
 decoded and found unchanged by the engine) but costs as much as the plain path.
@@ -47,44 +53,16 @@ decoded and found unchanged by the engine) but costs as much as the plain path.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import attrgetter, is_
 from typing import Any, Protocol
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
-
-from sensor.client import CriCallError, container_snap, sandbox_snap
 from sensor.diff import DiffEngine
 from sensor.snapshot import Snapshot
+from sensor.wire import CONTAINERS, SANDBOXES, ListKind, Tally, split_entries
 
 __all__ = ["FastPath", "Listing", "PlainPath", "split_entries"]
-
-
-def _entries_class() -> Any:
-    """A message with ``repeated bytes entries = 1``: parses any message's field-1 entries unparsed."""
-    fdp = descriptor_pb2.FileDescriptorProto(name="sensor_fastpath_entries.proto", package="sensor.fastpath",
-                                             syntax="proto3")
-    msg = fdp.message_type.add(name="Entries")
-    msg.field.add(name="entries", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_BYTES,
-                  label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED)
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("sensor.fastpath.Entries"))
-
-
-_Entries = _entries_class()
-
-
-def split_entries(raw: bytes) -> list[bytes]:
-    """The serialized field-1 entries of a list answer, in order (each entry's bytes, no tag/length)."""
-    return list(_Entries.FromString(raw).entries)
-
-
-def _decode_error(method: str) -> CriCallError:
-    # What grpcio reports when a response does not deserialize (the plain path's error).
-    return CriCallError(method, "INTERNAL", "Exception deserializing response!")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +83,7 @@ class _Index:
     raw: bytes
     snaps: dict[bytes, Any]  # entry bytes -> its snapshot value (ContainerSnap or SandboxSnap)
     ids: dict[str, bytes]  # ID -> entry bytes (IDs are unique in an indexed list)
+    empty: int = 0  # entries dropped for an empty ID (sensor.wire, rule 2): counted again when repeated
 
 
 @dataclass(slots=True)
@@ -115,49 +94,55 @@ class _Delta:
 
 
 class _Kind:
-    """How to decode one kind of list (``ListContainers`` or ``ListPodSandbox``)."""
+    """The fast path over one kind of list (``ListContainers`` or ``ListPodSandbox``).
 
-    def __init__(self, method: str, response: str, field: str, entry: str, snap: Callable[[Any], Any]) -> None:
-        self.method, self.response, self.field, self.entry, self.snap = method, response, field, entry, snap
+    Decoding, and what it drops and counts, is ``sensor.wire``'s (``ListKind``): both paths decode
+    alike, so they give the same snapshot, and the same ``MalformedResponse`` for bytes that do not
+    decode -- ``split_entries`` included.
+    """
 
-    def decode_all(self, pb: Any, raw: bytes) -> list[Any]:
-        try:
-            items = getattr(getattr(pb, self.response).FromString(raw), self.field)
-        except message.DecodeError:
-            raise _decode_error(self.method) from None
-        return [self.snap(i) for i in items]
+    def __init__(self, wire: ListKind[Any]) -> None:
+        self.wire = wire
 
-    def decode_one(self, pb: Any, entry: bytes) -> Any:
-        try:
-            return self.snap(getattr(pb, self.entry).FromString(entry))
-        except message.DecodeError:
-            raise _decode_error(self.method) from None
-
-    def full(self, pb: Any, raw: bytes) -> tuple[list[Any], _Index | None]:
+    def full(self, pb: Any, raw: bytes, tally: Tally) -> tuple[list[Any], _Index | None]:
         """Decode a whole answer; index it if no entry and no ID repeats (else ``None``)."""
-        snaps = self.decode_all(pb, raw)
-        entries = split_entries(raw)
-        by_entry = dict(zip(entries, snaps, strict=True))
-        ids = {s.id: e for e, s in by_entry.items()}
-        index = _Index(raw, by_entry, ids) if len(ids) == len(entries) else None
-        return snaps, index
+        w = self.wire
+        snaps = w.decode_all(pb, raw, tally)
+        entries = split_entries(raw, w.method)
+        kept = w.keep(snaps, tally)
+        pairs = list(zip(entries, snaps, strict=True))
+        if len(kept) != len(snaps):  # dropped records (rare): index only those with an ID
+            pairs = [(e, s) for e, s in pairs if s.id]
+        by_entry = dict(pairs)
+        ids = dict(zip(map(_ID, by_entry.values()), by_entry, strict=True))
+        index = _Index(raw, by_entry, ids, len(snaps) - len(pairs)) if len(ids) == len(pairs) else None
+        return kept, index
 
-    def delta(self, pb: Any, raw: bytes, ref: _Index) -> _Delta | None:
+    def delta(self, pb: Any, raw: bytes, ref: _Index, tally: Tally) -> _Delta | None:
         """What changed since ``ref``; ``None`` when this answer repeats an entry or an ID.
 
         Consumes ``ref``: the new index reuses (updates) its dicts, so the caller must drop ``ref``.
         Every pass over all entries runs in C (set and map builtins); Python loops only over changes.
         """
+        w = self.wire
         if raw == ref.raw:
+            if ref.empty:
+                tally.dropped[(w.kind, "empty_id")] += ref.empty
             return _Delta(ref, [], [])
-        entries = split_entries(raw)
+        entries = split_entries(raw, w.method)
         snaps, ids = ref.snaps, ref.ids
         got = list(map(snaps.get, entries))  # the snapshot value of each unchanged entry, else None
         added = list(compress(entries, map(is_, got, repeat(None))))  # new or changed, in list order
         kept = set(map(_ID, filter(None, got)))  # IDs listed unchanged
         if len(kept) != len(entries) - len(added):
             return None  # an unchanged entry listed twice
-        changed = [self.decode_one(pb, e) for e in added]
+        decoded = [w.decode_one(pb, e, tally) for e in added]
+        empty = sum(1 for s in decoded if not s.id)
+        if empty:
+            tally.dropped[(w.kind, "empty_id")] += empty
+            added = [e for e, s in zip(added, decoded, strict=True) if s.id]
+            decoded = [s for s in decoded if s.id]
+        changed = decoded
         new_ids = {s.id for s in changed}
         if len(new_ids) != len(changed) or not kept.isdisjoint(new_ids):
             return None  # an ID listed twice
@@ -167,12 +152,12 @@ class _Kind:
         for e, s in zip(added, changed, strict=True):
             snaps[e] = s
             ids[s.id] = e
-        return _Delta(_Index(raw, snaps, ids), changed, list(gone))
+        return _Delta(_Index(raw, snaps, ids, empty), changed, list(gone))
 
 
 _ID = attrgetter("id")
-_CONTAINERS = _Kind("ListContainers", "ListContainersResponse", "containers", "Container", container_snap)
-_SANDBOXES = _Kind("ListPodSandbox", "ListPodSandboxResponse", "items", "PodSandbox", sandbox_snap)
+_CONTAINERS = _Kind(CONTAINERS)
+_SANDBOXES = _Kind(SANDBOXES)
 
 
 class _Client(Protocol):
@@ -190,8 +175,8 @@ class PlainPath:
     def list(self, client: _Client) -> Snapshot:
         return client.list()
 
-    def begin(self, engine: DiffEngine, listing: Snapshot, pb: Any = None) -> list[str]:
-        return engine.begin(listing)
+    def begin(self, engine: DiffEngine, listing: Snapshot, pb: Any = None, tally: Tally | None = None) -> list[str]:
+        return engine.begin(listing)  # client.list() decoded it, and counted what it dropped
 
 
 class FastPath:
@@ -229,16 +214,21 @@ class FastPath:
                 self._ref, self._ref_marker = self._pending, marker
             self._pending = None
 
-    def begin(self, engine: DiffEngine, listing: Listing, pb: Any) -> list[str]:
-        """``engine.begin`` for ``listing``, given as a delta where the engine's state allows it."""
+    def begin(self, engine: DiffEngine, listing: Listing, pb: Any, tally: Tally | None = None) -> list[str]:
+        """``engine.begin`` for ``listing``, given as a delta where the engine's state allows it.
+
+        Raises ``MalformedResponse`` (before the engine is touched) when an answer does not decode;
+        counts what decoding dropped or read loosely in ``tally`` (``sensor.wire``)."""
+        tally = Tally() if tally is None else tally
         self._adopt(engine)
         ref = self._ref
         before = engine.last_success
         self._ref = None  # consumed by a delta; a fallback rebuilds from the whole list
         if (ref is not None and engine.settled and before is self._ref_marker
                 and engine.table_sizes()[0] == len(ref[1].ids)):  # cheap check that nothing else moved it
-            sb = _SANDBOXES.delta(pb, listing.sandboxes, ref[0])
-            cs = _CONTAINERS.delta(pb, listing.containers, ref[1]) if sb is not None else None
+            seen = Tally()  # merged only if the delta is taken: a fallback decodes (and counts) again
+            sb = _SANDBOXES.delta(pb, listing.sandboxes, ref[0], seen)
+            cs = _CONTAINERS.delta(pb, listing.containers, ref[1], seen) if sb is not None else None
             if sb is not None and cs is not None:
                 c_index = cs.index
                 changes = Snapshot(tuple(sb.changed), tuple(cs.changed), listing.sent_ns, listing.received_ns)
@@ -248,10 +238,11 @@ class FastPath:
                     same = not (sb.changed or sb.gone or cs.changed or cs.gone)
                     self.counts["same" if same else "delta"] += 1
                     self._pending, self._pending_before = (sb.index, cs.index), before
+                    tally.merge(seen)
                     return need
         self.counts["full"] += 1
-        sandboxes, sb_index = _SANDBOXES.full(pb, listing.sandboxes)
-        containers, c_index2 = _CONTAINERS.full(pb, listing.containers)
+        sandboxes, sb_index = _SANDBOXES.full(pb, listing.sandboxes, tally)
+        containers, c_index2 = _CONTAINERS.full(pb, listing.containers, tally)
         need = engine.begin(Snapshot(tuple(sandboxes), tuple(containers), listing.sent_ns, listing.received_ns))
         if sb_index is not None and c_index2 is not None:
             self._pending, self._pending_before = (sb_index, c_index2), before
@@ -261,7 +252,7 @@ class FastPath:
         return need
 
 
-def snapshot_of(listing: Listing, pb: Any) -> Snapshot:
+def snapshot_of(listing: Listing, pb: Any, tally: Tally | None = None) -> Snapshot:
     """The plain snapshot of a listing (decode everything): what ``CriClient.list`` returns."""
-    return Snapshot(tuple(_SANDBOXES.decode_all(pb, listing.sandboxes)),
-                    tuple(_CONTAINERS.decode_all(pb, listing.containers)), listing.sent_ns, listing.received_ns)
+    return Snapshot(tuple(SANDBOXES.decode(pb, listing.sandboxes, tally)),
+                    tuple(CONTAINERS.decode(pb, listing.containers, tally)), listing.sent_ns, listing.received_ns)

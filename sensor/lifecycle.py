@@ -35,7 +35,8 @@ The few rows that do not follow from "forge every skipped state":
 * ``replaced`` forges both the old incarnation's end states (it was replaced, never seen gone).
 * an observation EARLIER than the last announced state (``exited`` then ``running``) yields no
   steps; the engine reads such a regression as ID reuse before asking this table.
-* ``unknown`` (CRI's CONTAINER_UNKNOWN) announces nothing new, except ``created`` when first seen.
+* ``unknown`` (CRI's CONTAINER_UNKNOWN) announces nothing new, except ``created`` when first seen;
+  likewise for a sandbox (a ``PodSandboxState`` the sensor does not know: sensor.wire), ``ready``.
 * nothing may follow ``destroyed``: asking is a ``LifecycleError``.
 """
 
@@ -71,7 +72,7 @@ __all__ = [
 CONTAINER_ORDER = ("created", "running", "exited", "destroyed")
 SANDBOX_ORDER = ("ready", "notready", "destroyed")
 CONTAINER_OBSERVATIONS = ("created", "running", "exited", "exited+ran", "unknown", "gone", "replaced")
-SANDBOX_OBSERVATIONS = ("ready", "notready", "gone", "replaced")
+SANDBOX_OBSERVATIONS = ("ready", "notready", "unknown", "gone", "replaced")
 
 #: Placeholder ``why`` in the tables for "vanished": filled in by the caller, because it depends on
 #: whether the sensor was blind meanwhile ("... between polls" vs "vanished during outage").
@@ -129,18 +130,21 @@ SANDBOX_TRANSITIONS: dict[str | None, _Row] = {
     None: {
         "ready": (("ready", _SEEN),),
         "notready": (("ready", WHY_CREATED_BEFORE_FIRST_SEEN), ("notready", _SEEN)),
+        "unknown": (("ready", WHY_CREATED_BEFORE_FIRST_SEEN),),
         "gone": (),
         "replaced": (),
     },
     "ready": {
         "ready": (),
         "notready": (("notready", _SEEN),),
+        "unknown": (),
         "gone": (("notready", VANISHED), ("destroyed", _SEEN)),
         "replaced": (("notready", WHY_SANDBOX_ID_REUSED), ("destroyed", WHY_SANDBOX_ID_REUSED)),
     },
     "notready": {
         "ready": (),
         "notready": (),
+        "unknown": (),
         "gone": (("destroyed", _SEEN),),
         "replaced": (("destroyed", WHY_SANDBOX_ID_REUSED),),
     },

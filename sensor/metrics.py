@@ -23,6 +23,23 @@ class Metrics:
         self.runtime_up = Gauge("crisensor_runtime_up", "1 while the runtime answers, else 0.", registry=r)
         self.reconnects = Counter("crisensor_reconnects_total", "Successful reconnections after a loss.",
                                   registry=r)
+        # What the runtime sent that the sensor could not take as it came (sensor.wire; docs/events.md).
+        self.malformed = Counter("crisensor_malformed_responses_total",
+                                 "CRI answers that did not decode, by method; each counts as a failed call "
+                                 "(a list: a failed poll, never an empty runtime).", ["method"], registry=r)
+        self.dropped = Counter("crisensor_dropped_records_total",
+                               "Records left out of a snapshot or stream, by kind (container, sandbox, event) and "
+                               "reason (empty_id; duplicate_id: an ID listed twice in one answer, the first wins).",
+                               ["kind", "reason"], registry=r)
+        self.unknown_enums = Counter("crisensor_unknown_enum_values_total",
+                                     "Records carrying an enum value this sensor does not know, by enum "
+                                     "(ContainerState, PodSandboxState, ContainerEventType).", ["enum"], registry=r)
+        self.events_unwritten = Counter("crisensor_events_unwritten_total",
+                                        "Events not written because the output failed (full disk, I/O error, "
+                                        "closed pipe); the sensor stops at the first failure.", registry=r)
+        self.lookups = Counter("crisensor_lookups_total", "Lookups of containers an exec named before any poll "
+                               "announced them (crisensor.lookup_on_miss), by result: found, not_found, failed, "
+                               "unknown_state.", ["result"], registry=r)
         self.overruns = Counter("crisensor_schedule_overruns_total",
                                 "Poll ticks skipped because a poll ran past its slot.", registry=r)
         # The analytics stage (sensor.analytics.Pipeline; docs/analytics.md).

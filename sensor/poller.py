@@ -9,7 +9,10 @@ virtual clock. ``Poller.run()`` is the real-time schedule around it:
 
 * Ticks are at ``start + k * poll_interval`` (fixed rate, no drift). A tick that starts late
   because the previous one overran skips the missed slots and counts them; it never queues.
-* A failed or timed-out list is reported to the engine as a failure, never as an empty list.
+* A failed or timed-out list is reported to the engine as a failure, never as an empty list;
+  so is one that does not decode (``MalformedResponse``, counted apart: ``sensor.wire``). What
+  decoding dropped or read loosely (empty or repeated IDs, unknown enum values) is counted after
+  every poll, and logged without flooding (``_note_input``).
 * A lost connection (UNAVAILABLE, socket gone) is retried with exponential backoff and full
   jitter (100 ms doubling to 5 s); after reconnecting the engine resyncs, which yields a
   ``sensor.gap`` event and forged events for what vanished meanwhile.
@@ -51,6 +54,7 @@ from sensor.metrics import Metrics
 from sensor.output import Emitter
 from sensor.snapshot import StreamEvent
 from sensor.stream import SUBSCRIBE_WAIT_S, StreamEnd, StreamPlan, StreamReader
+from sensor.wire import MalformedResponse, Tally, UnusableEvent
 
 log = logging.getLogger("crisensor")
 
@@ -60,6 +64,8 @@ CONNECTION_CODES = frozenset({"UNAVAILABLE", "CANCELLED"})
 READER_JOIN_S = 5.0
 #: ``run`` checks ``stop`` at least this often while it sleeps (its shutdown latency).
 STOP_CHECK_S = 0.05
+#: Distinct unknown enum values logged (each once); past this many they are only counted.
+UNKNOWN_LOGGED_MAX = 64
 
 
 @dataclass
@@ -87,10 +93,16 @@ class StateLog:
         self._logger = logger
         self._last: str | None = None
 
-    def say(self, level: int, message: str) -> None:
-        if message != self._last:
+    def say(self, level: int, message: str, *, key: str | None = None) -> None:
+        """Log ``message`` unless the last one said had the same ``key`` (default: the message)."""
+        key = message if key is None else key
+        if key != self._last:
             self._logger.log(level, "%s", message)
-            self._last = message
+            self._last = key
+
+    def reset(self) -> None:
+        """The condition last said has cleared: the next message is logged even if it repeats."""
+        self._last = None
 
 
 class Poller:
@@ -117,6 +129,8 @@ class Poller:
         self.subscribe_wait_s = subscribe_wait_s
         self.reader: StreamReader | None = None
         self.stream_log = StateLog(log)
+        self.input_log = StateLog(log)  # what the runtime sent that the sensor dropped (sensor.wire)
+        self._unknown_logged: set[tuple[str, int]] = set()
         self.stream_events = 0  # stream events received (applied to the engine)
         self._wake = threading.Event()  # set by the reader: its stream ended, or the engine wants a list
         self._list_now = True  # list at the next step regardless of the cadence
@@ -151,6 +165,8 @@ class Poller:
         return True
 
     def _lost(self, err: CriCallError) -> None:
+        if getattr(self.client, "cancelled", False):  # interrupt(): a call cut short by shutdown, not a lost runtime
+            return
         self.metrics.runtime_up.set(0)
         self.state_log.say(logging.ERROR, f"crisensor: connection lost ({err.method}: {err.code}: {err.details}); "
                                           "reconnecting")
@@ -183,7 +199,14 @@ class Poller:
         try:
             listing = self.lists.list(self.client)
             # the fast path decodes here: an undecodable answer fails the poll, as in client.list()
-            need = self.lists.begin(self.engine, listing, self.client.pb)  # type: ignore[arg-type]
+            need = self.lists.begin(self.engine, listing, self.client.pb, self.client.tally)  # type: ignore[arg-type]
+        except MalformedResponse as e:  # sensor.wire: a failed list, never an empty runtime
+            self.metrics.malformed.labels(e.method).inc()
+            self.engine.failed(self.now_ns(), str(e))
+            self.state_log.say(logging.WARNING, f"crisensor: list failed: {e.method} answered bytes that do not "
+                                                f"decode ({e.details}); will retry", key=f"malformed {e.method}")
+            self._note_input(self.client.tally.take())
+            return False
         except CriCallError as e:
             self.metrics.rpc_errors.labels(e.method, e.code).inc()
             self.engine.failed(self.now_ns(), str(e))
@@ -193,6 +216,7 @@ class Poller:
                 self.state_log.say(logging.WARNING, f"crisensor: list failed ({e}); will retry")
             return False
         details, err = self.client.status(need) if need else ({}, None)
+        self._note_input(self.client.tally.take(), poll=True)
         if reconciling:
             events = self.engine.finish(details, self.now_ns(), source="resync")
         else:
@@ -208,6 +232,34 @@ class Poller:
         self.metrics.poll_seconds.observe(time.perf_counter() - t0)
         self.metrics.tracked.set(self.engine.table_sizes()[0])
         return True
+
+    def _note_input(self, tally: Tally, *, poll: bool = False) -> None:
+        """Count (and log, without flooding) what decoding dropped or read loosely (``sensor.wire``).
+        ``poll``: the tally of one whole poll -- at most one line about dropped records, repeated
+        only when what was dropped changes; a poll that dropped nothing clears it."""
+        m = self.metrics
+        for (kind, reason), n in tally.dropped.items():
+            m.dropped.labels(kind, reason).inc(n)
+        for (enum, value), n in tally.unknown.items():
+            m.unknown_enums.labels(enum).inc(n)
+            if (enum, value) not in self._unknown_logged and len(self._unknown_logged) < UNKNOWN_LOGGED_MAX:
+                self._unknown_logged.add((enum, value))
+                read = {"ContainerState": "read as unknown", "PodSandboxState": "read as unknown",
+                        "ContainerEventType": "event skipped; listing instead"}.get(enum, "ignored")
+                log.warning("crisensor: the runtime sent %s %d, which this sensor does not know (%s; counted in "
+                            "crisensor_unknown_enum_values_total, logged once)", enum, value, read)
+        for method, n in tally.malformed.items():
+            m.malformed.labels(method).inc(n)
+            self.input_log.say(logging.WARNING, f"crisensor: {method} answered bytes that do not decode; "
+                                                "treated as a failed call", key=f"malformed {method}")
+        if tally.dropped:
+            what = ", ".join(f"{n} {kind} record{'s' if n != 1 else ''} with "
+                             f"{'an empty id' if reason == 'empty_id' else 'an id already listed (the first wins)'}"
+                             for (kind, reason), n in sorted(tally.dropped.items()))
+            self.input_log.say(logging.WARNING, f"crisensor: dropped {what} (a runtime bug; counted in "
+                                                "crisensor_dropped_records_total)")
+        elif poll and not tally.malformed:
+            self.input_log.reset()
 
     # ---- the event stream ---------------------------------------------------------------------
 
@@ -243,7 +295,8 @@ class Poller:
             self.plan.opened(now)
             self._say_outcome(self.plan.ended(StreamEnd(e.code, e.details, 0), now))
             return
-        reader = StreamReader(call, on_event=self._on_stream_event, on_end=self._on_stream_end).start()
+        reader = StreamReader(call, on_event=self._on_stream_event, on_end=self._on_stream_end,
+                              decode=self.client.event_decoder(), on_unusable=self._on_stream_unusable).start()
         self.plan.opened(now)
         self.reader = reader
         # grpcio started the call when it was invoked; the headers say the runtime has subscribed.
@@ -299,6 +352,21 @@ class Poller:
         if want:
             self._wake.set()
 
+    def _on_stream_unusable(self, problem: Exception | None, notes: Tally) -> None:
+        """Reader thread: an event skipped (``problem``) or read loosely: count it, then list -- the
+        list places what the stream could not (``sensor.wire``, rule 3)."""
+        with self.lock:
+            if isinstance(problem, MalformedResponse):
+                notes.malformed[problem.method] += 1
+            elif isinstance(problem, UnusableEvent):
+                if problem.reason == "unknown_enum":
+                    notes.unknown[(problem.enum, problem.value)] += 1
+                else:
+                    notes.dropped[("event", problem.reason)] += 1
+            self._note_input(notes)
+            self._list_now = True
+        self._wake.set()
+
     def _on_stream_end(self, reader: StreamReader) -> None:
         self._wake.set()
 
@@ -309,6 +377,34 @@ class Poller:
             return
         reader.cancel()
         self._reap(reader)
+
+    def knows(self, container_id: str) -> bool:
+        """Whether the engine tracks the container (read without the lock: a dict lookup)."""
+        return self.engine.knows(container_id)
+
+    def lookup(self, container_id: str) -> list[Event]:
+        """Ask the runtime about one container an exec named (``sensor.lookup``) and apply what it
+        says under the poll lock: its lifecycle events, ``source: "lookup"``; nothing when the
+        runtime does not have it. A failed lookup is counted; the next poll catches up."""
+        with self.lock:
+            if not self.client.connected or self.engine.knows(container_id):
+                return []
+            try:
+                container, detail, sandbox = self.client.lookup(container_id)
+            except CriCallError as e:
+                self.metrics.rpc_errors.labels(e.method, e.code).inc()
+                self.metrics.lookups.labels("failed").inc()
+                return []
+            if container is None:
+                self.metrics.lookups.labels("not_found").inc()
+                return []
+            kind = {"created": "created", "running": "started", "exited": "stopped"}.get(container.state)
+            if kind is None:
+                self.metrics.lookups.labels("unknown_state").inc()
+                return []
+            ev = StreamEvent(container_id, kind, 0, container=container, detail=detail, sandbox=sandbox)  # type: ignore[arg-type]
+            self.metrics.lookups.labels("found").inc()
+            return self.emit(self.engine.stream(ev, self.now_ns(), source="lookup"))
 
     def take_wake(self) -> bool:
         """True (once) when the reader asked for a step: its stream ended or a list is wanted.
@@ -321,6 +417,17 @@ class Poller:
     def close(self) -> None:
         """Stop the event stream: cancel its call and join the reader thread. Idempotent."""
         self._stop_stream()
+
+    def interrupt(self) -> None:
+        """Shutdown, from any thread, after setting the ``stop`` given to ``run``: cancel the RPCs in
+        flight (lists, the status fan-out, the event stream) so that ``run`` returns at once instead
+        of after the current poll -- seconds on a node of 10,000 containers. The poll cut short
+        emits what it had (the engine takes partial details as after any failed call)."""
+        self.client.cancel()
+        reader = self.reader
+        if reader is not None:
+            reader.cancel()
+        self._wake.set()  # _wait returns now rather than at its next STOP_CHECK_S
 
     def emit(self, events: list[Event]) -> list[Event]:
         for e in events:

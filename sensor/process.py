@@ -10,24 +10,18 @@ or sleeps. A source also states its *progress*: ``progress_ns()`` is a time ``P`
 event with ``time_ns <= P`` has already been returned by ``poll``. Watermark mode
 (``sensor.reorder.WatermarkReorder``) releases an event once every source has passed its time.
 
-``TruthProcessSource`` is the test source: it replays the ``process`` records of a fakecri ground
-truth (``fakecri.truth.ProcessEvent``), delivering each one at its ``deliver_ns`` -- the scenario's
-configurable delivery delay -- and stamping ``observed_ns`` with the ``now_ns`` of the poll that
-returned it. Its progress is exact (it knows every record it was given), or, with
-``delay_bound_ns``, the promise a real source would make: "nothing reaches me later than
-``delay_bound_ns`` after it happened".
+The sources: ``sensor.procsource.KernelProcessSource`` (the kernel's proc connector, what
+``crisensor run`` uses) and, for simulations only, ``fakecri.processes.TruthProcessSource`` (it
+replays a fakecri ground truth). This module imports nothing of fakecri: the production path
+(``run``, ``snapshot``, ``doctor``) runs where fakecri is not installed.
 """
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from fakecri.truth import ProcessEvent as TruthProcess
-
-__all__ = ["PROCESS_EXEC", "ProcessEvent", "ProcessSource", "TruthProcessSource"]
+__all__ = ["PROCESS_EXEC", "ProcessEvent", "ProcessSource"]
 
 #: ``type`` of an enriched process event in the analytics output (docs/analytics.md).
 PROCESS_EXEC = "process.exec"
@@ -35,13 +29,16 @@ PROCESS_EXEC = "process.exec"
 
 @dataclass(frozen=True, slots=True)
 class ProcessEvent:
-    """One exec inside a container. ``time_ns``: when it happened; ``observed_ns``: when the sensor got it."""
+    """One exec. ``time_ns``: when it happened; ``observed_ns``: when the sensor got it;
+    ``container_id`` None: a host process (kept only on request); ``ppid``/``exe`` None: not known."""
 
-    container_id: str
+    container_id: str | None
     time_ns: int
     pid: int
     argv: tuple[str, ...] = ()
     observed_ns: int = 0
+    ppid: int | None = None
+    exe: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +47,8 @@ class ProcessEvent:
             "observed_ns": self.observed_ns,
             "pid": self.pid,
             "argv": list(self.argv),
+            "ppid": self.ppid,
+            "exe": self.exe,
         }
 
 
@@ -64,70 +63,3 @@ class ProcessSource(Protocol):
     def progress_ns(self) -> int:
         """Every event with ``time_ns <=`` this has been returned by ``poll`` already."""
         ...
-
-
-class TruthProcessSource:
-    """Replays fakecri ``process`` truth records; each is delivered at its ``deliver_ns``.
-
-    ``records`` may be any iterable of truth records (a ``fakecri.truth.Truth`` included); records
-    of other kinds are ignored. ``feed`` adds records later, so ``truth.subscribe(source.feed)``
-    follows a live recording. Exact progress assumes a record is fed no later than its
-    ``time_ns`` (fakecri records a process event when it happens); a source that cannot promise
-    that should be given ``delay_bound_ns``, and then progress is ``last poll - delay_bound_ns``.
-    Before the first poll, progress is ``start_ns`` (default 0: nothing promised).
-    """
-
-    def __init__(self, records: Iterable[Any] = (), *, delay_bound_ns: int | None = None, start_ns: int = 0) -> None:
-        if delay_bound_ns is not None and delay_bound_ns < 0:
-            raise ValueError(f"delay_bound_ns must be >= 0 (got {delay_bound_ns})")
-        self._delay_bound = delay_bound_ns
-        self._by_deliver: list[tuple[int, int, TruthProcess]] = []  # heap (deliver_ns, n, record)
-        self._by_time: list[tuple[int, int]] = []  # heap (time_ns, n) of undelivered records
-        self._delivered: set[int] = set()  # n of delivered records still in _by_time (lazy deletion)
-        self._n = 0
-        self._last_poll_ns: int | None = None
-        self._start_ns = start_ns
-        self._progress = start_ns  # what progress_ns() last said: it never goes back
-        for rec in records:
-            self.feed(rec)
-
-    def feed(self, record: Any) -> None:
-        """Add one truth record (non-process records are ignored)."""
-        if not isinstance(record, TruthProcess):
-            return
-        n = self._n
-        self._n = n + 1
-        heapq.heappush(self._by_deliver, (record.deliver_ns, n, record))
-        heapq.heappush(self._by_time, (record.time_ns, n))
-
-    def poll(self, now_ns: int) -> list[ProcessEvent]:
-        if self._last_poll_ns is None or now_ns > self._last_poll_ns:
-            self._last_poll_ns = now_ns
-        out: list[ProcessEvent] = []
-        heap = self._by_deliver
-        while heap and heap[0][0] <= now_ns:
-            _, n, rec = heapq.heappop(heap)
-            self._delivered.add(n)
-            out.append(ProcessEvent(rec.container_id, rec.time_ns, rec.pid, tuple(rec.argv), now_ns))
-        by_time = self._by_time
-        while by_time and by_time[0][1] in self._delivered:
-            self._delivered.discard(heapq.heappop(by_time)[1])
-        return out
-
-    def progress_ns(self) -> int:
-        last = self._last_poll_ns
-        if last is None:
-            return self._progress
-        if self._delay_bound is not None:
-            p = last - self._delay_bound
-        elif self._by_time:
-            p = min(last, self._by_time[0][0] - 1)
-        else:
-            p = last
-        if p > self._progress:
-            self._progress = p
-        return self._progress
-
-    def pending(self) -> int:
-        """Records not delivered yet."""
-        return len(self._by_deliver)

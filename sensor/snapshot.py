@@ -21,7 +21,8 @@ a timestamp of ``0`` means the runtime did not report it.
   sandbox's status (``None`` when the runtime sent a nil one).
 
 States are the CRI enum names in lower case without prefix: sandboxes ``ready``/``notready``,
-containers ``created``/``running``/``exited``/``unknown``.
+containers ``created``/``running``/``exited``/``unknown``; a value past the enum's last is
+``unknown`` for both (sandboxes have no such CRI value: it announces nothing, sensor.lifecycle).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ __all__ = [
     "StreamEventType",
 ]
 
-SandboxState = Literal["ready", "notready"]
+#: ``unknown``: a ``PodSandboxState`` value the sensor does not know (a newer CRI; sensor.wire).
+SandboxState = Literal["ready", "notready", "unknown"]
 ContainerState = Literal["created", "running", "exited", "unknown"]
 #: CRI ``ContainerEventType`` in lower case without prefix/suffix (CONTAINER_STOPPED_EVENT -> stopped).
 StreamEventType = Literal["created", "started", "stopped", "deleted"]

@@ -46,8 +46,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sensor.client import CONTAINER_STATES, SANDBOX_STATES, container_detail
 from sensor.snapshot import STREAM_EVENT_TYPES, ContainerSnap, SandboxSnap, StreamEvent
+from sensor.wire import (
+    CONTAINER_STATE_ENUM,
+    CONTAINER_STATES,
+    EVENT_TYPE_ENUM,
+    SANDBOX_STATE_ENUM,
+    SANDBOX_STATES,
+    MalformedResponse,
+    Tally,
+    UnusableEvent,
+    container_detail,
+    note_state,
+)
 
 __all__ = [
     "CLOSED_BACKOFF_CAP_NS",
@@ -78,7 +89,7 @@ SUBSCRIPTION_HEADER = "fakecri-subscription"
 def _sandbox(st: Any) -> SandboxSnap:
     md = st.metadata
     return SandboxSnap(id=st.id, name=md.name, namespace=md.namespace, uid=md.uid, attempt=md.attempt,
-                       state=SANDBOX_STATES[st.state] if 0 <= st.state < 2 else "notready",
+                       state=SANDBOX_STATES[st.state] if 0 <= st.state < 2 else "unknown",
                        created_at=st.created_at, labels=dict(st.labels))
 
 
@@ -89,13 +100,26 @@ def _container(st: Any, sandbox_id: str) -> ContainerSnap:
                          created_at=st.created_at, labels=dict(st.labels))
 
 
-def stream_event(resp: Any) -> StreamEvent:
-    """One ``ContainerEventResponse`` (either API module's) -> ``StreamEvent``."""
+def stream_event(resp: Any, tally: Tally | None = None) -> StreamEvent:
+    """One ``ContainerEventResponse`` (either API module's) -> ``StreamEvent``.
+
+    Raises ``UnusableEvent`` for an event the sensor cannot apply: a ``ContainerEventType`` it does
+    not know, or an empty ``container_id`` (sensor.wire, rules 2 and 3). A pod sandbox status with an
+    empty ID counts as nil; state values it does not know are read as in a list, counted in ``tally``.
+    """
     kind = resp.container_event_type
     if not 0 <= kind < len(STREAM_EVENT_TYPES):
-        raise ValueError(f"unknown ContainerEventType {kind} for {resp.container_id!r} (accepted: 0-3)")
-    sandbox = _sandbox(resp.pod_sandbox_status) if resp.HasField("pod_sandbox_status") else None
+        raise UnusableEvent("unknown_enum", f"{EVENT_TYPE_ENUM} {kind} (known: 0-{len(STREAM_EVENT_TYPES) - 1})",
+                            EVENT_TYPE_ENUM, kind)
+    if not resp.container_id:
+        raise UnusableEvent("empty_id", "an event with an empty container_id")
+    has_sandbox = resp.HasField("pod_sandbox_status") and bool(resp.pod_sandbox_status.id)
+    sandbox = _sandbox(resp.pod_sandbox_status) if has_sandbox else None
     status = next((st for st in resp.containers_statuses if st.id == resp.container_id), None)
+    if has_sandbox:
+        note_state(tally, SANDBOX_STATE_ENUM, resp.pod_sandbox_status.state)
+    if status is not None:
+        note_state(tally, CONTAINER_STATE_ENUM, status.state)
     return StreamEvent(
         container_id=resp.container_id,
         type=STREAM_EVENT_TYPES[kind],
@@ -228,13 +252,23 @@ class StreamReader:
     ``on_event(StreamEvent)`` applies one event; ``on_end(reader)`` reports the end (``end`` is
     set by then). ``received`` counts events applied; ``metadata`` holds the response headers
     (``subscribed`` is set when they came, or when the call ended without them).
+
+    ``decode`` turns each item of the call into a ``ContainerEventResponse`` (the client's
+    ``event_decoder``: items are the answers' bytes; ``None``: items are messages already). An item
+    that does not decode (``MalformedResponse``) or cannot be applied (``UnusableEvent``) is skipped
+    and reported with ``on_unusable(problem, notes)``, as is one read loosely (``problem`` ``None``,
+    ``notes`` non-empty): the stream goes on, and the owner lists to learn what it missed.
     """
 
     def __init__(self, call: Any, *, on_event: Callable[[StreamEvent], None],
-                 on_end: Callable[[StreamReader], None], name: str = "crisensor-stream") -> None:
+                 on_end: Callable[[StreamReader], None], name: str = "crisensor-stream",
+                 decode: Callable[[Any], Any] | None = None,
+                 on_unusable: Callable[[Exception | None, Tally], None] | None = None) -> None:
         self.call = call
         self.on_event = on_event
         self.on_end = on_end
+        self.decode = decode
+        self.on_unusable = on_unusable
         self.subscribed = threading.Event()
         self.ended = threading.Event()
         self.metadata: tuple[tuple[str, str], ...] = ()
@@ -268,15 +302,25 @@ class StreamReader:
             md = self.call.initial_metadata()  # blocks until headers (or the end) arrive
             self.metadata = tuple((m.key, m.value) for m in md or ())
             self.subscribed.set()
-            for resp in self.call:
-                self.on_event(stream_event(resp))
+            for item in self.call:
+                notes = Tally()
+                try:
+                    ev = stream_event(item if self.decode is None else self.decode(item), notes)
+                except (MalformedResponse, UnusableEvent) as e:
+                    if self.on_unusable is not None:
+                        self.on_unusable(e, notes)
+                    continue
+                if notes and self.on_unusable is not None:
+                    self.on_unusable(None, notes)
+                self.on_event(ev)
                 self.received += 1
         except grpc.RpcError as e:
             c = e.code() if hasattr(e, "code") else None
             code = c.name if c is not None else "UNKNOWN"
             details = (e.details() if hasattr(e, "details") else "") or ""
-        except Exception as e:  # a response we cannot read, or a bug applying it: end this stream
-            log.exception("crisensor: event stream reader failed")
+        except Exception as e:  # a bug applying an event: end this stream (one line; the trace at debug)
+            log.error("crisensor: event stream reader failed (%s: %s); ending the stream", type(e).__name__, e)
+            log.debug("crisensor: event stream reader failure", exc_info=True)
             code, details = "INTERNAL", f"{type(e).__name__}: {e}"
             self.call.cancel()
         finally:

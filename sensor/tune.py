@@ -57,14 +57,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fakecri.truth import ProcessEvent as TruthProcess
 from sensor.duration import DurationError, format_duration, parse_duration
 from sensor.enrich import WHY_UNENRICHED, AnalyticsStage, ContainerMeta, EnrichedProcess
 from sensor.events import Event
-from sensor.process import TruthProcessSource
+from sensor.output import OutputError
 from sensor.reorder import Released, ReorderBuffer, WatermarkReorder
 
 if TYPE_CHECKING:
@@ -350,6 +348,9 @@ def replay(run: SensorRun, window_ns: int | None, *, index: _TruthIndex | None =
         reorder = ReorderBuffer(window_ns)
     now = [run.start_ns]
     released: list[Released] = []
+    from fakecri.processes import TruthProcessSource  # simulations only: the sensor never needs fakecri
+    from fakecri.truth import ProcessEvent as TruthProcess
+
     source = TruthProcessSource(run.truth)
     pipe = Pipeline(AnalyticsStage(reorder), source=source, now_ns=lambda: now[0], sinks=[released.append])
     batches: dict[int, list[Event]] = {}
@@ -718,9 +719,14 @@ def _tune(args: argparse.Namespace, out: Any) -> int:
     print(format_table(result), file=out)
     if args.json:
         try:
-            Path(args.json).write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+            f = open(args.json, "w", encoding="utf-8")  # noqa: SIM115 -- closed by the with below
         except OSError as e:
             raise TuneError(f"--json: cannot write {args.json}: {e.strerror}") from None
+        try:
+            with f:  # opened: a failure now is the disk's (ENOSPC, EIO), a runtime failure (exit 1)
+                f.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        except OSError as e:
+            raise OutputError(str(args.json), e, what="the results") from None
     if args.plot:
         try:
             plot(result, args.plot)

@@ -14,9 +14,11 @@ from sensor.enrich import (
     WHY_UNKNOWN_CONTAINER,
     ContainerMeta,
     Enricher,
+    exec_record,
 )
 from sensor.events import Event, Pod
 from sensor.process import ProcessEvent
+from sensor.reorder import Released
 
 
 def cev(typ: str, cid: str, t: int, name: str = "app", pod: Pod | None = None, **kw: object) -> Event:
@@ -61,13 +63,18 @@ def test_enriched_and_unenriched_values_and_dicts() -> None:
     assert json.loads(json.dumps(d)) == d
     assert d == {
         "v": 1, "type": "process.exec", "container_id": "c1", "time_ns": 150, "observed_ns": 160, "pid": 42,
-        "argv": ["/bin/sh", "-c", "id"], "enriched": True, "why_unenriched": None, "sandbox_id": "sb-web",
+        "ppid": None, "argv": ["/bin/sh", "-c", "id"], "exe": None, "enrichment": "ok", "why": None,
+        "sandbox_id": "sb-web",
         "name": "web", "attempt": 0, "image": "img/web:1", "image_ref": "sha256:x", "labels": {"app": "web"},
         "pod": {"name": "pod-web", "namespace": "default", "uid": "uid-web"},
     }
     bad = en.enrich(ProcessEvent("nope", 150, 1))
     assert not bad.enriched and bad.name is None and bad.labels == {} and bad.pod is None
-    assert bad.to_dict()["enriched"] is False and bad.to_dict()["why_unenriched"] == WHY_UNKNOWN_CONTAINER
+    assert bad.to_dict()["enrichment"] == "unknown-container" and bad.to_dict()["why"] == WHY_UNKNOWN_CONTAINER
+    late = exec_record(Released(bad, True, False, 999))
+    assert late["enrichment"] == "late" and late["why"].endswith(WHY_UNKNOWN_CONTAINER) and late["late"] is True
+    assert exec_record(Released(ok, True, False, 999))["enrichment"] == "ok"  # late but found: ok
+    assert exec_record(Released(bad, False, False, 999))["enrichment"] == "unknown-container"
     assert en.stats["enriched"] == 1 and en.stats["unenriched_by_why"][WHY_UNKNOWN_CONTAINER] == 1
 
 

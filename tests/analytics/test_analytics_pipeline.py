@@ -14,6 +14,7 @@ import pytest
 from fakecri.clock import VirtualClock
 from fakecri.flavors import get_flavor
 from fakecri.model import RuntimeModel
+from fakecri.processes import TruthProcessSource
 from fakecri.server import FakeCriServer
 from fakecri.truth import ProcessEvent as TruthProcess
 from sensor.analytics import Pipeline, ProgressPoller
@@ -23,7 +24,7 @@ from sensor.enrich import AnalyticsStage, EnrichedProcess
 from sensor.events import Event
 from sensor.metrics import Metrics
 from sensor.output import Emitter
-from sensor.process import ProcessEvent, TruthProcessSource
+from sensor.process import ProcessEvent
 from sensor.reorder import Released, ReorderBuffer
 
 MS = 1_000_000
@@ -164,3 +165,43 @@ def test_sources_can_come_and_go_in_watermark_mode() -> None:
     fixed = Pipeline(AnalyticsStage(ReorderBuffer(0)))
     fixed.register_source("stream")  # no-ops with a fixed window
     fixed.progress("stream", T0)
+
+
+def test_the_ticker_releases_a_held_exec_when_its_window_closes_and_flushes_on_close() -> None:
+    import threading
+    import time
+
+    from sensor.analytics import Ticker
+    from sensor.reorder import ReorderBuffer
+
+    class Source:
+        def __init__(self) -> None:
+            self.ready = threading.Event()
+            self.items: list[ProcessEvent] = []
+
+        def poll(self, now_ns: int) -> list[ProcessEvent]:
+            out, self.items = self.items, []
+            return out
+
+        def progress_ns(self) -> int:
+            return 0
+
+    released: list = []
+    src = Source()
+    pipe = Pipeline(AnalyticsStage(ReorderBuffer(50_000_000)), source=src, sinks=[released.append])
+    ticker = Ticker(pipe, src.ready, idle_s=5.0).start()  # a long idle sleep: only the signals wake it
+    try:
+        now = time.time_ns()
+        src.items.append(ProcessEvent("c", now, 1))
+        src.ready.set()
+        deadline = time.monotonic() + 5
+        while not released and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(released) == 1 and released[0].released_ns >= now + 50_000_000
+        src.items.append(ProcessEvent("c", time.time_ns() + 10**12, 2))  # held far in the future
+        src.ready.set()
+        time.sleep(0.05)
+        assert len(released) == 1
+    finally:
+        ticker.close()
+    assert len(released) == 2 and released[1].forced  # flushed at close

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
+from fakecri.processes import TruthProcessSource
 from fakecri.truth import ContainerTransition, PodRef, Truth
 from fakecri.truth import ProcessEvent as TruthProcess
 from sensor.enrich import WHY_UNKNOWN_CONTAINER, AnalyticsStage, EnrichedProcess, Enricher
 from sensor.events import Event, Pod
-from sensor.process import ProcessEvent, ProcessSource, TruthProcessSource
+from sensor.process import ProcessEvent, ProcessSource
 from sensor.reorder import Released, ReorderBuffer, WatermarkReorder
 
 MS = 1_000_000

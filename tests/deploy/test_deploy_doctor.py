@@ -85,6 +85,7 @@ def diagnose(config: str | None = None, *, addr: str | None = None, env: dict[st
     overrides = {"crisensor.addr": addr} if addr else {}
     options.setdefault("host", ROOT_HOST)
     options.setdefault("events_wait_s", EVENTS_WAIT)
+    options.setdefault("processes_probe", lambda: None)  # the kernel's answer is tested on its own below
     checks = list(Doctor(config, None, overrides, env=env or {}, timeout_s=timeout_s, **options).run())
     return checks, exit_code(checks)
 
@@ -119,7 +120,7 @@ def test_cli_prints_one_line_per_check_and_exits_0(runtime, tmp_path: Path) -> N
     rt = runtime("containerd-1.7")
     out = io.StringIO()
     code = doctor.main(["--config", write_config(tmp_path, rt.addr), "--timeout", "1s"], out=out, env={},
-                       host=ROOT_HOST, events_wait_s=EVENTS_WAIT)
+                       host=ROOT_HOST, events_wait_s=EVENTS_WAIT, processes_probe=lambda: None)
     lines = out.getvalue().splitlines()
     assert code == 0
     assert [line.split()[0] for line in lines] == ["ok"] * len(CHECKS)
@@ -177,7 +178,8 @@ def test_missing_socket_names_the_sockets_that_exist(runtime, tmp_path: Path) ->
     assert f"unix://{crio.path} (CRI-O)" in got["path"].found
     assert f"unix://{crio.path}" in got["path"].fix
     assert "as mounted INSIDE that container" in got["path"].fix
-    assert [c.status for c in checks[2:]] == ["skip"] * (len(CHECKS) - 2)
+    assert [c.status for c in checks[2:-1]] == ["skip"] * (len(CHECKS) - 3)
+    assert checks[-1].name == "processes" and checks[-1].status == "ok"  # independent of the socket
     assert code == 1
 
 
@@ -611,3 +613,32 @@ def test_doctor_diagnoses_each_bundled_scenario(scenario: Path, tmp_path: Path) 
     assert f"{n_containers:,} container" in got["lists"].found, report
     assert got["message size"].status == "ok", report
     assert code == (1 if handshake == "cmux" else 0), report
+
+
+NO_PRIVILEGE = ("the proc connector refused to join its multicast group (Operation not permitted): it needs "
+                "CAP_NET_ADMIN and the host's PID, user and network namespaces")
+
+
+@pytest.mark.parametrize(("mode", "probe", "status"), [
+    ("auto", lambda: None, "ok"), ("proc", lambda: None, "ok"), ("off", lambda: None, "skip"),
+    ("auto", lambda: NO_PRIVILEGE, "warn"), ("proc", lambda: NO_PRIVILEGE, "FAIL"),
+])
+def test_the_processes_check_names_the_missing_privilege(runtime, tmp_path: Path, mode: str, probe,
+                                                         status: str) -> None:
+    rt = runtime("containerd-1.7")
+    checks = list(Doctor(write_config(tmp_path, rt.addr), None, {"crisensor.processes": mode}, env={}, timeout_s=1.0,
+                         host=ROOT_HOST, events_wait_s=EVENTS_WAIT, processes_probe=probe).run())
+    got = by_name(checks)["processes"]
+    assert got.status == status
+    if status in ("warn", "FAIL"):
+        assert "CAP_NET_ADMIN" in got.found and "hostPID: true, hostNetwork: true" in got.fix
+    assert exit_code(checks) == (1 if status == "FAIL" else 0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and os.environ.get("CI") != "true", reason="the proc connector needs root")
+def test_the_processes_check_subscribes_for_real_as_root(runtime, tmp_path: Path) -> None:
+    rt = runtime("containerd-1.7")
+    checks = list(Doctor(write_config(tmp_path, rt.addr), None, {"crisensor.processes": "proc"}, env={},
+                         timeout_s=1.0, host=ROOT_HOST, events_wait_s=EVENTS_WAIT).run())
+    got = by_name(checks)["processes"]
+    assert got.status == "ok", got.found

@@ -236,7 +236,7 @@ def test_an_undecodable_answer_fails_like_the_plain_client() -> None:
     engine, fast = DiffEngine(), FastPath()
     with pytest.raises(CriCallError) as e:
         fast.begin(engine, bad, PB)
-    assert (e.value.method, e.value.code) == ("ListContainers", "INTERNAL")
+    assert (e.value.method, e.value.code) == ("ListContainers", "MALFORMED")
     assert engine.settled  # nothing begun
 
 

@@ -405,7 +405,7 @@ def test_reader_failure_is_an_ended_stream_not_a_crash(srig, monkeypatch) -> Non
     r.poller.step()
     r.settle()
 
-    def broken(resp):  # type: ignore[no-untyped-def]
+    def broken(resp, tally=None):  # type: ignore[no-untyped-def]
         raise ValueError("unreadable")
 
     monkeypatch.setattr("sensor.stream.stream_event", broken)

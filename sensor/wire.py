@@ -1,0 +1,279 @@
+"""The runtime's bytes in, plain values out: every CRI answer the sensor reads is decoded here.
+
+Theory of operation
+-------------------
+The sensor never lets grpcio deserialize an answer: grpcio logs a traceback for bytes that do not
+parse and reports them as a gRPC ``INTERNAL`` error, indistinguishable from a runtime's own. Every
+call is made with raw bytes out, and this module decodes them (pure: bytes and protobuf classes
+in, values or one exception out), so a hostile or buggy runtime meets three rules:
+
+Rule 1 -- bytes that are not the message are a failed call. ``parse`` raises ``MalformedResponse``
+(a ``CriCallError`` with code ``MALFORMED``) for bytes protobuf cannot parse, and also for a
+*known* field sent with the wrong wire type: protobuf keeps such a field as an unknown field and
+carries on, so ``ListContainers`` answered with field 1 as a varint would parse as an empty list
+-- "everything is gone". Unknown field *numbers* are a newer runtime's additions and are ignored.
+The check covers the answer and each list entry (each event's statuses), not deeper messages: a
+wrong wire type deeper down only blanks a metadata field (an empty name, no image), never an ID,
+a state or a time.
+
+Rule 2 -- records the sensor cannot attribute are dropped, counted. A container or sandbox with an
+empty ``id`` (no event may name it: the event schema requires an ID) and any later record repeating
+an ID already listed in the same answer (the first wins, as in ``DiffEngine.begin``) are left out
+of the snapshot; ``Tally`` counts them for the poller's metrics and log.
+
+Rule 3 -- enum values the sensor does not know are read as kubelet reads them, and counted. CRI
+enums are open (proto3): a newer runtime may send a ``ContainerState`` past ``CONTAINER_UNKNOWN``,
+a ``PodSandboxState`` past ``SANDBOX_NOTREADY``, a ``ContainerEventType`` past ``DELETED``. A
+container or sandbox state it does not know is ``unknown`` (for containers CRI's own "the runtime
+cannot say"), which announces nothing new (``sensor.lifecycle``): not ``notready``, since a later
+``ready`` would then read as a regression -- ID reuse -- and forge a destroyed sandbox that still
+exists. A stream event type it does not know is not applied at all (``UnusableEvent``: the poller
+lists instead). Each one is counted in ``Tally.unknown`` under its enum's name and value.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any, Generic, TypeVar
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import Message
+from google.protobuf.unknown_fields import UnknownFieldSet
+
+from sensor.snapshot import ContainerDetail, ContainerSnap, SandboxSnap
+
+__all__ = [
+    "CONTAINERS",
+    "CONTAINER_STATES",
+    "SANDBOXES",
+    "SANDBOX_STATES",
+    "UNKNOWN_EXIT",
+    "CriCallError",
+    "ListKind",
+    "MalformedResponse",
+    "Tally",
+    "UnusableEvent",
+    "container_detail",
+    "container_snap",
+    "parse",
+    "sandbox_snap",
+    "split_entries",
+]
+
+CONTAINER_STATES = ("created", "running", "exited", "unknown")
+SANDBOX_STATES = ("ready", "notready")
+#: CRI-O reports -1 when it does not know a container's exit code.
+UNKNOWN_EXIT = -1
+#: The enum names counted in ``Tally.unknown`` (and the metric's ``enum`` label).
+CONTAINER_STATE_ENUM = "ContainerState"
+SANDBOX_STATE_ENUM = "PodSandboxState"
+EVENT_TYPE_ENUM = "ContainerEventType"
+
+_WIRE_TYPES = ("varint", "64-bit", "length-delimited", "start-group", "end-group", "32-bit")
+
+
+class CriCallError(Exception):
+    """An RPC failed. ``code`` is the gRPC status-code name; ``method`` the RPC."""
+
+    def __init__(self, method: str, code: str, details: str) -> None:
+        super().__init__(f"{method}: {code}: {details}")
+        self.method = method
+        self.code = code
+        self.details = details
+
+
+class MalformedResponse(CriCallError):
+    """The runtime answered with bytes that are not the expected message (rule 1); a failed call."""
+
+    def __init__(self, method: str, details: str) -> None:
+        super().__init__(method, "MALFORMED", details)
+
+
+class UnusableEvent(Exception):
+    """A stream event the sensor cannot apply (an unknown event type, an empty ID). ``reason`` is
+    ``unknown_enum`` or ``empty_id``; for ``unknown_enum``, ``enum``/``value`` name what was unknown."""
+
+    def __init__(self, reason: str, message: str, enum: str = "", value: int = 0) -> None:
+        super().__init__(message)
+        self.reason, self.enum, self.value = reason, enum, value
+
+
+@dataclass
+class Tally:
+    """What decoding dropped or read loosely since the last ``take`` (rules 2 and 3): counts only,
+    the poller turns them into metrics and log lines."""
+
+    #: (kind: container | sandbox, reason: empty_id | duplicate_id) -> records dropped
+    dropped: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: (enum name, value) -> records carrying that value
+    unknown: Counter[tuple[str, int]] = field(default_factory=Counter)
+    #: method -> malformed answers that did not fail a list (``ContainerStatus``: that call failed)
+    malformed: Counter[str] = field(default_factory=Counter)
+
+    def take(self) -> Tally:
+        """Hand over the counts and start again from zero."""
+        out = Tally(self.dropped, self.unknown, self.malformed)
+        self.dropped, self.unknown, self.malformed = Counter(), Counter(), Counter()
+        return out
+
+    def merge(self, other: Tally) -> None:
+        self.dropped.update(other.dropped)
+        self.unknown.update(other.unknown)
+        self.malformed.update(other.malformed)
+
+    def __bool__(self) -> bool:
+        return bool(self.dropped or self.unknown or self.malformed)
+
+
+# --- rule 1: parsing ------------------------------------------------------------------------------------
+
+
+def _check_wire_types(msg: Any, method: str) -> None:
+    """Raise ``MalformedResponse`` if a known field of ``msg`` came with the wrong wire type."""
+    unknown = UnknownFieldSet(msg)
+    if not len(unknown):
+        return
+    known = msg.DESCRIPTOR.fields_by_number
+    for f in unknown:
+        if f.field_number in known:
+            wt = _WIRE_TYPES[f.wire_type] if 0 <= f.wire_type < len(_WIRE_TYPES) else str(f.wire_type)
+            raise MalformedResponse(method, f"{msg.DESCRIPTOR.name}.{known[f.field_number].name} "
+                                            f"(field {f.field_number}) sent as {wt}")
+
+
+def parse(cls: Any, raw: bytes, method: str, *, nested: str | None = None) -> Any:
+    """``cls.FromString(raw)``, or ``MalformedResponse`` (rule 1). ``nested``: a message field (or
+    repeated message field) whose message(s) are checked too: the list's entries, the status."""
+    try:
+        msg = cls.FromString(raw)
+    except Exception as e:  # DecodeError, and whatever else the C parser may raise on hostile input
+        raise MalformedResponse(method, f"{cls.DESCRIPTOR.name} does not decode ({type(e).__name__})") from None
+    _check_wire_types(msg, method)
+    if nested is not None:
+        inner = getattr(msg, nested)
+        for item in (inner,) if isinstance(inner, Message) else inner:
+            _check_wire_types(item, method)
+    return msg
+
+
+def _entries_class() -> Any:
+    """A message with ``repeated bytes entries = 1``: parses any message's field-1 entries unparsed."""
+    fdp = descriptor_pb2.FileDescriptorProto(name="sensor_wire_entries.proto", package="sensor.wire",
+                                             syntax="proto3")
+    msg = fdp.message_type.add(name="Entries")
+    msg.field.add(name="entries", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_BYTES,
+                  label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("sensor.wire.Entries"))
+
+
+_Entries = _entries_class()
+
+
+def split_entries(raw: bytes, method: str = "list") -> list[bytes]:
+    """The serialized field-1 entries of a list answer, in order (each entry's bytes, no tag/length).
+    ``MalformedResponse`` where the answer does not parse or field 1 has the wrong wire type."""
+    try:
+        msg = _Entries.FromString(raw)
+    except Exception as e:
+        raise MalformedResponse(method, f"list answer does not decode ({type(e).__name__})") from None
+    unknown = UnknownFieldSet(msg)
+    if len(unknown) and any(f.field_number == 1 for f in unknown):
+        raise MalformedResponse(method, "the list field (field 1) has the wrong wire type")
+    return list(msg.entries)
+
+
+# --- conversion (rule 3) --------------------------------------------------------------------------------
+
+
+def sandbox_snap(s: Any) -> SandboxSnap:
+    md = s.metadata
+    return SandboxSnap(id=s.id, name=md.name, namespace=md.namespace, uid=md.uid, attempt=md.attempt,
+                       state=SANDBOX_STATES[s.state] if 0 <= s.state < 2 else "unknown",
+                       created_at=s.created_at, labels=dict(s.labels))
+
+
+def container_snap(c: Any) -> ContainerSnap:
+    return ContainerSnap(id=c.id, sandbox_id=c.pod_sandbox_id, name=c.metadata.name, attempt=c.metadata.attempt,
+                         image=c.image.image, image_ref=c.image_ref,
+                         state=CONTAINER_STATES[c.state] if 0 <= c.state < 4 else "unknown",
+                         created_at=c.created_at, labels=dict(c.labels))
+
+
+def container_detail(st: Any) -> ContainerDetail:
+    exited = st.state == 2
+    code: int | None = st.exit_code if exited and st.exit_code != UNKNOWN_EXIT else None
+    return ContainerDetail(id=st.id, started_at=st.started_at, finished_at=st.finished_at, exit_code=code,
+                           reason=(st.reason or None) if exited else None)
+
+
+_LIMITS = {CONTAINER_STATE_ENUM: len(CONTAINER_STATES), SANDBOX_STATE_ENUM: len(SANDBOX_STATES)}
+_STATE = attrgetter("state")
+_ID = attrgetter("id")
+
+
+def note_state(tally: Tally | None, enum: str, value: int) -> None:
+    """Count a state value the sensor does not know (rule 3)."""
+    if tally is not None and not 0 <= value < _LIMITS[enum]:
+        tally.unknown[(enum, value)] += 1
+
+
+# --- the two lists ---------------------------------------------------------------------------------------
+
+S = TypeVar("S", ContainerSnap, SandboxSnap)
+
+
+class ListKind(Generic[S]):
+    """How to decode one kind of list answer (``ListContainers`` or ``ListPodSandbox``)."""
+
+    def __init__(self, method: str, response: str, field_name: str, entry: str, kind: str, enum: str,
+                 snap: Callable[[Any], S]) -> None:
+        self.method, self.response, self.field, self.entry = method, response, field_name, entry
+        self.kind, self.enum, self.snap = kind, enum, snap
+
+    def decode_all(self, pb: Any, raw: bytes, tally: Tally | None = None) -> list[S]:
+        """Every entry's value, in list order, none dropped (``keep`` drops)."""
+        items = getattr(parse(getattr(pb, self.response), raw, self.method, nested=self.field), self.field)
+        if tally is not None:
+            for v in map(_STATE, items):
+                note_state(tally, self.enum, v)
+        return list(map(self.snap, items))
+
+    def decode_one(self, pb: Any, entry: bytes, tally: Tally | None = None) -> S:
+        item = parse(getattr(pb, self.entry), entry, self.method)
+        note_state(tally, self.enum, item.state)
+        return self.snap(item)
+
+    def keep(self, snaps: Iterable[S], tally: Tally | None = None) -> list[S]:
+        """``snaps`` without empty IDs and repeated IDs (rule 2), counted in ``tally``."""
+        snaps = list(snaps)
+        ids = set(map(_ID, snaps))
+        if len(ids) == len(snaps) and "" not in ids:
+            return snaps  # the common case, checked in C
+        out, seen = [], set()
+        for s in snaps:
+            if not s.id:
+                reason = "empty_id"
+            elif s.id in seen:
+                reason = "duplicate_id"
+            else:
+                seen.add(s.id)
+                out.append(s)
+                continue
+            if tally is not None:
+                tally.dropped[(self.kind, reason)] += 1
+        return out
+
+    def decode(self, pb: Any, raw: bytes, tally: Tally | None = None) -> list[S]:
+        """The snapshot's records: ``decode_all`` then ``keep``."""
+        return self.keep(self.decode_all(pb, raw, tally), tally)
+
+
+CONTAINERS: ListKind[ContainerSnap] = ListKind("ListContainers", "ListContainersResponse", "containers", "Container",
+                                               "container", CONTAINER_STATE_ENUM, container_snap)
+SANDBOXES: ListKind[SandboxSnap] = ListKind("ListPodSandbox", "ListPodSandboxResponse", "items", "PodSandbox",
+                                            "sandbox", SANDBOX_STATE_ENUM, sandbox_snap)
