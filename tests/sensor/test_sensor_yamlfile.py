@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sensor.config import CONFIG_LIMITS
-from sensor.yamlfile import Limits, YamlFileError, compose, construct, read_text
+from sensor.yamlfile import Limits, YamlFileError, compose, construct, read_text, show
 
 # ---- the reader ------------------------------------------------------------------------------------
 
@@ -128,3 +128,145 @@ def test_construct_reports_values_it_cannot_build(text: str, problem: str) -> No
     assert info.value.line == 1
 
 
+
+
+# ---- exact messages and edges (they also kill the mutants of `make mutate`) --------------------------
+
+
+def test_size_text() -> None:
+    assert Limits(max_bytes=1024 * 1024).size_text() == "1 MiB"
+    assert Limits(max_bytes=4 * 1024 * 1024).size_text() == "4 MiB"
+    assert Limits(max_bytes=1024 * 1024 + 1).size_text() == "1048577 bytes"
+    assert (CONFIG_LIMITS.max_bytes, CONFIG_LIMITS.max_depth, CONFIG_LIMITS.max_nodes) == (1024 * 1024, 32, 10_000)
+    assert (Limits().max_bytes, Limits().max_depth, Limits().max_nodes) == (1024 * 1024, 32, 10_000)
+
+
+def test_show() -> None:
+    assert [show(v) for v in (None, True, False, 5, -5, "a b", [1, "x"], {"k": None})] == \
+        ["null", "true", "false", "5", "-5", '"a b"', '[1, "x"]', '{"k": null}']
+    assert show(10**5000) == "an integer of 16610 bits"
+    assert show("é") == '"é"'
+    assert show("a\n  b\u2028c") == '"a\\n b c"'  # one line, whatever the value holds
+    assert show(" x\ty ") == '" x\\ty "'
+    assert show("x" * 100) == '"' + "x" * 76 + "..."
+    assert show("x" * 78) == '"' + "x" * 78 + '"'  # exactly at the limit: kept whole
+    assert show("x" * 10, limit=8) == '"xxxx...'
+    assert show(object()).startswith('"<object object')
+    assert show(float("nan")) == "NaN"
+
+
+def test_read_text_messages_are_exact(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"a" * 11)
+    with pytest.raises(YamlFileError) as info:
+        read_text(str(big), Limits(max_bytes=10), "sensor config")
+    assert str(info.value) == ("is 11 bytes, more than 10 bytes "
+                               "(accepted: a regular sensor config file of at most 10 bytes)")
+    assert (info.value.line, info.value.missing) == (None, False)
+    with pytest.raises(YamlFileError) as info:
+        read_text(str(tmp_path), CONFIG_LIMITS, "scenario")
+    assert str(info.value) == "is a directory, not a regular file (accepted: a regular scenario file of at most 1 MiB)"
+    with pytest.raises(YamlFileError) as info:
+        read_text(str(tmp_path / "nope"), CONFIG_LIMITS, "scenario")
+    assert (str(info.value), info.value.missing) == ("no such file (accepted: an existing scenario file)", True)
+    with pytest.raises(YamlFileError) as info:
+        read_text("a\x00b", CONFIG_LIMITS, "scenario")
+    assert str(info.value) == "the path contains a NUL byte (accepted: a scenario file path)"
+    with pytest.raises(YamlFileError) as info:
+        read_text(str(tmp_path / "nope" / "x"), CONFIG_LIMITS)
+    assert info.value.missing
+    notdir = tmp_path / "file"
+    notdir.write_text("")
+    with pytest.raises(YamlFileError) as info:
+        read_text(str(notdir / "x"), CONFIG_LIMITS, "scenario")
+    assert str(info.value) == "cannot read: Not a directory (accepted: a readable scenario file)"
+    assert not info.value.missing
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"a: \xff\n")
+    with pytest.raises(YamlFileError) as info:
+        read_text(str(bad), CONFIG_LIMITS)
+    assert str(info.value) == "not UTF-8 text (invalid start byte at byte 3) (accepted: UTF-8 YAML)"
+
+
+def test_read_text_defaults_and_devices() -> None:
+    with pytest.raises(YamlFileError) as info:
+        read_text("/dev/null", CONFIG_LIMITS)
+    assert str(info.value) == ("is a character device, not a regular file "
+                               "(accepted: a regular YAML file of at most 1 MiB)")
+
+
+def test_read_text_stops_at_the_cap_of_a_file_that_grows() -> None:
+    """A /proc file is a regular file of size 0 that reads as more: the reader stops at the cap."""
+    status = "/proc/self/status"
+    if not os.path.exists(status):
+        pytest.skip("no /proc")
+    with pytest.raises(YamlFileError) as info:
+        read_text(status, Limits(max_bytes=10))
+    assert str(info.value) == ("grew past 10 bytes while being read "
+                               "(accepted: a regular YAML file of at most 10 bytes)")
+    assert "Name:" in read_text(status, Limits(max_bytes=1024 * 1024))
+
+
+def test_read_text_reads_a_file_of_many_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "f.yaml"
+    text = "# é\n" * 200_000  # 1 MB: several reads
+    path.write_text(text)
+    assert read_text(str(path), Limits(max_bytes=2 * 1024 * 1024)) == text
+
+
+def test_compose_error_messages_are_exact() -> None:
+    with pytest.raises(YamlFileError) as info:
+        compose("a: 1\nb: [\n", CONFIG_LIMITS, "a mapping")
+    assert (info.value.problem, info.value.accepted, info.value.line) == (
+        "invalid YAML: expected the node content, but found '<stream end>'", "a mapping", 3)
+    with pytest.raises(YamlFileError) as info:
+        compose("a: 1\nb: \x00\n", CONFIG_LIMITS)
+    assert (info.value.problem, info.value.accepted, info.value.line) == (
+        "invalid YAML: character #x0000 is not allowed (special characters are not allowed)",
+        "printable UTF-8 text", 2)
+    with pytest.raises(YamlFileError) as info:
+        compose("a: 1\n", Limits(max_bytes=4))
+    assert str(info.value) == "the document is more than 4 bytes (accepted: a document of at most 4 bytes)"
+    with pytest.raises(YamlFileError) as info:
+        compose("éé", Limits(max_bytes=3))  # 2 characters, 4 bytes
+    assert info.value.problem == "the document is more than 3 bytes"
+    with pytest.raises(YamlFileError) as info:
+        compose("[[1]]", Limits(max_depth=1))
+    assert str(info.value) == ("nested more than 1 levels deep "
+                               "(accepted: lists and mappings nested at most 1 levels)")
+    with pytest.raises(YamlFileError) as info:
+        compose("[1, 2]", Limits(max_nodes=2))
+    assert str(info.value) == ("more than 2 YAML nodes "
+                               "(accepted: a document of at most 2 scalars, lists and mappings)")
+    assert info.value.line == 1
+    with pytest.raises(YamlFileError) as info:
+        compose("a: 1\n--- 2\n", CONFIG_LIMITS)
+    assert str(info.value) == "more than one YAML document (a second '---') (accepted: a single YAML document)"
+
+
+@pytest.mark.parametrize("text", [
+    "a: ! 5\n", "! [1]\n", "!!set {a, b}\n", "!!omap [a: 1]\n", "? a\n", "a: {b: [c, {d: e}]}\n", "- - - x\n",
+    "!!str 5\n", "&x a: &y [1]\n",
+])
+def test_compose_matches_pyyaml_on_tags_and_shapes(text: str) -> None:
+    ours = compose(text, CONFIG_LIMITS)
+    theirs = yaml.compose(text, Loader=yaml.SafeLoader)
+    assert _shape(ours) == _shape(theirs)
+    assert ours.end_mark.index == theirs.end_mark.index
+    assert type(ours) is type(theirs)
+    assert construct(ours) == yaml.safe_load(text)
+
+
+def test_construct_error_messages_are_exact() -> None:
+    with pytest.raises(YamlFileError) as info:
+        construct(compose("\n[!!python/name:os.system x]\n", CONFIG_LIMITS))
+    assert info.value.line == 2
+    assert info.value.accepted == "plain scalars, lists and mappings"
+    assert info.value.problem.startswith("invalid YAML value: could not determine a constructor for the tag ")
+    with pytest.raises(YamlFileError) as info:
+        construct(compose("a: 2001-02-30", CONFIG_LIMITS))
+    assert str(info.value) == ("invalid YAML value: day is out of range for month "
+                               "(accepted: plain scalars, lists and mappings)")
+    with pytest.raises(YamlFileError) as info:
+        construct(compose("a: " + "9" * 5000, CONFIG_LIMITS))
+    assert info.value.problem == "invalid YAML value: a number of more than 4300 digits"
