@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps demo test lint bench clean
+.PHONY: setup system-deps demo test lint bench clean mutate
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,15 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m bench
+
+# Mutation testing (docs/guarantees.md, "Mutation scores"): mutmut is installed on demand, into the
+# venv only. MUTATE: files to mutate; MUTATE_TESTS: the fast tests that must kill the mutants.
+MUTATE ?= sensor/config.py sensor/duration.py sensor/yamlfile.py
+MUTATE_TESTS ?= tests/sensor/test_sensor_config.py tests/sensor/test_sensor_config_messages.py \
+	tests/sensor/test_sensor_duration.py tests/sensor/test_sensor_yamlfile.py
+mutate: setup
+	$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/pip install -q mutmut
+	nice -n 10 $(BIN)/python scripts/mutate.py --mutate $(MUTATE) --tests $(MUTATE_TESTS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

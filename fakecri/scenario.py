@@ -109,6 +109,8 @@ SCENARIO_LIMITS = Limits(max_bytes=4 * MIB, max_depth=32, max_nodes=200_000)
 #: Offsets and durations: at most 30 days, so that start + offset (+ a lifetime, + the
 #: future_timestamps fault's hour) stays far inside the int64 nanosecond timestamps of the CRI.
 MAX_OFFSET_NS = 720 * 3600 * 1_000_000_000
+#: Offsets of an expanded plan (generated exits and removals come a lifetime after their arrival).
+MAX_PLAN_NS = 2**62
 INT32 = (-(2**31), 2**31 - 1)  #: ContainerStatus.exit_code
 UINT32 = (0, 2**32 - 1)  #: PodSandboxMetadata.attempt, ContainerMetadata.attempt
 MAX_SEED = 2**64 - 1
@@ -1087,7 +1089,20 @@ class _Checker:
         for st in steps:
             self.step(st)
 
+    #: Step fields that end up in a CRI integer field, and its range (scenarios built in code skip the parser).
+    RANGES = (("attempt", UINT32), ("code", INT32), ("pid", (1, MAX_PID)))
+
+    def ranges(self, st: Step) -> None:
+        if not 0 <= st.at_ns <= MAX_PLAN_NS:
+            raise self.fail(st, f"offset {st.at_ns} ns is outside 0..{MAX_PLAN_NS}",
+                            f"offsets from 0 to {format_duration(MAX_OFFSET_NS)} in a scenario")
+        for name, (lo, hi) in self.RANGES:
+            value = getattr(st, name, None)
+            if value is not None and not lo <= value <= hi:
+                raise self.fail(st, f"{name} {value} is outside {lo}..{hi}", f"{name} from {lo} to {hi}")
+
     def step(self, st: Step) -> None:
+        self.ranges(st)
         if self.down is not None and not isinstance(st, self.ALLOWED_WHILE_DOWN):
             d = self.down
             raise self.fail(st, f"the runtime is down from {format_duration(d.at_ns)} to "

@@ -55,7 +55,7 @@ def prepare(work: Path, mutate: list[str], tests: list[str]) -> None:
     )
 
 
-def summarize(work: Path, mutate: list[str]) -> int:
+def summarize(work: Path) -> int:
     """Per file: mutants, killed, survived; from ``mutmut results --all true``."""
     out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work,
                          capture_output=True, text=True, check=False).stdout
@@ -66,7 +66,6 @@ def summarize(work: Path, mutate: list[str]) -> int:
         if not m:
             continue
         name, state = m.group(1), m.group(2).strip()
-        module = name.split(".x", 1)[0].split(".x_", 1)[0]
         module = re.sub(r"\.(x|xǁ)[^.]*$", "", name.rsplit("__mutmut_", 1)[0])
         status[module][state] += 1
         if state == "survived":
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare(work, args.mutate, args.tests)
         subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", args.max_children], cwd=work,
                        check=False)
-    return summarize(work, args.mutate)
+    return summarize(work)
 
 
 if __name__ == "__main__":

@@ -26,13 +26,15 @@ Every error is a ``ConfigError`` whose ``str`` is one line::
     <file>[:<line>]: <key>: <what is wrong> (accepted: <accepted form>)
 
 e.g. ``capsule8-sensor.yaml:4: crisensor.poll_interval: "fast" is not a Go duration: ...
-(accepted: e.g. 150ms, 1s, 1m30s; ...)``. Line numbers come from ``yaml.compose`` node marks.
+(accepted: e.g. 150ms, 1s, 1m30s; ...)``. Line numbers come from node marks; files are read and composed
+by ``sensor.yamlfile`` (regular files of at most 1 MiB, no aliases, depth and node caps).
 ``docs/config.md`` documents every key.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import posixpath
 from collections.abc import Callable, Mapping
@@ -186,42 +188,43 @@ def _parse_addr(value: Any, _raw: str | None) -> str:
     return "unix://" + path
 
 
-def _duration_parser(minimum_ns: int, maximum: str) -> Callable[[Any, str | None], int]:
+def _parse_duration_in(minimum_ns: int, maximum: str, value: Any, raw: str | None) -> int:
     """A Go duration in ``[minimum_ns, maximum]`` (an upper bound keeps sleeps and deadlines sane:
     no OverflowError from a 292-year timeout, no poll loop that never polls)."""
-    maximum_ns = parse_duration(maximum)
     low = "> 0" if minimum_ns > 0 else ">= 0"
     span = f"{low} and <= {maximum}"
+    accepted = f"a Go duration {span}, {DURATION_ACCEPTED}"
+    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+        raise _Bad(f"{_show(value)} is not a Go duration", accepted)
+    text = raw if raw is not None else (value if isinstance(value, str) else _show(value))
+    try:
+        ns = parse_duration(text)
+    except DurationError as exc:
+        raise _Bad(f"{_show(text)} is not a Go duration: {exc.problem}", accepted) from None
+    if not minimum_ns <= ns <= parse_duration(maximum):
+        raise _Bad(f"{_show(text)} is not {span}", accepted)
+    return ns
 
-    def parse(value: Any, raw: str | None) -> int:
-        if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
-            raise _Bad(f"{_show(value)} is not a Go duration", DURATION_ACCEPTED)
-        text = raw if raw is not None else (value if isinstance(value, str) else _show(value))
-        try:
-            ns = parse_duration(text)
-        except DurationError as exc:
-            raise _Bad(f"{_show(text)} is not a Go duration: {exc.problem}",
-                       f"a Go duration {span}, {DURATION_ACCEPTED}") from None
-        if not minimum_ns <= ns <= maximum_ns:
-            raise _Bad(f"{_show(text)} is not {span}", f"a Go duration {span}, {DURATION_ACCEPTED}")
-        return ns
 
-    return parse
+def _parse_enum(modes: tuple[str, ...], value: Any, raw: str | None) -> str:
+    # YAML 1.1 reads a bare `off`/`on` as a boolean; the text as written is what the user meant.
+    text = raw if raw is not None else value
+    if isinstance(text, bool):
+        text = "on" if text else "off"
+    if isinstance(text, str) and text.strip().lower() in modes:
+        return text.strip().lower()
+    accepted = " | ".join(modes)
+    raise _Bad(f"{_show(text)} is not one of {accepted}", accepted)
+
+
+# The parsers of the key table are partials of module-level functions, not closures made at import,
+# so that every line of them runs (and can be mutation-tested) when a value is parsed.
+def _duration_parser(minimum_ns: int, maximum: str) -> Callable[[Any, str | None], int]:
+    return functools.partial(_parse_duration_in, minimum_ns, maximum)
 
 
 def _enum_parser(modes: tuple[str, ...]) -> Callable[[Any, str | None], str]:
-    accepted = " | ".join(modes)
-
-    def parse(value: Any, raw: str | None) -> str:
-        # YAML 1.1 reads a bare `off`/`on` as a boolean; the text as written is what the user meant.
-        text = raw if raw is not None else value
-        if isinstance(text, bool):
-            text = "on" if text else "off"
-        if isinstance(text, str) and text.strip().lower() in modes:
-            return text.strip().lower()
-        raise _Bad(f"{_show(text)} is not one of {accepted}", accepted)
-
-    return parse
+    return functools.partial(_parse_enum, modes)
 
 
 #: gRPC keeps message size limits in a C int.

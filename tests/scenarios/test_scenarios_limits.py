@@ -273,3 +273,23 @@ def test_what_validate_accepts_serve_can_serve(doc: dict[str, Any]) -> None:
         assert "\n" not in str(e) and str(e).startswith("drawn.yaml")
         return
     assert _serve_offline(s) > 0
+
+
+@pytest.mark.parametrize(("step", "problem"), [
+    (sc.RunPod(at_ns=0, pod="p", attempt=2**32), r"attempt 4294967296 is outside 0\.\.4294967295"),
+    (sc.RunPod(at_ns=-1, pod="p"), "offset -1 ns is outside 0..4611686018427387904"),
+    (sc.RunPod(at_ns=2**62 + 1, pod="p"), "is outside 0..4611686018427387904"),
+])
+def test_scenarios_built_in_code_get_the_same_ranges(step: sc.Step, problem: str) -> None:
+    with pytest.raises(sc.ScenarioError, match=problem):
+        sc.expand(sc.Scenario(timeline=(step,)))
+
+
+def test_an_exit_code_built_in_code_is_checked() -> None:
+    steps = (sc.RunPod(at_ns=0, pod="p"), sc.CreateContainer(at_ns=0, container="c", pod="p", start=True),
+             sc.ExitContainer(at_ns=1, container="c", code=2**31))
+    with pytest.raises(sc.ScenarioError, match=r"code 2147483648 is outside -2147483648\.\.2147483647"):
+        sc.expand(sc.Scenario(timeline=steps))
+    procs = (sc.Process(at_ns=0, container="c", argv=("ls",), pid=0),)
+    with pytest.raises(sc.ScenarioError, match=r"pid 0 is outside 1\.\.4194304"):
+        sc.expand(sc.Scenario(timeline=steps[:2], processes=procs))

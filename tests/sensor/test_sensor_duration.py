@@ -104,3 +104,50 @@ def test_format_then_parse_round_trips(ns: int) -> None:
 def test_parse_then_format_then_parse(n: int, unit: str) -> None:
     ns = parse_duration(f"{n}{unit}")
     assert parse_duration(format_duration(ns)) == ns
+
+
+# ---- exact messages and edges (they also kill the mutants of `make mutate`) ----------------------
+
+TAIL = " (accepted: e.g. 150ms, 1s, 1m30s; units ns, us, µs, ms, s, m, h)"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (".", '"." is not a Go duration: expected a number followed by a unit'),
+        ("1s.", '"1s." is not a Go duration: expected a number at "."'),
+        ("1sµ", '"1sµ" is not a Go duration: unknown unit "sµ"'),
+        ("1s.µ", '"1s.µ" is not a Go duration: expected a number at ".µ"'),
+        ("", '"" is not a Go duration: empty'),
+        ("-", '"-" is not a Go duration: empty'),
+        ("1", '"1" is not a Go duration: missing unit'),
+        ("1" * 65, f'"{"1" * 64}..." is not a Go duration: too long (65 characters; at most 64)'),
+        ("-9223372036854775809ns", '"-9223372036854775809ns" is not a Go duration: out of range (Go durations lie '
+                                   "within ±2562047h47m16.854775807s, about 292 years)"),
+    ],
+)
+def test_error_messages_are_exact(text: str, message: str) -> None:
+    with pytest.raises(DurationError) as info:
+        parse_duration(text)
+    assert str(info.value) == message + TAIL
+    assert info.value.text == text
+    assert info.value.problem == message.split(" is not a Go duration: ", 1)[1]
+
+
+def test_non_string_message_is_exact() -> None:
+    with pytest.raises(DurationError) as info:
+        parse_duration(5)  # type: ignore[arg-type]
+    assert str(info.value) == '"5" is not a Go duration: expected a string, got int' + TAIL
+    assert info.value.text == "5"
+
+
+def test_edges() -> None:
+    assert parse_duration("0" * 62 + "1s") == S  # exactly 64 characters
+    assert parse_duration("-9223372036854775808ns") == MIN_NS
+    assert parse_duration("1s.5s") == 1500 * MS  # a component may start with "."
+    assert format_duration(1000) == "1µs"
+    assert format_duration(MS) == "1ms"
+    assert format_duration(-1) == "-1ns"
+    with pytest.raises(ValueError, match=r"^9223372036854775808 ns is outside Go's duration range \(int64 "
+                                         r"nanoseconds\)$"):
+        format_duration(MAX_NS + 1)
