@@ -180,6 +180,9 @@ class _Container:
     last_ns: int  # time_ns of its last event (estimates never go before it)
     gen: int  # poll generation in which it was last listed (0: never listed, known from the stream)
     created_ns: int = 0  # its created_at, once reported in the past of a snapshot (identity for ID reuse)
+    # the committed generation it was listed in, saved when a begin re-marks ``gen``: a begin that is
+    # then dropped (``failed``) must not make the engine forget that the committed list showed it
+    base: int = 0
 
 
 @dataclass(slots=True)
@@ -192,6 +195,7 @@ class _Sandbox:
     last_ns: int
     gen: int
     created_ns: int = 0
+    base: int = 0  # as _Container.base
     gone_lo: int | None = None  # set while its end waits for its listed containers
     child_ns: int = 0  # latest time_ns of its containers' events: its end is placed no earlier
     ready_ns: int = 0  # time_ns of its ready event: its containers' estimates are placed no earlier
@@ -290,6 +294,7 @@ class DiffEngine:
         p = _Pending(snapshot, gen)
         self._pending = p
         hi = snapshot.received_ns
+        committed = self._committed_gen
 
         sandboxes = self._sandboxes
         for s in snapshot.sandboxes:
@@ -300,6 +305,8 @@ class DiffEngine:
                 continue
             if st.gen == gen:
                 continue  # duplicate ID in this list: the first wins
+            if st.gen == committed:
+                st.base = committed
             st.gen = gen
             st.gone_lo = None
             p.sb_matched += 1
@@ -322,6 +329,8 @@ class DiffEngine:
                 continue
             if t.gen == gen:
                 continue
+            if t.gen == committed:
+                t.base = committed
             t.gen = gen
             p.c_matched += 1
             same = _same_container(t.snap, c)
@@ -536,19 +545,21 @@ class DiffEngine:
         for cid in gone_containers:
             t = containers.get(cid)
             if t is not None and t.gen == gen:
-                t.gen = -1
+                t.gen, t.base = -1, gen
                 unlisted += 1
         for c in changes.containers:
             t = containers.get(c.id)
             if t is not None:
-                t.gen = -1
+                t.gen, t.base = -1, gen
         for sid in gone_sandboxes:
             st = sandboxes.get(sid)
             if st is not None:
+                st.base = gen if st.gen == gen else st.base
                 st.gen = -1
         for s in changes.sandboxes:
             st = sandboxes.get(s.id)
             if st is not None:
+                st.base = gen if st.gen == gen else st.base
                 st.gen = -1
         self._gen = gen - 1  # begin() steps it back to gen
         self._finished_gen = -1  # unsettled until finish: a dropped delta leaves marks behind
@@ -570,10 +581,14 @@ class DiffEngine:
         else:
             self._stream_container(ev, now, out)
 
-    def _stream_ctx(self, gen: int, floor: int, now: int) -> _Ctx:
+    def _stream_ctx(self, rec: _Container | _Sandbox | None, floor: int, now: int) -> _Ctx:
         """Window context for a streamed change of an object: ``lo`` is the last time the sensor knew
-        its announced state (rule 6), ``hi`` when the sensor received the event."""
-        listed = self._prev.sent_ns if self._prev is not None and gen == self._committed_gen else 0
+        its announced state (rule 6), ``hi`` when the sensor received the event. ``rec`` is its record
+        (``None``: first seen now); the last committed list showed it if it is marked with that list's
+        generation, or was before a begin that was then dropped."""
+        cg = self._committed_gen
+        shown = rec is not None and cg > 0 and cg in (rec.gen, rec.base)
+        listed = self._prev.sent_ns if self._prev is not None and shown else 0
         return _Ctx(lo=min(max(floor, listed), now), hi=now, origin=now, now=now, source="stream", blind=False)
 
     def _stream_sandbox(self, ev: StreamEvent, now: int, out: list[Event]) -> None:
@@ -608,7 +623,7 @@ class DiffEngine:
             return  # nothing new
         self._streamed = True
         reported = [0] * (len(steps) - 1) + [ev.time_ns]
-        ctx = self._stream_ctx(st.gen, st.floor_ns, now)
+        ctx = self._stream_ctx(st, st.floor_ns, now)
         after = max(st.last_ns, st.child_ns) if observation == "gone" else st.last_ns
         _, st.last_ns = self._sandbox_events(st.snap, st.pod, steps, reported, ctx.lo, st.floor_ns, after, 0, ctx, out)
         if observation == "gone":
@@ -629,7 +644,7 @@ class DiffEngine:
         if len(steps) > 1:
             reported[-1] = event_ns  # notready: the event time
         first = len(out)
-        floor, last = self._sandbox_events(s, pod, steps, reported, 0, 0, 0, 0, self._stream_ctx(0, 0, now), out)
+        floor, last = self._sandbox_events(s, pod, steps, reported, 0, 0, 0, 0, self._stream_ctx(None, 0, now), out)
         floor = max(_past(s.created_at, now), out[-1].window_ns[0])
         self._sandboxes[s.id] = _Sandbox(s, steps[-1].state, steps[-1].state, pod, floor, last, 0,
                                          _past(s.created_at, now), ready_ns=out[first].time_ns)
@@ -647,7 +662,7 @@ class DiffEngine:
         if t is not None and c is not None and _reused(t.created_ns, c.created_at, now):
             self._streamed = True  # a new incarnation under a known ID: the old one's end is forged
             self._end_container(t, container_steps(t.announced, "replaced"),
-                                self._stream_ctx(t.gen, t.floor_ns, now), c.created_at, out)
+                                self._stream_ctx(t, t.floor_ns, now), c.created_at, out)
             del containers[cid]
             t = None
         if t is None:
@@ -670,7 +685,7 @@ class DiffEngine:
             self._streamed = True
             steps = container_steps(None, observation)
             reported, exact = _stream_reported(steps, c, d, ev.time_ns)
-            _, last = self._container_events(c, steps, reported, d, self._stream_ctx(0, 0, now), 0, 0, 0, out)
+            _, last = self._container_events(c, steps, reported, d, self._stream_ctx(None, 0, now), 0, 0, 0, out)
             floor = _stream_floor(0, reported, exact, out[-1], now)
             containers[cid] = _Container(c, steps[-1].state, steps[-1].state, floor, last, 0, _past(c.created_at, now))
             return
@@ -682,7 +697,7 @@ class DiffEngine:
         if meta.sandbox_id != t.snap.sandbox_id:
             meta = replace(meta, sandbox_id=t.snap.sandbox_id)
         reported, exact = _stream_reported(steps, meta, d, ev.time_ns)
-        ctx = self._stream_ctx(t.gen, t.floor_ns, now)
+        ctx = self._stream_ctx(t, t.floor_ns, now)
         _, t.last_ns = self._container_events(meta, steps, reported, d, ctx, t.floor_ns, t.last_ns, 0, out)
         if observation == "gone":
             del containers[cid]
