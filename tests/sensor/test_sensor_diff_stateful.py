@@ -485,7 +485,7 @@ class DiffMachine(RuleBasedStateMachine):
 
 
 DiffMachine.TestCase.settings = settings(
-    max_examples=150,
+    max_examples=3 * settings.default.max_examples // 4,  # 150 in the ci profile
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
