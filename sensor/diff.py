@@ -32,10 +32,12 @@ without a previous snapshot). ``place`` narrows and fills that window per event:
 
 * the runtime's own times (``created_at`` from the list, ``started_at``/``finished_at`` from
   status; ``0`` = unset) are used verbatim as ``time_ns``. A reported time in the past of
-  ``cur.received_ns`` but before the window's ``lo`` widens the window to include it; a reported
-  time in the FUTURE of ``cur.received_ns`` (a runtime clock quirk) stays as ``time_ns``, but the
-  window remains the poll-derived one -- so then ``time_ns`` lies outside ``window_ns``. Where
-  ``lo`` is 0 (first snapshot) an event's own reported time becomes ``lo``;
+  ``cur.received_ns`` but before the window's ``lo`` widens the window to include it, so that
+  ``time_ns`` always lies in ``window_ns`` (G4) whatever order the runtime reports times in (state
+  lag: a ``finished_at`` before the last poll that showed running). A reported time in the FUTURE
+  of ``cur.received_ns`` (a runtime clock quirk) is no time: the step is estimated like an
+  unreported one, inside the poll-derived window, which stays honest. Where ``lo`` is 0 (first
+  snapshot) an event's own reported time becomes ``lo``;
 * an event's window is also bounded by reported times of its neighbours: nothing happens before
   an earlier lifecycle step's reported time (``floor``) or after a later one's (a forged running
   lies in ``[created_at, finished_at]``). Only past times (``<= cur.received_ns``) bound anything.
@@ -53,8 +55,9 @@ Rule 5 -- status calls may lose races. ``details[id] is None`` (NotFound) or a m
 failed) fall back to the list's state with estimated times and null exit code; a NotFound never
 produces ``destroyed`` -- only a later successful list that lacks the container does. CRI-O's
 ``exit_code: -1`` means unknown (null). A status answer is newer than the list: one that shows
-``finished_at`` for a container the list said was ``running`` is observed as exited (with its
-exit code and times), not ignored.
+the exit (a ``finished_at``, or an exit code, which ``sensor.client`` sets only for an exited
+status -- so also with zero timestamps) for a container the list said was ``running`` is
+observed as exited (with its exit code and times), not ignored.
 
 Rule 6 -- the event stream feeds the same tables (``engine.stream(event, now_ns)``). Where the
 runtime serves ``GetContainerEvents``, each ``StreamEvent`` is one more observation of one object:
@@ -68,15 +71,20 @@ exactly-once and in lifecycle order:
   *including its RPCs*, and emits under it: every stream event applied before a poll happened
   before its list, so a list is never older than what the stream announced. An event applied
   after a poll may be older than its list: an observation earlier than the announced state gives
-  no steps, and a destroyed object leaves a *tombstone* (its ID and ``created_at``; the latest
-  ``TOMBSTONES`` per kind) so that a late event about it is ignored -- unless its status shows a
-  different ``created_at`` (ID reuse). A list that shows a tombstoned ID again is believed;
+  no steps, and a destroyed incarnation -- vanished, or replaced under its ID, in a list or in the
+  stream -- leaves a *tombstone* (its ID and ``created_at``; the latest ``TOMB_DEPTH`` per ID,
+  ``TOMBSTONES`` IDs per kind) so that a late event about it is ignored and never brings it back
+  (G5), also once its ID names a newer incarnation. An event about an untracked ID with a
+  tombstone starts a new incarnation only if its status proves one: a past ``created_at`` unlike
+  every buried one. A list that shows a tombstoned ID again is believed;
 * the list is the base, the stream the increments: while there is no base for the current
   connection (before the first successful list; after ``reset_connection`` until the resync
   list) stream events are *held*, and ``finish`` applies them after the list's own events;
 * the stream announces only what it can attribute: an unknown container needs its status and its
   pod sandbox's (containerd sends a nil pod sandbox status once the sandbox is gone), an unknown
-  sandbox its status; a ``deleted`` of an unknown object announces nothing; a sandbox's
+  sandbox its status; a ``deleted`` of an unknown object announces nothing; a sandbox status that
+  shows another incarnation of a tracked sandbox (another ``created_at``, or other pod metadata),
+  in a sandbox's event or a container's, announces nothing; a sandbox's
   ``deleted`` while tracked containers still name it waits for a list. Those cases set
   ``resync_wanted``: the caller should list soon, and that list reports what the stream could not
   (``finish(..., source="resync")``);
@@ -97,7 +105,9 @@ keeps its end pending until no listed container names it. Duplicate IDs in one l
 wins. ID reuse (a known ID listed with a different ``created_at``, both non-zero and in the past --
 a zero or future one is a timestamp quirk and proves nothing -- or in a state earlier
 than already announced): the old incarnation's end is forged (``why: "container ID reused"``) and
-the new one starts from scratch. Held stream events (rule 6) come last. The engine assigns no
+the new one starts from scratch. Sandboxes alike: a pod sandbox never changes its pod's name,
+namespace, UID or attempt, so other metadata under a known ID is a reused ID too (missing metadata
+proves nothing). Held stream events (rule 6) come last. The engine assigns no
 ``seq``; the emitter does.
 """
 
@@ -110,7 +120,7 @@ from sensor.events import WHY_EXITED_AND_REMOVED, WHY_STOPPED_AND_REMOVED, WHY_V
 from sensor.lifecycle import Step, container_steps, is_regression, sandbox_steps
 from sensor.snapshot import ContainerDetail, ContainerSnap, SandboxSnap, Snapshot, StreamEvent
 
-__all__ = ["HELD_MAX", "TOMBSTONES", "DiffEngine", "EngineStateError", "place"]
+__all__ = ["HELD_MAX", "TOMBSTONES", "TOMB_DEPTH", "DiffEngine", "EngineStateError", "place"]
 
 _RANK = {"created": 0, "running": 1, "exited": 2, "destroyed": 3}
 _NEEDS_STATUS = ("running", "exited")
@@ -118,8 +128,10 @@ _MISSING = object()
 #: What a stream event type is observed as (rule 6), for containers and for sandboxes.
 _STREAM_OBSERVATION = {"created": "created", "started": "running", "stopped": "exited", "deleted": "gone"}
 _SANDBOX_STREAM_OBSERVATION = {"created": "ready", "started": "ready", "stopped": "notready", "deleted": "gone"}
-#: Destroyed IDs remembered per kind, so that late stream events about them are ignored (rule 6).
+#: Destroyed IDs remembered per kind, so that late stream events about them are ignored (rule 6),
+#: with the ``created_at`` of their last ``TOMB_DEPTH`` incarnations.
 TOMBSTONES = 16_384
+TOMB_DEPTH = 4
 #: Stream events held while there is no base list; past this many the base list covers them.
 HELD_MAX = 65_536
 
@@ -133,7 +145,8 @@ def place(
 ) -> list[tuple[int, int, int]]:
     """``(time_ns, window_lo, window_hi)`` for consecutive lifecycle steps of one object.
 
-    ``reported[i]`` is the runtime's time for step i (0: not reported). ``[lo, hi]`` is the poll
+    ``reported[i]`` is the runtime's time for step i (0: not reported; one after ``hi`` is a clock
+    quirk and counts as not reported). ``[lo, hi]`` is the poll window. Every ``time_ns`` lies in its
     window. ``floor``: the latest reported time of an already announced earlier step (0: none).
     ``cap``: an upper bound from a later event outside this batch (0: none), e.g. the new
     incarnation's ``created_at`` when an ID was reused. ``after``: the object's previous event time;
@@ -146,8 +159,7 @@ def place(
     top = cap if 0 < cap <= hi and cap >= run_lo else hi
     out: list[tuple[int, int, int]] = []
     prev_time = after
-    for i, r in enumerate(reported):
-        s = sane[i]
+    for i, s in enumerate(sane):
         lo_i = run_lo
         if s and (lo_i == 0 or s < lo_i):
             lo_i = s
@@ -157,9 +169,9 @@ def place(
                 hi_i = later
         if s > hi_i:
             hi_i = s
-        if r > 0:
-            t = r
-        else:
+        if s:
+            t = s
+        else:  # not reported, or in the future of hi (a clock quirk, not a time): estimated
             t = (min(origin, hi_i) if origin else hi_i) if lo_i == 0 else (lo_i + hi_i) // 2
             if t < prev_time <= hi_i:
                 t = prev_time
@@ -238,12 +250,12 @@ class DiffEngine:
         self._failures = 0
         self._last_error: str | None = None
         self._resync = False
-        # rule 6: the last committed generation, tombstones (ID -> created_ns of the destroyed
-        # incarnation, oldest first), held stream events, whether the stream saw something only a
+        # rule 6: the last committed generation, tombstones (ID -> created_ns of its destroyed
+        # incarnations, IDs oldest first), held stream events, whether the stream saw something only a
         # list can place, and whether it changed records since the last finish
         self._committed_gen = 0
-        self._tombs: dict[str, int] = {}
-        self._sb_tombs: dict[str, int] = {}
+        self._tombs: dict[str, tuple[int, ...]] = {}
+        self._sb_tombs: dict[str, tuple[int, ...]] = {}
         self._held: list[StreamEvent] = []
         self._want_list = False
         self._streamed = False
@@ -310,9 +322,10 @@ class DiffEngine:
             st.gen = gen
             st.gone_lo = None
             p.sb_matched += 1
-            if s.state == st.listed and s.created_at == st.snap.created_at:
+            same = _same_sandbox(st.snap, s)
+            if same and s.state == st.listed and s.created_at == st.snap.created_at:
                 continue
-            if _reused(st.created_ns, s.created_at, hi) or is_regression("sandbox", st.announced, s.state):
+            if not same or _reused(st.created_ns, s.created_at, hi) or is_regression("sandbox", st.announced, s.state):
                 p.sb_replaced.append((st, s))
             else:
                 p.sb_changed.append((st, s))
@@ -403,6 +416,7 @@ class DiffEngine:
         for t, c in p.c_replaced:
             self._end_container(t, container_steps(t.announced, "replaced"), ctx, c.created_at, out)
             del containers[t.snap.id]
+            _bury(self._tombs, t.snap.id, t.created_ns)  # late stream events about it stay ignored
             fresh.append(c)
 
         # 2. ends of vanished and replaced sandboxes
@@ -424,12 +438,13 @@ class DiffEngine:
         for st, s in p.sb_replaced:
             self._end_sandbox(st, sandbox_steps(st.announced, "replaced"), ctx.lo, s.created_at, ctx, out)
             del sandboxes[st.snap.id]
+            _bury(self._sb_tombs, st.snap.id, st.created_ns)
             sb_fresh.append(s)
 
         # 3. new and changed sandboxes (before their containers' created)
         for s in sb_fresh:
             if self._sb_tombs:
-                self._sb_tombs.pop(s.id, None)  # listed again: a list is believed
+                _revive(self._sb_tombs, s.id, _past(s.created_at, ctx.hi))  # listed: a list is believed
             pod = Pod(s.name, s.namespace, s.uid)
             steps = sandbox_steps(None, s.state)
             first = len(out)
@@ -459,7 +474,7 @@ class DiffEngine:
         # 4. new and changed containers
         for c in fresh:
             if self._tombs:
-                self._tombs.pop(c.id, None)
+                _revive(self._tombs, c.id, _past(c.created_at, ctx.hi))
             steps, reported, detail, newer = _container_plan(None, c, details)
             cctx = replace(ctx, hi=max(ctx.hi, ctx.now)) if newer else ctx
             floor, last = self._container_events(c, steps, reported, detail, cctx, 0, 0, 0, out)
@@ -596,16 +611,19 @@ class DiffEngine:
         observation = _SANDBOX_STREAM_OBSERVATION[ev.type]
         s = ev.sandbox if ev.sandbox is not None and ev.sandbox.id == sid else None
         st = self._sandboxes.get(sid)
-        if st is not None and s is not None and _reused(st.created_ns, s.created_at, now):
-            self._want_list = True  # a new sandbox under a known ID: a list sorts out both
-            return
+        tomb = self._sb_tombs.get(sid)
+        if st is not None and s is not None:
+            if tomb is not None and _late(tomb, s.created_at):
+                return  # a late event about an incarnation already destroyed
+            if _reused(st.created_ns, s.created_at, now) or not _same_sandbox(st.snap, s):
+                self._want_list = True  # a new sandbox under a known ID: a list sorts out both
+                return
         if st is None:
-            tomb = self._sb_tombs.get(sid)
-            if tomb is not None:
-                if s is None or not _reused(tomb, s.created_at, now):
-                    return  # a late event about a sandbox already destroyed
-                del self._sb_tombs[sid]
+            if tomb is not None and (s is None or _dead(tomb, s.created_at, now)):
+                return  # a late event about a sandbox already destroyed (or one it cannot be told from)
             if observation == "gone":
+                if tomb is not None and s is not None:  # a new incarnation, gone before it was seen
+                    _bury(self._sb_tombs, sid, _past(s.created_at, now))
                 return  # nothing known about it but its end
             if s is None:
                 self._want_list = True
@@ -659,29 +677,37 @@ class DiffEngine:
             observation = "exited+ran"
         containers = self._containers
         t = containers.get(cid)
+        tomb = self._tombs.get(cid)
+        if t is not None and c is not None and tomb is not None and _late(tomb, c.created_at):
+            return  # a late event about an incarnation already destroyed (e.g. replaced in a list)
         if t is not None and c is not None and _reused(t.created_ns, c.created_at, now):
             self._streamed = True  # a new incarnation under a known ID: the old one's end is forged
             self._end_container(t, container_steps(t.announced, "replaced"),
                                 self._stream_ctx(t, t.floor_ns, now), c.created_at, out)
             del containers[cid]
-            t = None
+            _bury(self._tombs, cid, t.created_ns)
+            t, tomb = None, None  # the new incarnation is proven different from every buried one
         if t is None:
-            tomb = self._tombs.get(cid)
-            if tomb is not None:
-                if c is None or not _reused(tomb, c.created_at, now):
-                    return  # a late event about a container already destroyed
-                del self._tombs[cid]
+            if tomb is not None and (c is None or _dead(tomb, c.created_at, now)):
+                return  # a late event about a container already destroyed (or one it cannot be told from)
             if observation == "gone":
+                if tomb is not None and c is not None:  # a new incarnation, gone before it was seen
+                    _bury(self._tombs, cid, _past(c.created_at, now))
                 return  # nothing known about it but its end
             if c is None or not c.sandbox_id:
                 self._want_list = True  # no status, or a nil pod sandbox status: cannot attribute it
                 return
-            if c.sandbox_id not in self._sandboxes:
-                sb = ev.sandbox
+            sb = ev.sandbox
+            tracked = self._sandboxes.get(c.sandbox_id)
+            if tracked is None:
                 if sb is None or sb.id != c.sandbox_id or c.sandbox_id in self._sb_tombs:
                     self._want_list = True
                     return
                 self._stream_new_sandbox(sb, sb.state, ev.time_ns, now, out)
+            elif sb is not None and sb.id == c.sandbox_id and (
+                    _reused(tracked.created_ns, sb.created_at, now) or not _same_sandbox(tracked.snap, sb)):
+                self._want_list = True  # its pod is a new sandbox under a known ID: a list sorts that out
+                return
             self._streamed = True
             steps = container_steps(None, observation)
             reported, exact = _stream_reported(steps, c, d, ev.time_ns)
@@ -834,6 +860,17 @@ def _same_container(old: ContainerSnap, new: ContainerSnap) -> bool:
     return not old.name or not new.name or (old.name == new.name and old.attempt == new.attempt)
 
 
+def _same_sandbox(old: SandboxSnap, new: SandboxSnap) -> bool:
+    """Immutable identity, as ``_same_container``: a pod sandbox never changes its pod's name,
+    namespace, UID or attempt, so a listed ID that does is a reused ID. Missing metadata (empty
+    strings) proves nothing."""
+    if old.uid and new.uid and old.uid != new.uid:
+        return False
+    if old.name and new.name and (old.name != new.name or old.attempt != new.attempt):
+        return False
+    return not old.namespace or not new.namespace or old.namespace == new.namespace
+
+
 def _reused(old_created_ns: int, new_created_at: int, hi: int) -> bool:
     """A different incarnation: both creation times known and in the past, and different. A zero or
     future ``created_at`` (timestamp quirks) proves nothing: it changes while the object does not."""
@@ -844,12 +881,31 @@ def _past(t: int, hi: int) -> int:
     return t if 0 < t <= hi else 0
 
 
-def _bury(tombs: dict[str, int], oid: str, created_ns: int) -> None:
-    """Remember a destroyed ID (rule 6), forgetting the oldest beyond ``TOMBSTONES``."""
-    tombs.pop(oid, None)
-    tombs[oid] = created_ns
+def _bury(tombs: dict[str, tuple[int, ...]], oid: str, created_ns: int) -> None:
+    """Remember a destroyed incarnation (rule 6): its ID and ``created_ns`` (0: unknown), the last
+    ``TOMB_DEPTH`` per ID, forgetting the oldest ID beyond ``TOMBSTONES``."""
+    tombs[oid] = (*tombs.pop(oid, ())[1 - TOMB_DEPTH:], created_ns)
     if len(tombs) > TOMBSTONES:
         del tombs[next(iter(tombs))]
+
+
+def _revive(tombs: dict[str, tuple[int, ...]], oid: str, created_ns: int) -> None:
+    """A list shows ``oid`` (a list is believed): an incarnation it shows is not dead; without a
+    usable ``created_at`` it may be any of them, so the ID's tombstone goes."""
+    tomb = tombs.get(oid)
+    if tomb is not None and (not created_ns or created_ns in tomb):
+        del tombs[oid]
+
+
+def _late(tomb: tuple[int, ...], created_at: int) -> bool:
+    """An event about a tracked ID that names a destroyed incarnation of it."""
+    return created_at > 0 and created_at in tomb
+
+
+def _dead(tomb: tuple[int, ...], created_at: int, hi: int) -> bool:
+    """An event about an untracked, destroyed ID is about a destroyed incarnation unless it proves
+    otherwise: a usable ``created_at`` different from every buried one (all of them known)."""
+    return not 0 < created_at <= hi or 0 in tomb or created_at in tomb
 
 
 def _stream_reported(steps: Sequence[Step], c: ContainerSnap, d: ContainerDetail | None,
@@ -898,7 +954,8 @@ def _container_plan(
         d = details.get(c.id, _MISSING)
         if isinstance(d, ContainerDetail):
             detail = d
-    newer = c.state == "running" and detail is not None and detail.finished_at > 0
+    # the client sets an exit code only for an exited status: evidence even with zero timestamps
+    newer = c.state == "running" and detail is not None and (detail.finished_at > 0 or detail.exit_code is not None)
     if newer:
         steps = tuple(container_steps(last, "running"))
         steps += tuple(container_steps(steps[-1].state if steps else last, "exited"))
