@@ -612,12 +612,16 @@ class DiffEngine:
         s = ev.sandbox if ev.sandbox is not None and ev.sandbox.id == sid else None
         st = self._sandboxes.get(sid)
         tomb = self._sb_tombs.get(sid)
-        if st is not None and s is not None:
-            if tomb is not None and _late(tomb, s.created_at):
+        if st is not None and tomb is not None:
+            older = _older(tomb, st.created_ns, 0 if s is None else s.created_at, ev.time_ns)
+            if older is None:
+                self._want_list = True  # about this incarnation or a destroyed one? A list tells
+            if older is not False:
                 return  # a late event about an incarnation already destroyed
-            if _reused(st.created_ns, s.created_at, now) or not _same_sandbox(st.snap, s):
-                self._want_list = True  # a new sandbox under a known ID: a list sorts out both
-                return
+        if st is not None and s is not None and (_reused(st.created_ns, s.created_at, now)
+                                                 or not _same_sandbox(st.snap, s)):
+            self._want_list = True  # a new sandbox under a known ID: a list sorts out both
+            return
         if st is None:
             if tomb is not None and (s is None or _dead(tomb, s.created_at, now)):
                 return  # a late event about a sandbox already destroyed (or one it cannot be told from)
@@ -678,8 +682,12 @@ class DiffEngine:
         containers = self._containers
         t = containers.get(cid)
         tomb = self._tombs.get(cid)
-        if t is not None and c is not None and tomb is not None and _late(tomb, c.created_at):
-            return  # a late event about an incarnation already destroyed (e.g. replaced in a list)
+        if t is not None and tomb is not None:
+            older = _older(tomb, t.created_ns, 0 if c is None else c.created_at, ev.time_ns)
+            if older is None:
+                self._want_list = True  # about this incarnation or a destroyed one? A list tells
+            if older is not False:
+                return  # a late event about an incarnation already destroyed (e.g. replaced in a list)
         if t is not None and c is not None and _reused(t.created_ns, c.created_at, now):
             self._streamed = True  # a new incarnation under a known ID: the old one's end is forged
             self._end_container(t, container_steps(t.announced, "replaced"),
@@ -897,9 +905,17 @@ def _revive(tombs: dict[str, tuple[int, ...]], oid: str, created_ns: int) -> Non
         del tombs[oid]
 
 
-def _late(tomb: tuple[int, ...], created_at: int) -> bool:
-    """An event about a tracked ID that names a destroyed incarnation of it."""
-    return created_at > 0 and created_at in tomb
+def _older(tomb: tuple[int, ...], created_ns: int, status_created_at: int, event_ns: int) -> bool | None:
+    """Whether an event about a tracked ID (its incarnation created at ``created_ns``, 0: unknown)
+    that also has destroyed incarnations is about one of those: its status's ``created_at`` names
+    one; else its time (the runtime's clock, like ``created_at``) predates the tracked incarnation,
+    which was created only after the ID was free. ``None``: it cannot tell (no status time, no
+    event time or no creation time)."""
+    if status_created_at > 0:
+        return status_created_at in tomb
+    if created_ns and event_ns:
+        return event_ns < created_ns
+    return None
 
 
 def _dead(tomb: tuple[int, ...], created_at: int, hi: int) -> bool:
