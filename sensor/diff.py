@@ -612,8 +612,8 @@ class DiffEngine:
         s = ev.sandbox if ev.sandbox is not None and ev.sandbox.id == sid else None
         st = self._sandboxes.get(sid)
         tomb = self._sb_tombs.get(sid)
-        if st is not None and tomb is not None:
-            older = _older(tomb, st.created_ns, 0 if s is None else s.created_at, ev.time_ns)
+        if st is not None:
+            older = _older(tomb, st.created_ns, 0 if s is None else s.created_at, ev.time_ns, now)
             if older is None:
                 self._want_list = True  # about this incarnation or a destroyed one? A list tells
             if older is not False:
@@ -682,8 +682,8 @@ class DiffEngine:
         containers = self._containers
         t = containers.get(cid)
         tomb = self._tombs.get(cid)
-        if t is not None and tomb is not None:
-            older = _older(tomb, t.created_ns, 0 if c is None else c.created_at, ev.time_ns)
+        if t is not None:
+            older = _older(tomb, t.created_ns, 0 if c is None else c.created_at, ev.time_ns, now)
             if older is None:
                 self._want_list = True  # about this incarnation or a destroyed one? A list tells
             if older is not False:
@@ -905,16 +905,20 @@ def _revive(tombs: dict[str, tuple[int, ...]], oid: str, created_ns: int) -> Non
         del tombs[oid]
 
 
-def _older(tomb: tuple[int, ...], created_ns: int, status_created_at: int, event_ns: int) -> bool | None:
-    """Whether an event about a tracked ID (its incarnation created at ``created_ns``, 0: unknown)
-    that also has destroyed incarnations is about one of those: its status's ``created_at`` names
-    one; else its time (the runtime's clock, like ``created_at``) predates the tracked incarnation,
-    which was created only after the ID was free. ``None``: it cannot tell (no status time, no
-    event time or no creation time)."""
-    if status_created_at > 0:
+def _older(tomb: tuple[int, ...] | None, created_ns: int, status_created_at: int, event_ns: int,
+           hi: int) -> bool | None:
+    """Whether an event about a tracked ID (its incarnation created at ``created_ns``, 0: unknown) is
+    about an earlier incarnation of the ID -- destroyed, seen or not, since a live ID is unique: its
+    status's ``created_at`` or else its own time (the runtime's clock, like ``created_at``) predates
+    the tracked incarnation, or names a buried one. ``None``: it cannot tell although the ID is
+    known to have had other incarnations (no usable times)."""
+    usable = 0 < status_created_at <= hi
+    if created_ns and (usable or event_ns > 0):
+        return (status_created_at if usable else event_ns) < created_ns
+    if tomb is None:
+        return False  # the only incarnation known
+    if usable:
         return status_created_at in tomb
-    if created_ns and event_ns:
-        return event_ns < created_ns
     return None
 
 

@@ -65,7 +65,7 @@ def bounded_input(draw: st.DrawFn, unbounded: bool = False) -> tuple[int, list[t
     return window, arrivals, batch
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=3 * settings.default.max_examples // 2, deadline=None)  # 300 in ci
 @given(bounded_input())
 def test_bounded_lateness_gives_sorted_complete_exactly_once_output(data: Any) -> None:
     window, arrivals, batch = data
@@ -90,7 +90,7 @@ def test_bounded_lateness_gives_sorted_complete_exactly_once_output(data: Any) -
     assert buf.stats["pushed"] == buf.stats["released"] == len(arrivals)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=3 * settings.default.max_examples // 2, deadline=None)  # 300 in ci
 @given(bounded_input(unbounded=True))
 def test_unbounded_lateness_drops_nothing_and_flags_exactly_the_out_of_slot_items(data: Any) -> None:
     window, arrivals, batch = data
@@ -111,7 +111,7 @@ def test_unbounded_lateness_drops_nothing_and_flags_exactly_the_out_of_slot_item
     assert buf.stats["late"] == sum(r.late for r in out)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(deadline=None)  # the profile's count: 200 in ci
 @given(bounded_input(unbounded=True), st.integers(min_value=1, max_value=8))
 def test_overflow_bounds_memory_counts_and_drops_nothing(data: Any, max_events: int) -> None:
     window, arrivals, _ = data
@@ -229,7 +229,7 @@ def watermark_input(draw: st.DrawFn) -> tuple[list[str], list[tuple[str, Any]]]:
     return sources, merged
 
 
-@settings(max_examples=200, deadline=None)
+@settings(deadline=None)  # the profile's count: 200 in ci
 @given(watermark_input())
 def test_watermark_releases_as_soon_as_every_source_passed_and_in_order(data: Any) -> None:
     sources, script = data

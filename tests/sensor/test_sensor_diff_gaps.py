@@ -106,6 +106,21 @@ def test_a_late_event_about_an_incarnation_a_list_replaced_is_ignored() -> None:
     assert types(checked(out)) == ["container.exited"] and out[0].time_ns == T0 + 300 * MS
 
 
+def test_a_late_event_about_an_unseen_earlier_incarnation_does_not_end_the_tracked_one() -> None:
+    """c1 was created at 8 ms and deleted at 10 ms between polls; the list shows c1 created at 11 ms.
+    The stream's late events about the first one predate the tracked incarnation: a live ID is unique,
+    so they are about an earlier one, and must neither end the tracked c1 nor announce the old one."""
+    e = DiffEngine()
+    poll(e, T0)
+    new = T0 + 11 * MS
+    poll(e, T0 + 12 * MS, containers=[csnap("c1", "created", new)])
+    assert e.stream(ev("c1", "created", T0 + 8 * MS, created=T0 + 8 * MS), T0 + 20 * MS) == []
+    assert e.stream(StreamEvent("c1", "deleted", T0 + 10 * MS, None, None, SB), T0 + 21 * MS) == []
+    assert e.table_sizes() == (1, 1)
+    out = e.stream(ev("c1", "started", T0 + 30 * MS, created=new, started=T0 + 30 * MS), T0 + 31 * MS)
+    assert types(checked(out)) == ["container.running"]
+
+
 # --- sandbox ID reuse on every path ------------------------------------------------------------------
 
 
