@@ -336,6 +336,9 @@ def test_push_many_overflow_is_push_overflow() -> None:
         assert len(buf) == 2 and buf.stats["overflow"] == 4
         results.append(([r.item.ident for r in out], [r.item.ident for r in buf.flush(1000)]))
     assert results[0] == results[1] == ([2, 0, 4, 3], [5, 1])
+    buf = ReorderBuffer(100, max_events=3)
+    (r,) = buf.push_many([Item(40, 1), Item(30, 2), Item(20, 3), Item(50, 4)], 0)  # fills every free slot first
+    assert r.item.ident == 3 and len(buf) == 3
 
 
 def test_advance_returns_in_order_and_capped_items_together() -> None:

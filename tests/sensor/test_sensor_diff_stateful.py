@@ -457,17 +457,22 @@ class DiffMachine(RuleBasedStateMachine):
             assert self.engine.table_sizes() == (len(listed_c), len(listed_s))
         self._check_streamed(streamed, None)
 
-    def _incarnation(self, oid: str, hint: Container | Sandbox | None, kind: type) -> Container | Sandbox | None:
+    def _incarnation(self, e: Event, hint: Container | Sandbox | None, kind: type) -> Container | Sandbox | None:
         """The incarnation a streamed ``created``/``ready`` announces: the one the delivered event is
-        about (or its sandbox), else the newest not yet announced one with that ID."""
+        about (or its sandbox), else (held events) one not yet announced with that ID -- in that
+        sandbox, created at the event's time if one was."""
+        oid = e.container_id if kind is Container else e.sandbox_id
         if isinstance(hint, Container) and kind is Sandbox:
             hint = hint.sandbox
         if isinstance(hint, kind) and (hint.cid if isinstance(hint, Container) else hint.sid) == oid:
             return hint
-        pool = self.containers if kind is Container else self.sandboxes
-        ids = [o for o in pool if (o.cid if isinstance(o, Container) else o.sid) == oid]  # type: ignore[attr-defined]
-        fresh = [o for o in ids if o not in self.check.announced and o.created <= self.now]
-        return fresh[-1] if fresh else None
+        if kind is Container:
+            fresh: list = [c for c in self.containers if c.cid == oid and c.sandbox.sid == e.sandbox_id]
+        else:
+            fresh = [s for s in self.sandboxes if s.sid == oid]
+        fresh = [o for o in fresh if o not in self.check.announced and o.created <= self.now]
+        exact = [o for o in fresh if o.created == e.time_ns]
+        return (exact or fresh or [None])[-1]
 
     def _check_streamed(self, events: list[Event], hint: Container | Sandbox | None) -> None:
         """Events a stream event gave (or held ones, applied after a list): G1, G4, G5, and never a
@@ -485,7 +490,7 @@ class DiffMachine(RuleBasedStateMachine):
                 assert cid is not None
                 if transition == "created":
                     assert cid not in ck.current_c, ("created before the previous incarnation was destroyed", e)
-                    obj = self._incarnation(cid, hint, Container)
+                    obj = self._incarnation(e, hint, Container)
                     assert isinstance(obj, Container), ("phantom", e)
                     ck.current_c[cid] = obj
                     ck.announced[obj] = []
@@ -508,7 +513,7 @@ class DiffMachine(RuleBasedStateMachine):
                 assert sid is not None
                 if transition == "ready":
                     assert sid not in ck.current_s, ("ready before the previous incarnation was destroyed", e)
-                    obj = self._incarnation(sid, hint, Sandbox)
+                    obj = self._incarnation(e, hint, Sandbox)
                     assert isinstance(obj, Sandbox), ("phantom", e)
                     ck.current_s[sid] = obj
                     ck.announced[obj] = []
