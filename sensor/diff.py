@@ -193,7 +193,8 @@ class _Container:
     gen: int  # poll generation in which it was last listed (0: never listed, known from the stream)
     created_ns: int = 0  # its created_at, once reported in the past of a snapshot (identity for ID reuse)
     # the committed generation it was listed in, saved when a begin re-marks ``gen``: a begin that is
-    # then dropped (``failed``) must not make the engine forget that the committed list showed it
+    # then dropped (``failed``) must not make the engine forget that the committed list showed it;
+    # 0 while no committed list has shown it (known from the stream, or new in the list begun now)
     base: int = 0
 
 
@@ -413,8 +414,9 @@ class DiffEngine:
                 del containers[t.snap.id]
                 _bury(self._tombs, t.snap.id, t.created_ns)
         fresh = list(p.c_new.values())
-        for t, c in p.c_replaced:
-            self._end_container(t, container_steps(t.announced, "replaced"), ctx, c.created_at, out)
+        for t, c in p.c_replaced:  # never in a committed list (known from the stream): only its floor bounds its end
+            self._end_container(t, container_steps(t.announced, "replaced"), ctx if t.base else replace(ctx, lo=0),
+                                c.created_at, out)
             del containers[t.snap.id]
             _bury(self._tombs, t.snap.id, t.created_ns)  # late stream events about it stay ignored
             fresh.append(c)
@@ -436,7 +438,8 @@ class DiffEngine:
                 _bury(self._sb_tombs, st.snap.id, st.created_ns)
         sb_fresh = list(p.sb_new.values())
         for st, s in p.sb_replaced:
-            self._end_sandbox(st, sandbox_steps(st.announced, "replaced"), ctx.lo, s.created_at, ctx, out)
+            self._end_sandbox(st, sandbox_steps(st.announced, "replaced"), ctx.lo if st.base else 0, s.created_at, ctx,
+                              out)
             del sandboxes[st.snap.id]
             _bury(self._sb_tombs, st.snap.id, st.created_ns)
             sb_fresh.append(s)

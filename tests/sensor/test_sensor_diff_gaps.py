@@ -121,6 +121,19 @@ def test_a_late_event_about_an_unseen_earlier_incarnation_does_not_end_the_track
     assert types(checked(out)) == ["container.running"]
 
 
+def test_a_streamed_container_the_list_replaces_ends_within_what_is_known_of_it() -> None:
+    """c1 was created at 9 ms and removed at 13 ms between polls; the stream tells of it late (it is
+    announced), then the list shows a new c1. The old one never was in a list: its end is bounded by
+    its own times only, not by the last list (which it may have predated)."""
+    e = DiffEngine()
+    poll(e, T0 + 16 * MS)
+    assert types(e.stream(ev("c1", "created", T0 + 9 * MS, created=T0 + 9 * MS), T0 + 20 * MS)) == ["container.created"]
+    out = poll(e, T0 + 30 * MS, containers=[csnap("c1", "created", T0 + 22 * MS)])
+    assert [(x.type, x.why) for x in out][:2] == [("container.exited", "container ID reused"),
+                                                  ("container.destroyed", "container ID reused")]
+    assert out[0].window_ns[0] <= T0 + 13 * MS <= out[0].window_ns[1]
+
+
 # --- sandbox ID reuse on every path ------------------------------------------------------------------
 
 
