@@ -103,8 +103,9 @@ precedes its containers' ``created`` and a container's ``destroyed`` precedes it
 sandbox that vanished while a listed container still names it (the two lists are separate RPCs)
 keeps its end pending until no listed container names it. Duplicate IDs in one list: the first
 wins. ID reuse (a known ID listed with a different ``created_at``, both non-zero and in the past --
-a zero or future one is a timestamp quirk and proves nothing -- or in a state earlier
-than already announced): the old incarnation's end is forged (``why: "container ID reused"``) and
+a zero or future one is a timestamp quirk and proves nothing -- or, unless its known ``created_at``
+is unchanged (then it is state lag), in a state earlier than already announced): the old
+incarnation's end is forged (``why: "container ID reused"``) and
 the new one starts from scratch. Sandboxes alike: a pod sandbox never changes its pod's name,
 namespace, UID or attempt, so other metadata under a known ID is a reused ID too (missing metadata
 proves nothing). Held stream events (rule 6) come last. The engine assigns no
@@ -326,7 +327,8 @@ class DiffEngine:
             same = _same_sandbox(st.snap, s)
             if same and s.state == st.listed and s.created_at == st.snap.created_at:
                 continue
-            if not same or _reused(st.created_ns, s.created_at, hi) or is_regression("sandbox", st.announced, s.state):
+            if not same or _reused(st.created_ns, s.created_at, hi) or (
+                    is_regression("sandbox", st.announced, s.state) and not _known_same(st.created_ns, s.created_at)):
                 p.sb_replaced.append((st, s))
             else:
                 p.sb_changed.append((st, s))
@@ -350,7 +352,8 @@ class DiffEngine:
             same = _same_container(t.snap, c)
             if same and c.state == t.listed and c.created_at == t.snap.created_at:
                 continue  # the steady state: nothing built
-            if not same or _reused(t.created_ns, c.created_at, hi) or is_regression("container", t.announced, c.state):
+            if not same or _reused(t.created_ns, c.created_at, hi) or (
+                    is_regression("container", t.announced, c.state) and not _known_same(t.created_ns, c.created_at)):
                 p.c_replaced.append((t, c))
                 if c.state in _NEEDS_STATUS:
                     need.append(c.id)
@@ -886,6 +889,13 @@ def _reused(old_created_ns: int, new_created_at: int, hi: int) -> bool:
     """A different incarnation: both creation times known and in the past, and different. A zero or
     future ``created_at`` (timestamp quirks) proves nothing: it changes while the object does not."""
     return old_created_ns > 0 and 0 < new_created_at <= hi and old_created_ns != new_created_at
+
+
+def _known_same(created_ns: int, created_at: int) -> bool:
+    """The same incarnation by its known creation time. Then a list showing an earlier state than
+    announced is state lag (an exit the stream announced, not yet in List/Status: DESIGN.md
+    section 6), not ID reuse: it gives no steps."""
+    return created_ns > 0 and created_at == created_ns
 
 
 def _past(t: int, hi: int) -> int:

@@ -198,6 +198,21 @@ def test_state_lag_finished_before_the_last_poll_that_showed_running() -> None:
     assert exited.time_ns == finished and exited.window_ns[0] <= finished
 
 
+def test_state_lag_after_a_streamed_exit_is_not_id_reuse() -> None:
+    """The stream announced the exit; List still shows the container running for a while (state lag,
+    DESIGN.md section 6). The same created_at: the same container, no phantom new incarnation."""
+    e = DiffEngine()
+    created, started, finished = T0 + 10 * MS, T0 + 11 * MS, T0 + 50 * MS
+    poll(e, T0 + 20 * MS, containers=[csnap("c1", "running", created)],
+         details={"c1": ContainerDetail("c1", started, 0, None, None)})
+    out = e.stream(ev("c1", "stopped", finished, created=created, started=started, finished=finished), T0 + 51 * MS)
+    assert types(checked(out)) == ["container.exited"]
+    assert poll(e, T0 + 60 * MS, containers=[csnap("c1", "running", created)]) == []  # lagging
+    assert poll(e, T0 + 80 * MS, containers=[csnap("c1", "exited", created)],
+                details={"c1": ContainerDetail("c1", started, finished, 0, None)}) == []
+    assert types(poll(e, T0 + 100 * MS)) == ["container.destroyed"]
+
+
 # --- G3: a status that shows the exit is an observation of it ----------------------------------------
 
 
