@@ -208,3 +208,75 @@ def test_a_late_streamed_sandbox_ends_within_its_own_times() -> None:
     out = poll(e, T0 + 30 * MS, sandboxes=())
     assert types(out) == ["sandbox.notready", "sandbox.destroyed"]
     assert out[0].window_ns[0] <= T0 + 9 * MS
+
+
+# --- polls ------------------------------------------------------------------------------------------
+
+
+def test_a_list_catching_up_with_the_stream_needs_no_status() -> None:
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS, containers=[csnap("c1", "created", T0 + 5 * MS)])
+    e.stream(ev("c1", "started", T0 + 12 * MS, created=T0 + 5 * MS, started=T0 + 12 * MS), T0 + 13 * MS)
+    assert e.begin(Snapshot((SB,), (csnap("c1", "running", T0 + 5 * MS),), T0 + 20 * MS, T0 + 21 * MS)) == []
+    assert e.finish({}, T0 + 22 * MS) == []
+
+
+def test_first_snapshot_sandbox_windows_start_at_their_created_at_and_events_carry_metadata() -> None:
+    e = DiffEngine()
+    (ready,) = poll(e, T0 + 10 * MS)
+    assert ready.window_ns == (T0 + 1 * MS, T0 + 11 * MS) and ready.time_ns == T0 + 1 * MS
+    assert ready.attempt == 0 and ready.pod is not None
+    again = SandboxSnap("s1", "pod", "ns", "uid-1", 3, "ready", T0 + 1 * MS)  # attempt 3: reused by metadata
+    out = poll(e, T0 + 20 * MS, sandboxes=(again,))
+    assert [x.attempt for x in out] == [0, 0, 3]
+    stopped = SandboxSnap("s1", "pod", "ns", "uid-1", 3, "notready", T0 + 1 * MS)
+    (notready,) = poll(e, T0 + 30 * MS, sandboxes=(stopped,))
+    assert notready.type == "sandbox.notready" and notready.pod is not None and notready.pod.uid == "uid-1"
+
+
+def test_a_status_showing_the_exit_of_a_known_running_container_is_seen() -> None:
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS, containers=[csnap("c1", "created", T0 + 5 * MS)])
+    assert e.begin(Snapshot((SB,), (csnap("c1", "running", T0 + 5 * MS),), T0 + 20 * MS, T0 + 21 * MS)) == ["c1"]
+    out = e.finish({"c1": ContainerDetail("c1", T0 + 12 * MS, T0 + 22 * MS, 1, "Error")}, T0 + 23 * MS)
+    assert [(x.type, x.synthetic, x.exit_code, x.time_ns) for x in out] == [
+        ("container.running", False, None, T0 + 12 * MS), ("container.exited", False, 1, T0 + 22 * MS)]
+    assert out[-1].window_ns[1] == T0 + 23 * MS  # the status answer came after the list
+
+
+def test_a_created_at_equal_to_the_answer_time_bounds_the_next_step() -> None:
+    e = DiffEngine()
+    poll(e, T0 + 9 * MS, containers=[csnap("c1", "created", T0 + 10 * MS)])  # received at T0 + 10 ms
+    (running,) = poll(e, T0 + 20 * MS, containers=[csnap("c1", "running", T0 + 10 * MS)], details={})
+    assert running.window_ns[0] == T0 + 10 * MS
+
+
+def test_too_many_held_events_ask_for_the_base_list() -> None:
+    from sensor.diff import HELD_MAX
+
+    e = DiffEngine()
+    x = ev("c1", "created", T0, created=T0)
+    for _ in range(HELD_MAX):
+        e.stream(x, T0)
+    assert not e.resync_wanted and e.held == HELD_MAX
+    e.stream(x, T0)
+    assert e.resync_wanted and e.held == 1
+
+
+def test_a_container_in_an_unknown_sandbox_brings_the_sandbox_from_its_event() -> None:
+    e = DiffEngine()
+    poll(e, T0, sandboxes=())
+    wrong_pod = StreamEvent("c1", "created", T0 + 5 * MS, csnap("c1", "created", T0 + 5 * MS, "s1"), None, SB2)
+    assert e.stream(wrong_pod, T0 + 6 * MS) == []  # the container names s1, its event carries s2
+    assert e.resync_wanted and e.table_sizes() == (0, 0)
+    out = e.stream(ev("c2", "created", T0 + 7 * MS, created=T0 + 7 * MS, sandbox=SB), T0 + 8 * MS)
+    assert [(x.type, x.sandbox_id) for x in out] == [("sandbox.ready", "s1"), ("container.created", "s1")]
+
+
+def test_a_relisted_id_without_a_creation_time_forgets_its_tombstone() -> None:
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS, containers=[csnap("c1", "created", T0 + 5 * MS)])
+    poll(e, T0 + 20 * MS)  # destroyed: buried
+    poll(e, T0 + 30 * MS, containers=[csnap("c1", "created", 0)])  # listed again, created_at unknown
+    out = e.stream(ev("c1", "started", T0 + 40 * MS, created=0, started=T0 + 40 * MS), T0 + 41 * MS)
+    assert types(out) == ["container.running"] and not e.resync_wanted
