@@ -157,6 +157,7 @@ class ModelVersusReference(RuleBasedStateMachine):
         self.model, self.clock = new_model()
         self.ref_c: dict[str, str] = {}  # id -> state
         self.ref_s: dict[str, str] = {}
+        self.ref_pod: dict[str, str] = {}  # container id -> its sandbox id, as the reference saw it created
         self.n = 0
 
     def _code(self, fn, *args) -> str:  # type: ignore[no-untyped-def]
@@ -187,13 +188,13 @@ class ModelVersusReference(RuleBasedStateMachine):
             return "missing"
         assert want == "OK"
         self.ref_c[c.id] = "created"
+        self.ref_pod[c.id] = sid
         return c.id
 
     @rule(cid=containers)
     def start(self, cid: str) -> None:
         want = {"created": "OK", None: "NOT_FOUND"}.get(self.ref_c.get(cid), "UNKNOWN")
-        c = self.model.containers.get(cid)
-        in_stopped_pod = want == "OK" and c is not None and self.ref_s.get(c.sandbox_id) != "ready"
+        in_stopped_pod = want == "OK" and self.ref_s.get(self.ref_pod[cid]) != "ready"
         if in_stopped_pod:
             want = "UNKNOWN"  # containerd: the start fails and leaves it EXITED (StartError)
         assert self._code(self.model.start_container, cid) == want
@@ -226,14 +227,19 @@ class ModelVersusReference(RuleBasedStateMachine):
         if sid in self.ref_s:
             self.model.stop_pod_sandbox(sid)
             self.ref_s[sid] = "notready"
-            for cid in self.model.list_containers(sandbox_id=sid):
-                self.ref_c[cid.id] = "exited" if self.ref_c[cid.id] != "created" else "created"
+            for cid in self._containers_of(sid):  # running ones are killed; created and exited stay
+                if self.ref_c[cid] == "running":
+                    self.ref_c[cid] = "exited"
 
     @rule(sid=consumes(sandboxes))
     def remove_pod(self, sid: str) -> None:
         self.model.remove_pod_sandbox(sid)
         self.ref_s.pop(sid, None)
-        self.ref_c = {k: v for k, v in self.ref_c.items() if k in self.model.containers}
+        for cid in self._containers_of(sid):  # its containers go with it
+            del self.ref_c[cid]
+
+    def _containers_of(self, sid: str) -> list[str]:
+        return [cid for cid in self.ref_c if self.ref_pod[cid] == sid]
 
     @invariant()
     def states_match_reference(self) -> None:
