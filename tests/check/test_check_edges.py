@@ -1,0 +1,200 @@
+"""Boundaries of the guarantee checker: the exact instants where a verdict flips.
+
+Each test builds a correct history with the simulated perfect sensor, then moves one event (or
+window edge) to the last instant that is still correct and to the first that is not: the first
+must pass, the second must fail with the guarantee named. These pin the comparisons in
+``fakecri.check`` (mutation testing found them unpinned: docs/guarantees.md, "Mutation scores").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from checkworld import MS, VANISHED, World, at, find, renumber, simulate
+
+from fakecri.check import CheckParams, Report, check
+
+P = 100 * MS
+PARAMS = CheckParams(poll_interval_ns=P)
+SLACK = P + PARAMS.latency_allowance_ns
+
+
+def run(sim, events=None, params=PARAMS) -> Report:
+    return check(sim.truth, sim.events if events is None else events, params)
+
+
+def moved(events, i, **changes):
+    out = list(events)
+    out[i] = dataclasses.replace(out[i], **changes)
+    return out
+
+
+# -- G2: late events -----------------------------------------------------------------------------
+
+
+def _predates_sensor():
+    """c1 exists before the sensor's first list (at 50 ms): G7 does not measure it, only G2 can
+    judge how late its events come."""
+    w = World().sandbox("sb1", 1).container("c1", 10, 12)
+    return simulate(w, poll_ms=100, phase_ms=50, until_ms=600)
+
+
+def test_g2_created_exactly_at_deadline_is_on_time_one_ns_later_is_late():
+    sim = _predates_sensor()
+    assert run(sim).ok
+    i = find(sim.events, "container.created", "c1")
+    deadline = at(51) + SLACK  # first list answer that showed it was sent at 51 ms
+    assert run(sim, moved(sim.events, i, observed_ns=deadline)).ok
+    report = run(sim, moved(sim.events, i, observed_ns=deadline + 1))
+    assert report.failed == ["G2"], report.render()
+    (v,) = report["G2"].violations
+    assert "container.created only at" in v.message and "due by" in v.message
+    assert v.events[0].type == "container.created"
+
+
+def test_g2_late_with_grace():
+    sim = _predates_sensor()
+    i = find(sim.events, "sandbox.ready", "sb1")
+    params = dataclasses.replace(PARAMS, completeness_grace_ns=5 * MS)
+    deadline = at(51) + SLACK + 5 * MS
+    assert run(sim, moved(sim.events, i, observed_ns=deadline), params).ok
+    report = run(sim, moved(sim.events, i, observed_ns=deadline + 1), params)
+    assert report.failed == ["G2"], report.render()
+    assert "sandbox.ready only at" in report["G2"].violations[0].message
+
+
+def test_g2_late_and_missing_in_one_violation():
+    """Late running and no created: one violation for the incarnation names both."""
+    sim = _predates_sensor()
+    ev = list(sim.events)
+    i = find(ev, "container.running", "c1")
+    ev = moved(ev, i, observed_ns=at(400))
+    del ev[find(ev, "container.created", "c1")]
+    report = run(sim, renumber(ev))
+    assert "G2" in report.failed
+    (v,) = report["G2"].violations
+    assert "no container.created" in v.message and "container.running only at" in v.message
+
+
+# -- G4: window shape ----------------------------------------------------------------------------
+
+
+def test_g4_inverted_window_is_flagged_even_around_the_true_time():
+    """window (hi, lo): both ends straddle the true time, so only the inverted-window rule can see it."""
+    sim = _predates_sensor()
+    i = find(sim.events, "container.running", "c1")
+    ev = sim.events[i]
+    t = at(12)
+    assert ev.window_ns == (t, t)
+    assert run(sim, moved(sim.events, i, window_ns=(t, t))).ok  # a point window is not inverted
+    report = run(sim, moved(sim.events, i, window_ns=(t + 1, t - 1)))
+    assert report.failed == ["G4"], report.render()
+    (v,) = report["G4"].violations
+    assert "inverted window_ns" in v.message and v.events == (moved(sim.events, i, window_ns=(t + 1, t - 1))[i],)
+    assert report["G4"].measures["windows_checked"] == len([e for e in sim.events if e.type != "sensor.connected"])
+
+
+# -- G6: outage edges ----------------------------------------------------------------------------
+
+DOWN, UP = 650, 790  # the runtime is down [DOWN, UP]; polls every 100 ms, the first OK one after is at 800
+
+
+def _outage_world(c2_destroyed: float | None = None) -> World:
+    w = World().sandbox("sb1", 5).container("c1", 10, 12).runtime(DOWN, UP)
+    if c2_destroyed is not None:
+        w.container("c2", 20, 22, destroyed=c2_destroyed)  # lost without an exit
+    return w
+
+
+def _outage_sim(c2_destroyed: float | None = None):
+    sim = simulate(_outage_world(c2_destroyed), poll_ms=100, until_ms=1200)
+    assert run(sim).ok, run(sim).render()
+    return sim
+
+
+def test_g6_gap_exactly_covering_the_outage_passes_one_ns_short_fails():
+    sim = _outage_sim()
+    i = find(sim.events, "sensor.gap")
+    assert run(sim, moved(sim.events, i, window_ns=(at(DOWN), at(UP)))).ok
+    for short in ((at(DOWN) + 1, at(UP)), (at(DOWN), at(UP) - 1)):
+        report = run(sim, moved(sim.events, i, window_ns=short))
+        assert report.failed == ["G6"], (short, report.render())
+        assert "no sensor.gap covers the outage" in report["G6"].violations[0].message
+
+
+def test_g6_touching_gaps_cover_a_hole_does_not():
+    sim = _outage_sim()
+    i = find(sim.events, "sensor.gap")
+    mid = at(700)
+    two = [*sim.events[: i + 1], dataclasses.replace(sim.events[i]), *sim.events[i + 1 :]]
+    touching = moved(moved(two, i, window_ns=(at(DOWN), mid)), i + 1, window_ns=(mid, at(UP)))
+    assert run(sim, renumber(touching)).ok
+    hole = moved(touching, i + 1, window_ns=(mid + 1, at(UP)))
+    report = run(sim, renumber(hole))
+    assert report.failed == ["G6"], report.render()
+    # given out of order, the union still counts
+    swapped = [*touching[:i], touching[i + 1], touching[i], *touching[i + 2 :]]
+    assert run(sim, renumber(swapped)).ok
+
+
+def test_g6_gap_exactly_at_its_deadline_is_on_time_one_ns_later_is_late():
+    sim = _outage_sim()
+    i = find(sim.events, "sensor.gap")
+    deadline = at(801) + SLACK  # the first OK list after the outage was sent at 801 ms
+    assert run(sim, moved(sim.events, i, observed_ns=deadline)).ok
+    report = run(sim, moved(sim.events, i, observed_ns=deadline + 1))
+    assert report.failed == ["G6"], report.render()
+    assert "came only at" in report["G6"].violations[0].message
+    grace = dataclasses.replace(PARAMS, completeness_grace_ns=1)
+    assert run(sim, moved(sim.events, i, observed_ns=deadline + 1), grace).ok
+
+
+def test_g6_vanished_at_the_very_instants_the_outage_starts_and_ends():
+    """Destroyed exactly when the runtime went down, or exactly when it came back: both are during
+    the outage, so the forged exit must say so. One ns before the outage it is an ordinary exit."""
+    for when in (DOWN, UP):
+        sim = _outage_sim(when)
+        i = find(sim.events, "container.exited", "c2")
+        assert sim.events[i].why == VANISHED and sim.events[i].synthetic
+        report = run(sim, moved(sim.events, i, why="exited and removed between polls"))
+        assert report.failed == ["G6"], (when, report.render())
+        assert "vanished during the outage" in report["G6"].violations[0].message
+        assert report["G6"].measures["vanished_during_outage"] == 1
+    sim = _outage_sim(DOWN - 1e-6)  # one ns before
+    i = find(sim.events, "container.exited", "c2")
+    report = run(sim, moved(sim.events, i, why="exited and removed between polls"))
+    assert report.ok, report.render()
+    assert report["G6"].measures["vanished_during_outage"] == 0
+
+
+def test_g6_reuse_exactly_at_the_first_list_after_the_outage_may_say_reused():
+    """c2's ID is reused at the very instant of the first OK list after the outage (800 ms)."""
+    for reuse_at, excused in ((800, True), (800 + 1e-6, False)):
+        w = _outage_world(700).container("c2", reuse_at, reuse_at + 1)
+        sim = simulate(w, poll_ms=100, until_ms=1200, tie_before=False)
+        i = find(sim.events, "container.exited", "c2")
+        report = run(sim, moved(sim.events, i, why="container ID reused"))
+        assert report.ok is excused, (reuse_at, report.render())
+
+
+def test_g6_duplicate_at_the_outage_edges():
+    """A repeated event counts as "after reconnect" (G6) when the outage lies between the two
+    copies, edges included; one ns outside, it is a plain duplicate (G1)."""
+    sim = _outage_sim()
+    ev = list(sim.events)
+    i = find(ev, "container.running", "c1")
+    again = ev[i]
+    cases = [
+        # (first copy observed, second copy observed, guarantee)
+        (again.observed_ns, at(DOWN), "G6"),
+        (again.observed_ns, at(DOWN) - 1, "G1"),
+        (at(UP), at(900), "G6"),
+        (at(UP) + 1, at(900), "G1"),
+    ]
+    for first, second, want in cases:
+        ev2 = moved(ev, i, observed_ns=first)
+        ev2.append(dataclasses.replace(again, observed_ns=second))
+        report = run(sim, renumber(ev2))
+        assert want in report.failed, (first, second, report.render())
+        other = "G1" if want == "G6" else "G6"
+        assert other not in report.failed, (first, second, report.render())
