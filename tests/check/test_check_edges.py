@@ -198,3 +198,25 @@ def test_g6_duplicate_at_the_outage_edges():
         assert want in report.failed, (first, second, report.render())
         other = "G1" if want == "G6" else "G6"
         assert other not in report.failed, (first, second, report.render())
+
+
+# -- G5: what an early event is told about the state it was in ---------------------------------
+
+
+def test_g5_names_the_state_at_the_early_instant():
+    sim = _predates_sensor()  # c1 created at 10 ms, running at 12 ms
+    i = find(sim.events, "container.running", "c1")
+    j = find(sim.events, "container.created", "c1")
+    table = [
+        (i, at(11), "(seq 4) at -0.039000s, but that only happened at -0.038000s;", "it was created then"),
+        (i, at(10), "", "it was changing state at that very instant then"),
+        (j, at(9), "", "it was not yet created then"),
+        (i, at(12) - 1, "", "it was created then"),
+    ]
+    for k, observed, part, state in table:
+        report = run(sim, moved(sim.events, k, observed_ns=observed))
+        assert "G5" in report.failed, report.render()
+        (v,) = report["G5"].violations
+        assert v.message.endswith(state) and part in v.message, v.message
+        assert report["G5"].measures == {"phantom_ids": 0, "phantom_events": 0, "premature_or_unreal": 1}
+    assert "G5" not in run(sim, moved(sim.events, i, observed_ns=at(12))).failed  # at the very instant: not early
