@@ -54,12 +54,12 @@ class Context:
         return self.params.poll_interval_ns + self.params.latency_allowance_ns
 
     def in_state(self, inc: Incarnation, t: int) -> str:
+        """The state an early event (G5) was announced in: never ``destroyed``, since the
+        transition it announces lies after ``t``."""
         s = inc.certain_state(t)
         if s is None:
             return "changing state at that very instant"
-        if s == ABSENT:
-            return "not yet created"
-        return "gone" if s == "destroyed" else s
+        return "not yet created" if s == ABSENT else s
 
 
 def _transition(inc: Incarnation, ev: Event) -> str:
