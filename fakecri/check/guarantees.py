@@ -409,14 +409,16 @@ def g5_no_phantoms(ctx: Context) -> GuaranteeResult:
 
 
 def _covers(windows: list[tuple[int, int]], lo: int, hi: int) -> bool:
-    reach = lo
+    """Whether the union of the closed ``windows`` contains ``[lo, hi]`` (touching windows join).
+    An instant outage (``lo == hi``) still needs a window that contains it."""
+    reach: int | None = None  # everything in [lo, reach] is covered
     for a, b in sorted(windows):
-        if a > reach:
-            break
-        reach = max(reach, b)
+        if a > (lo if reach is None else reach):
+            return False  # a hole just before a
+        reach = b if reach is None else max(reach, b)
         if reach >= hi:
             return True
-    return reach >= hi
+    return False
 
 
 def _describe(o: Outage) -> str:

@@ -220,3 +220,32 @@ def test_g5_names_the_state_at_the_early_instant():
         assert v.message.endswith(state) and part in v.message, v.message
         assert report["G5"].measures == {"phantom_ids": 0, "phantom_events": 0, "premature_or_unreal": 1}
     assert "G5" not in run(sim, moved(sim.events, i, observed_ns=at(12))).failed  # at the very instant: not early
+
+
+def test_g6_an_instant_outage_still_needs_a_gap():
+    """Under a virtual clock a failed list can be answered in 0 ns: the outage is the single instant
+    [t, t]. The sensor was blind then all the same, so a gap must contain that instant."""
+    w = World().sandbox("sb1", 1).container("c1", 10, 12)
+    sim = simulate(w, poll_ms=100, until_ms=600, fail_polls={2}, rpc_ms=0)
+    assert run(sim).ok
+    assert [(r.time_ns, r.end_ns) for r in sim.truth if r.kind == "rpc" and r.code != "OK"] == [(at(200), at(200))]
+    report = run(sim, renumber([e for e in sim.events if e.type != "sensor.gap"]))
+    assert report.failed == ["G6"], report.render()
+    assert "no sensor.gap covers the outage [+0.200000s, +0.200000s] (1 failed list call(s))" in (
+        report["G6"].violations[0].message)
+    i = find(sim.events, "sensor.gap")
+    for window, ok in (((at(200), at(200)), True), ((at(100), at(200)), True), ((at(200) + 1, at(300)), False),
+                       ((at(100), at(200) - 1), False)):
+        assert run(sim, moved(sim.events, i, window_ns=window)).ok is ok, window
+
+
+def test_g6_message_names_both_causes():
+    w = World().sandbox("sb1", 1).container("c1", 10, 12).runtime(250, 330)
+    sim = simulate(w, poll_ms=100, until_ms=800, fail_polls={2, 4})
+    assert run(sim).ok
+    report = run(sim, renumber([e for e in sim.events if e.type != "sensor.gap"]))
+    (v,) = report["G6"].violations
+    assert v.message == (
+        "no sensor.gap covers the outage [+0.200000s, +0.401000s] (runtime down + 2 failed list call(s)); the sensor "
+        "polled successfully again at +0.500000s"
+    )
