@@ -13,6 +13,7 @@ import dataclasses
 from checkworld import MS, VANISHED, World, at, find, renumber, simulate
 
 from fakecri.check import CheckParams, Report, check
+from sensor.events import Event
 
 P = 100 * MS
 PARAMS = CheckParams(poll_interval_ns=P)
@@ -249,3 +250,107 @@ def test_g6_message_names_both_causes():
         "no sensor.gap covers the outage [+0.200000s, +0.401000s] (runtime down + 2 failed list call(s)); the sensor "
         "polled successfully again at +0.500000s"
     )
+
+
+# -- G7: deadlines at the instant ---------------------------------------------------------------
+
+
+def _hand_world(*lists, failed=()):
+    """c1 created at 10 ms (no sandbox in truth); OK ListContainers at each of ``lists`` (ms, end
+    +5 ms when given as (t, end)), failed ones at ``failed``."""
+    w = World().container("c1", 10)
+    for t in lists:
+        t, end = t if isinstance(t, tuple) else (t, t + 1)
+        w.rpc("ListContainers", t, end=end)
+    for t in failed:
+        w.rpc("ListContainers", t, "UNAVAILABLE")
+    return sorted(w.records, key=lambda r: r.time_ns)
+
+
+def _created(observed, **kw):
+    return Event("container.created", at(10), (at(10), at(10)), observed, container_id="c1", seq=1, **kw)
+
+
+def test_g7_list_taken_exactly_at_the_bound_adds_its_rpc_time():
+    truth = _hand_world(0, (160, 165))  # 10 + 100 + 50 = 160: the next list is taken at the very bound
+    assert "G7" not in check(truth, [_created(at(165))], PARAMS).failed
+    report = check(truth, [_created(at(165) + 1)], PARAMS)
+    assert report.failed == ["G7"], report.render()
+    assert "poll bound was 155.000ms" in report["G7"].violations[0].message
+
+
+def test_g7_after_an_outage_the_bound_runs_from_the_first_list_after_it():
+    truth = _hand_world(0, (300, 302), failed=(100,))
+    gap = Event("sensor.gap", at(1), (at(1), at(300)), at(302), seq=2)
+    deadline = at(302) + SLACK
+    report = check(truth, [_created(deadline), gap], PARAMS)
+    assert "G7" not in report.failed, report.render()
+    assert report["G7"].measures["events_measured"] == 1
+    report = check(truth, [_created(deadline + 1), gap], PARAMS)
+    assert "G7" in report.failed, report.render()
+    assert "poll bound was 442.000ms" in report["G7"].violations[0].message
+
+
+def test_g7_not_judged_when_no_list_ever_succeeds_after_the_outage():
+    truth = _hand_world(0, failed=(100, 200))
+    report = check(truth, [_created(at(5_000))], PARAMS)
+    assert "G7" not in report.failed, report.render()
+    assert report["G7"].measures["events_measured"] == 1
+
+
+def test_g7_percentiles_are_nearest_rank():
+    from fakecri.check.guarantees import _percentile
+
+    assert [_percentile([10, 20, 30, 40], p) for p in (1, 25, 26, 50, 51, 75, 90, 99, 100)] == [
+        10, 10, 20, 20, 30, 30, 40, 40, 40]
+    assert [_percentile(list(range(101)), p) for p in (50, 99, 100)] == [50, 99, 100]
+    assert _percentile([7], 50) == 7
+
+
+# -- G2: the list that shows a destroy -----------------------------------------------------------
+
+
+def test_g2_a_list_taken_at_the_destroy_instant_does_not_make_the_end_due():
+    """A list taken at the very ns of the destroy may still show the container: the end becomes
+    due only with the next list (at 300 ms, sent 301 ms)."""
+    w = World().container("c1", 10, destroyed=200)
+    for t in (0, 100, 200, 300):
+        w.rpc("ListContainers", t)
+    truth = sorted(w.records, key=lambda r: r.time_ns)
+    base = [_created(at(102))]
+
+    def ends(observed):
+        return [
+            *base,
+            Event("container.exited", at(200), (at(100), at(300)), observed, container_id="c1", seq=2,
+                  synthetic=True, why="exited and removed between polls"),
+            Event("container.destroyed", at(200), (at(100), at(300)), observed, container_id="c1", seq=3),
+        ]
+
+    deadline = at(301) + SLACK
+    assert "G2" not in check(truth, ends(deadline), PARAMS).failed
+    report = check(truth, ends(deadline + 1), PARAMS)
+    assert "G2" in report.failed, report.render()
+    assert "only at" in report["G2"].violations[0].message
+
+
+# -- G3: evidence ------------------------------------------------------------------------------
+
+
+def test_g3_evidence_is_the_claimed_transition_and_the_next():
+    sim = simulate(World().sandbox("sb1", 1).container("c3", 210, 215, 330, 340), poll_ms=100, until_ms=600)
+    assert run(sim).ok
+    for type_, want in (
+        ("container.exited", ["exited", "destroyed"]),
+        ("container.created", ["created", "running"]),
+    ):
+        i = find(sim.events, type_, "c3")
+        report = run(sim, moved(sim.events, i, synthetic=False, why=None))
+        assert report.failed == ["G3"], report.render()
+        (v,) = report["G3"].violations
+        assert [r.transition for _, r in v.truth] == want, type_
+    # a destroyed claimed seen before any list showed it gone: its evidence is the destroy alone
+    i = find(sim.events, "container.destroyed", "c3")
+    report = run(sim, moved(sim.events, i, observed_ns=at(341)))
+    (v,) = report["G3"].violations
+    assert [r.transition for _, r in v.truth] == ["destroyed"]

@@ -241,3 +241,55 @@ def test_lifecycle_tables():
     assert SANDBOX.transition_of("sandbox.notready") == "notready"
     assert [CONTAINER.rank(f"container.{t}") for t in ("created", "running", "exited", "destroyed")] == [0, 1, 2, 3]
     assert Incarnation(SANDBOX, "s", 0, {"ready": 1}).first_event("sandbox.ready") is None
+
+
+def test_reported_time_needs_a_certain_answer():
+    recs = [
+        ContainerTransition("c", "created", 0, "s"),
+        ContainerTransition("c", "running", 10, "s"),
+        RpcServed(ST, "v1", 10, 11, "OK", "c"),  # taken at the very ns it started: may predate it
+        RpcServed(ST, "v1", 20, 21, "OK", "c"),
+    ]
+    refs = list(enumerate(recs))
+    log = RpcLog(refs, 100)
+    c = split(refs, CONTAINER).by_id["c"][0]
+    assert log.first_report(c, "running", 15) is None
+    assert log.first_report(c, "running", 21) == Sighting(20, 21, "status", refs[3])
+
+
+@pytest.mark.parametrize(
+    ("type_", "source", "synthetic", "listed", "index"),
+    [
+        # a polled event reporting the object present goes to the incarnation the last list showed
+        ("container.running", "poll", False, True, 1),
+        ("container.exited", "poll", False, True, 1),
+        # without a list to anchor it, or from a stream, the window decides (c#0 ran at 20)
+        ("container.running", "poll", False, False, 0),
+        ("container.running", "stream", False, True, 0),
+        # ends are not "present": a destroyed, or a forged stop, goes by its window
+        ("container.destroyed", "poll", False, True, 0),
+        ("container.exited", "poll", True, True, 0),
+    ],
+)
+def test_assignment_prefers_what_the_last_list_showed(type_, source, synthetic, listed, index):
+    from fakecri.check.incarnations import assign
+    from sensor.events import Event
+
+    recs = [
+        ContainerTransition("c", "created", 10, "s"),
+        ContainerTransition("c", "running", 20, "s"),
+        ContainerTransition("c", "destroyed", 100, "s"),
+        ContainerTransition("c", "created", 150, "s"),  # the ID again; this one never runs
+    ]
+    pop = split(list(enumerate(recs)), CONTAINER)
+    ev = Event(type_, 20, (15, 300), 300, source=source, container_id="c", synthetic=synthetic, why="w", seq=1)
+    asked = []
+
+    def listed_at(method, t):
+        asked.append((method, t))
+        return 250
+
+    assert assign([ev], pop, listed_at if listed else None) == []
+    assert [len(inc.events) for inc in pop.by_id["c"]] == [int(index == 0), int(index == 1)]
+    if listed and index == 1:
+        assert asked == [(LC, 300)]

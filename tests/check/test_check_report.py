@@ -38,6 +38,8 @@ P = 100_000_000
         (B - 1_000, "-0.000001s"),
         (B - 2_500_000_000, "-2.500000s"),
         (B + 61_000_123_456, "+61.000123s"),
+        (B + 2_000_000_000, "+2.000000s"),
+        (B + 999_999_999, "+0.999999s"),
     ],
 )
 def test_time_format(ns, text):
@@ -48,6 +50,7 @@ def test_window_ms_offset():
     assert TimeFormat(B).window((B, B + 1_000_000)) == "[+0.000000s, +0.001000s]"
     assert ms(1_234_567) == "1.235ms"
     assert ms(0) == "0.000ms"
+    assert ms(1_000_000_000) == "1000.000ms"
     assert offset(999_999) == "999999 ns"
     assert offset(-999_999) == "-999999 ns"
     assert offset(1_000_000) == "1.000ms"
@@ -283,6 +286,8 @@ def test_load_events_jsonl_lines_and_clipping():
         (4, "not JSON"), (5, "an event must be a JSON object, not list"), (6, "not JSON"),
         (7, "seq must be an integer (got 's')")]
     assert failures[0].text == "{not json"
+    assert failures[1].text == "[1]"
+    assert failures[3].text == json.dumps({**_good(), "seq": "s"})
     assert failures[2].text == "x" * 200 + "…"
     assert failures[0].error == "not JSON: Expecting property name enclosed in double quotes"
 
@@ -320,3 +325,17 @@ def test_params_edges_accepted():
     CheckParams(poll_interval_ns=P, start_ns=10, end_ns=10)
     CheckParams(poll_interval_ns=P, start_ns=10)
     CheckParams(poll_interval_ns=P, end_ns=10, mode="stream")
+
+
+def test_clip_keeps_exactly_the_limit_and_strips_only_the_newline():
+    events, failures = load_events_jsonl(["y" * 200 + "\n", "[2]  \n", "\n[3]\n"])
+    assert events == []
+    assert [f.text for f in failures] == ["y" * 200, "[2]  ", "\n[3]"]
+
+
+def test_render_shows_ten_violations_by_default():
+    many = [Violation("G5", f"v{i}") for i in range(12)]
+    r = _report(results={"G5": GuaranteeResult("G5", False, many, {}, "")}, parse_failures=[], notes=[])
+    lines = r.render().splitlines()
+    assert "first 10 of 12 violation(s):" in lines
+    assert [ln for ln in lines if ln.startswith("[G5]")] == [f"[G5] v{i}" for i in range(10)]
