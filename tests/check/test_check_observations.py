@@ -293,3 +293,72 @@ def test_assignment_prefers_what_the_last_list_showed(type_, source, synthetic, 
     assert [len(inc.events) for inc in pop.by_id["c"]] == [int(index == 0), int(index == 1)]
     if listed and index == 1:
         assert asked == [(LC, 300)]
+
+
+def test_ties_and_earliest_sent():
+    recs = [
+        ContainerTransition("c", "created", 20, "s"),  # 0
+        RpcServed(LC, "v1", 20, 21, "OK"),  # 1 at the creation instant: not certain
+        RpcServed("GetContainerEvents", "v1", 20, 500, "OK"),  # 2 opens at the creation instant
+        RpcServed(LC, "v1", 50, 60, "OK"),  # 3 taken first, sent last
+        RpcServed(ST, "v1", 55, 56, "OK", "c"),  # 4 taken later, sent first
+        ContainerTransition("c", "running", 70, "s"),  # 5
+        ContainerTransition("c", "exited", 70, "s"),  # 6 the same ns: running lasted 0 ns
+    ]
+    refs = list(enumerate(recs))
+    log = RpcLog(refs, 1000)
+    c = split(refs, CONTAINER).by_id["c"][0]
+    # the earliest *sent* certain answer: the sensor had it first
+    assert log.first_visible(c) == Sighting(55, 56, "status", refs[4])
+    assert log.first_certain_in(c, "created") == Sighting(55, 56, "status", refs[4])
+    # a state that lasted 0 ns is never certainly seen, even with a stream open
+    assert log.first_certain_in(c, "running") is None
+    assert log.stream_open(70, certain=True) == refs[2]
+    only_ties = RpcLog([refs[0], refs[1], refs[2]], 1000)
+    assert only_ties.first_visible(c) is None
+
+
+def test_assignment_rules_table():
+    from fakecri.check.incarnations import assign
+    from sensor.events import Event
+
+    def pop_of(*recs):
+        return split(list(enumerate(recs)), CONTAINER)
+
+    def c(tr, t):
+        return ContainerTransition("c", tr, t, "s")
+
+    def ev(type_, time, window, observed, **kw):
+        return Event(type_, time, window, observed, container_id="c", seq=kw.pop("seq", 1), **kw)
+
+    reuse = (c("created", 10), c("running", 20), c("destroyed", 100), c("created", 150), c("running", 160))
+    cases = [
+        # the cursor never goes back: after #1's created, a running whose window fits #0 stays with #1
+        (reuse, [ev("container.created", 150, (150, 150), 200), ev("container.running", 20, (15, 300), 300, seq=2)],
+         None, [[], ["container.created", "container.running"]]),
+        # seen at the very ns #1 was created, the exact created_at picks #1
+        (reuse, [ev("container.created", 150, (90, 150), 150)], None, [[], ["container.created"]]),
+        # an exact created_at wins over a window that fits both
+        (reuse, [ev("container.created", 150, (5, 300), 300)], None, [[], ["container.created"]]),
+        # only #1's transition lies in the window
+        (reuse, [ev("container.running", 160, (150, 300), 300)], None, [[], ["container.running"]]),
+        # window edges count: #0's running at exactly lo, and at exactly hi
+        (reuse, [ev("container.running", 20, (20, 140), 300)], None, [["container.running"], []]),
+        (reuse, [ev("container.running", 20, (19, 20), 300)], None, [["container.running"], []]),
+        # everything equal: the one without such an event yet, else the earliest
+        (reuse, [ev("container.running", 0, (0, 500), 300), ev("container.running", 0, (0, 500), 301, seq=2)], None,
+         [["container.running"], ["container.running"]]),
+        # a zero-length life loses to its successor
+        ((c("created", 10), c("destroyed", 10), c("created", 10)), [ev("container.destroyed", 10, (5, 30), 40)], None,
+         [[], ["container.destroyed"]]),
+        # the last list was taken at the very ns #1 was created: #1 was (possibly) there
+        (reuse, [ev("container.running", 20, (15, 300), 300)], 150, [[], ["container.running"]]),
+        # ... or at the very ns #0 was destroyed: #0 was (possibly) still there
+        ((c("created", 10), c("destroyed", 100), c("created", 150), c("running", 160)),
+         [ev("container.running", 160, (90, 300), 300)], 100, [["container.running"], []]),
+    ]
+    for recs, events, anchor, want in cases:
+        pop = pop_of(*recs)
+        listed = None if anchor is None else (lambda m, t, a=anchor: a)
+        assert assign(events, pop, listed) == []
+        assert [[e.type for e in inc.events] for inc in pop.by_id["c"]] == want, (events, anchor)
