@@ -346,3 +346,68 @@ def test_g8_empty_population_and_stream_deadline():
             (v,) = r["G8"].violations
             assert v.message == ("container c1 was created at +0.100000s while an event stream was open, but got no "
                                  "container.created")
+
+
+def test_g3_details():
+    w = World().sandbox("sb1", 1).container("c1", 10, destroyed=150)  # never runs; gone at 150
+    sim = simulate(w, poll_ms=100, until_ms=500)
+    created = sim.events[find(sim.events, "container.created", "c1")]
+    ev = [e for e in sim.events if e.container_id != "c1" or e.type == "container.created"]
+    ev += [
+        dataclasses.replace(created, type="container.running", seq=90, observed_ns=at(120)),  # never happened: G5
+        dataclasses.replace(created, type="container.destroyed", seq=91, observed_ns=at(160),
+                            window_ns=(at(100), at(160)), time_ns=at(160)),  # gone, but only shown at 200
+        dataclasses.replace(created, type="container.exited", seq=92, observed_ns=at(210), synthetic=True, why=None),
+    ]
+    r = check(sim.truth, ev, PARAMS)
+    assert [v.message for v in r["G3"].violations] == [
+        "seq 92 container.exited is synthetic:true but gives no why",
+        "container c1: container.destroyed (seq 91) says synthetic:false, but no answer showed it gone by "
+        "+0.160000s (first shown at +0.200000s)",
+    ]
+    assert [v.truth_seqs for v in r["G3"].violations][1] == tuple(
+        s for s, t in enumerate(sim.truth) if t.kind == "container" and t.transition == "destroyed")
+    # observed at the very ns of the answer that showed it: fine
+    ev[-2] = dataclasses.replace(ev[-2], observed_ns=at(200))
+    assert [v.event_seqs for v in check(sim.truth, ev, PARAMS)["G3"].violations] == [(92,)]
+
+
+def test_g3_counts_and_the_three_commonest_whys():
+    w = World().sandbox("sb1", 1).container("c1", 10, 12)
+    sim = simulate(w, poll_ms=100, until_ms=300)
+    base = sim.events[find(sim.events, "container.created", "c1")]
+    extra = [dataclasses.replace(base, container_id=f"x{i}", seq=50 + i, synthetic=True, why=why)
+             for i, why in enumerate(["a", "b", "b", "c", "c", "c", "d", "d", "d", "d"])]
+    extra.append(dataclasses.replace(base, container_id="y", seq=70, synthetic=False, why=None))  # a phantom, "seen"
+    r = check(sim.truth, [*sim.events, *extra], PARAMS)
+    g3 = r["G3"]
+    assert g3.measures == {"synthetic_true": 11, "synthetic_false": 3, "synthetic_by_why": {
+        "d": 4, "c": 3, "b": 2, "created and changed state between polls": 1, "a": 1}}
+    assert g3.summary == "11 synthetic, 3 seen; 4x 'd', 3x 'c', 2x 'b'"
+
+
+def test_g4_details():
+    """Each rule on its own event, several in one incarnation (none hides the next)."""
+    w = World().sandbox("sb1", 1).container("c1", 10, 12, destroyed=250)  # lost without an exit at 250
+    sim = simulate(w, poll_ms=100, until_ms=500)
+    ev = list(sim.events)
+    i = find(ev, "container.created", "c1")
+    t = at(10)
+    ev[i] = dataclasses.replace(ev[i], window_ns=(t + 1, t - 1))  # inverted
+    j = find(ev, "container.running", "c1")
+    ev[j] = dataclasses.replace(ev[j], time_ns=at(11), window_ns=(at(11), at(12)))  # differs from started_at
+    k = find(ev, "container.exited", "c1")
+    ev[k] = dataclasses.replace(ev[k], window_ns=(at(240), at(300)), time_ns=at(239))  # before its own window
+    r = check(sim.truth, renumber(ev), PARAMS)
+    assert r.failed == ["G4"], r.render()
+    msgs = [(v.message.split(": ", 1)[1], v.truth_seqs) for v in r["G4"].violations]
+    destroyed = tuple(s for s, x in enumerate(sim.truth) if x.kind == "container" and x.transition == "destroyed")
+    running = tuple(s for s, x in enumerate(sim.truth) if x.kind == "container" and x.transition == "running")
+    assert [m for m, _ in msgs] == [
+        "container.created (seq 3) has an inverted window_ns",
+        "container.running (seq 4) time_ns +0.011000s differs by -1000000 ns from the started_at the runtime "
+        "reported (+0.012000s, in a ContainerStatus answer)",
+        "container.exited (seq 5) time_ns +0.239000s lies 1.000ms outside its own window [+0.240000s, +0.300000s]",
+    ]
+    assert msgs[2][1] == destroyed  # a lost container's stop: its evidence is the destroy
+    assert msgs[1][1][0] == running[0]
