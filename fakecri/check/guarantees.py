@@ -164,7 +164,7 @@ def g2_completeness(ctx: Context) -> GuaranteeResult:
             m[f"{k}_visible"] += 1
         if not known:
             continue
-        due: dict[str, tuple[int, Ref | None]] = {}  # transition -> (deadline, record that made it due)
+        due: dict[str, tuple[int, Ref]] = {}  # transition -> (deadline, record that made it due)
         if vis is not None:
             due[lc.first] = (vis.end_ns + slack, vis.ref)
         for tr in lc.transitions[1:-1]:
@@ -191,7 +191,7 @@ def g2_completeness(ctx: Context) -> GuaranteeResult:
                 late.append((ev, deadline))
             else:
                 continue
-            if ref is not None and ref not in refs:
+            if ref not in refs:
                 refs.append(ref)
         if not missing and not late:
             continue

@@ -354,3 +354,14 @@ def test_g3_evidence_is_the_claimed_transition_and_the_next():
     report = run(sim, moved(sim.events, i, observed_ns=at(341)))
     (v,) = report["G3"].violations
     assert [r.transition for _, r in v.truth] == ["destroyed"]
+
+
+def test_g2_an_obligation_due_exactly_at_the_run_end_is_judged():
+    sim = _predates_sensor()
+    ev = renumber([e for e in sim.events if e.type != "container.created"])
+    deadline = at(51) + SLACK
+    at_end = check(sim.truth, [e for e in ev if e.observed_ns <= deadline], dataclasses.replace(PARAMS, end_ns=deadline))
+    assert "G2" in at_end.failed, at_end.render()
+    before = check(sim.truth, [e for e in ev if e.observed_ns < deadline],
+                   dataclasses.replace(PARAMS, end_ns=deadline - 1))
+    assert "G2" not in before.failed, before.render()
