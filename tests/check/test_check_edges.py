@@ -360,7 +360,8 @@ def test_g2_an_obligation_due_exactly_at_the_run_end_is_judged():
     sim = _predates_sensor()
     ev = renumber([e for e in sim.events if e.type != "container.created"])
     deadline = at(51) + SLACK
-    at_end = check(sim.truth, [e for e in ev if e.observed_ns <= deadline], dataclasses.replace(PARAMS, end_ns=deadline))
+    at_end = check(sim.truth, [e for e in ev if e.observed_ns <= deadline],
+                   dataclasses.replace(PARAMS, end_ns=deadline))
     assert "G2" in at_end.failed, at_end.render()
     before = check(sim.truth, [e for e in ev if e.observed_ns < deadline],
                    dataclasses.replace(PARAMS, end_ns=deadline - 1))
