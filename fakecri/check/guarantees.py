@@ -368,7 +368,7 @@ def g5_no_phantoms(ctx: Context) -> GuaranteeResult:
     for ev in ctx.phantoms:
         kind = ev.type.split(".", 1)[0]
         oid = ev.container_id if kind == "container" else ev.sandbox_id
-        by_id.setdefault((kind, oid or ""), []).append(ev)
+        by_id.setdefault((kind, oid or "(no id)"), []).append(ev)
     for (kind, oid), evs in by_id.items():
         vs.append(
             Violation(
@@ -377,7 +377,6 @@ def g5_no_phantoms(ctx: Context) -> GuaranteeResult:
                 (evs[0],),
             )
         )
-    early = 0
     for inc in ctx.incs:
         for ev in inc.events:
             tr = _transition(inc, ev)
@@ -387,7 +386,6 @@ def g5_no_phantoms(ctx: Context) -> GuaranteeResult:
                     continue  # truth after the run is unknown
                 msg = f"{inc.label}: {ev.type} (seq {ev.seq}) at {fmt(ev.observed_ns)}, but {_NEVER[tr]}"
             elif ev.observed_ns < t:
-                early += 1
                 msg = (
                     f"{inc.label}: {ev.type} (seq {ev.seq}) at {fmt(ev.observed_ns)}, but that only happened at "
                     f"{fmt(t)}; it was {ctx.in_state(inc, ev.observed_ns)} then"

@@ -366,3 +366,127 @@ def test_g2_an_obligation_due_exactly_at_the_run_end_is_judged():
     before = check(sim.truth, [e for e in ev if e.observed_ns < deadline],
                    dataclasses.replace(PARAMS, end_ns=deadline - 1))
     assert "G2" not in before.failed, before.render()
+
+
+# -- G5: the run's end and the evidence ----------------------------------------------------------
+
+
+def test_g5_unreal_event_judged_at_the_run_end_not_after():
+    sim = _predates_sensor()  # c1 never exits
+    running = sim.events[find(sim.events, "container.running", "c1")]
+    last = max(r.end_ns if r.kind == "rpc" else r.time_ns for r in sim.truth)
+    unreal = dataclasses.replace(running, type="container.exited", seq=90, observed_ns=last + 5)
+    r = run(sim, [*sim.events, unreal])  # the event itself ends the run: still judged
+    assert r.end_ns == last + 5 and r.failed == ["G5"], r.render()
+    early = dataclasses.replace(running, seq=91, observed_ns=at(11))
+    params = dataclasses.replace(PARAMS, end_ns=last + 4)
+    r = run(sim, [*sim.events, unreal, early], params)
+    (v,) = r["G5"].violations  # the unreal one is after the run; the early one after it is still judged
+    assert v.event_seqs == (91,)
+
+
+def test_g5_evidence_shows_only_the_last_failed_answer():
+    w = World().sandbox("sb1", 1).container("c1", 10, 12)
+    sim = simulate(w, poll_ms=100, until_ms=600, fail_polls={2, 3})
+    failed = [i for i, r in enumerate(sim.truth) if r.kind == "rpc" and r.code != "OK"]
+    assert len(failed) == 2
+    running = sim.events[find(sim.events, "container.running", "c1")]
+    r = run(sim, [*sim.events, dataclasses.replace(running, type="container.exited", seq=90, observed_ns=at(350))])
+    (v,) = r["G5"].violations
+    assert [s for s in v.truth_seqs if s in failed] == [failed[1]]
+
+
+def test_g5_event_without_an_id():
+    sim = _predates_sensor()
+    running = sim.events[find(sim.events, "container.running", "c1")]
+    r = run(sim, [*sim.events, dataclasses.replace(running, container_id=None, seq=90)])
+    assert r["G5"].violations[0].message == (
+        "container (no id) never existed in truth, yet 1 event(s) name it (first: container.running)")
+
+
+# -- G6: which outages need a gap ---------------------------------------------------------------
+
+
+def _no_gaps(events):
+    return renumber([e for e in events if e.type != "sensor.gap"])
+
+
+def test_g6_runtime_restart_needs_a_gap_from_one_poll_interval():
+    """No call failed (the sim records nothing while the runtime is down): a restart of exactly one
+    poll interval needs a gap, one 1 ns shorter does not."""
+    for up, needed in ((350, True), (350 - 1e-6, False)):
+        w = World().sandbox("sb1", 1).container("c1", 10, 12).runtime(250, up)
+        sim = simulate(w, poll_ms=100, until_ms=800, phase_ms=60)
+        r = run(sim, _no_gaps(sim.events))
+        assert r["G6"].measures["gaps_required"] == int(needed), r.render()
+        assert ("G6" in r.failed) is needed, r.render()
+
+
+def test_g6_short_blips_nobody_noticed_and_later_outages():
+    """A runtime restart shorter than a poll interval that no call hit needs no gap; a later real
+    outage still does (the first one must not stop the search)."""
+    w = World().sandbox("sb1", 1).container("c1", 10, 12).runtime(120, 150).runtime(420, 560)
+    sim = simulate(w, poll_ms=100, until_ms=900)
+    r = run(sim, _no_gaps(sim.events))
+    assert r["G6"].measures["outages"] == 2 and r["G6"].measures["gaps_required"] == 1
+    (v,) = r["G6"].violations
+    assert "no sensor.gap covers the outage [+0.420000s, +0.560000s] (runtime down)" in v.message
+
+
+def test_g6_no_view_yet_then_a_real_outage():
+    truth = _hand_world(0, 300, 500, 1000, failed=(400,))
+    truth = sorted([*truth, *World().rpc("ListContainers", -100, "UNAVAILABLE").records], key=lambda r: r.time_ns)
+    params = dataclasses.replace(PARAMS, start_ns=at(-200))
+    r = check(truth, [_created(at(302))], params)
+    assert r["G6"].measures["outages"] == 2 and r["G6"].measures["gaps_required"] == 1, r.render()
+    assert "[+0.600000s, +0.601000s]" in r["G6"].violations[0].message
+
+
+def test_g6_view_means_an_earlier_ok_list_and_the_run_start():
+    # an outage between the first and the second OK list: the view from the first is lost
+    truth = _hand_world(0, 200, 1000, failed=(100,))
+    r = check(truth, [_created(at(202))], PARAMS)
+    assert r["G6"].measures["gaps_required"] == 1 and "G6" in r.failed
+    # a failure at the very ns of the first OK list: no view before it
+    w = World().container("c1", 10).rpc("ListContainers", 100).rpc("ListPodSandbox", 100, "UNAVAILABLE")
+    w.rpc("ListContainers", 300).rpc("ListContainers", 1000)
+    r = check(w.records, [_created(at(101))], PARAMS)
+    assert r["G6"].measures["gaps_required"] == 0, r.render()
+    # an outage that begins exactly at an explicit run start, with a view before it: needs a gap
+    truth = _hand_world(0, 200, 1000, failed=(100,))
+    r = check(truth, [_created(at(202))], dataclasses.replace(PARAMS, start_ns=at(100)))
+    assert r["G6"].measures["gaps_required"] == 1
+    # ... one ns later than the outage began: not in the judged run
+    r = check(truth, [_created(at(202))], dataclasses.replace(PARAMS, start_ns=at(100) + 1))
+    assert r["G6"].measures["gaps_required"] == 0
+
+
+def test_g6_gap_due_exactly_at_the_run_end():
+    truth = _hand_world(0, 200, 1000, failed=(100,))
+    deadline = at(201) + SLACK
+    r = check(truth, [_created(at(202))], dataclasses.replace(PARAMS, end_ns=deadline))
+    assert r["G6"].measures["gaps_required"] == 1
+    r = check(truth, [_created(at(202))], dataclasses.replace(PARAMS, end_ns=deadline - 1))
+    assert r["G6"].measures["gaps_required"] == 0
+
+
+def test_g6_gaps_elsewhere_do_not_help_nor_hurt():
+    sim = _outage_sim()
+    i = find(sim.events, "sensor.gap")
+    gap = sim.events[i]
+    early = dataclasses.replace(gap, window_ns=(at(100), at(200)), seq=0)  # a gap for no outage, before it
+    ev = renumber([*sim.events[:i], early, *sim.events[i:]])
+    assert run(sim, ev).ok, run(sim, ev).render()
+    # three partial gaps that leave holes: the evidence names the first two
+    parts = [dataclasses.replace(gap, window_ns=(at(a), at(b))) for a, b in ((DOWN, 700), (710, 750), (760, UP))]
+    ev = renumber([*sim.events[:i], *parts, *sim.events[i + 1 :]])
+    r = run(sim, ev)
+    (v,) = r["G6"].violations
+    assert [e.window_ns for e in v.events] == [(at(DOWN), at(700)), (at(710), at(750))]
+
+
+def test_g6_instant_outage_gap_starting_at_that_instant():
+    w = World().sandbox("sb1", 1).container("c1", 10, 12)
+    sim = simulate(w, poll_ms=100, until_ms=600, fail_polls={2}, rpc_ms=0)
+    i = find(sim.events, "sensor.gap")
+    assert run(sim, moved(sim.events, i, window_ns=(at(200), at(300)))).ok
