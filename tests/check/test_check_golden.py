@@ -15,6 +15,7 @@ from checkworld import MS, World, at, find, renumber, simulate
 from test_check import basic_world
 
 from fakecri.check import CheckParams, check
+from sensor.events import Event
 
 P = 100 * MS
 PARAMS = CheckParams(poll_interval_ns=P)
@@ -411,3 +412,107 @@ def test_g4_details():
     ]
     assert msgs[2][1] == destroyed  # a lost container's stop: its evidence is the destroy
     assert msgs[1][1][0] == running[0]
+
+
+def test_g8_three_sigma_bound():
+    from test_check import churn_world
+
+    sim = simulate(churn_world(), poll_ms=400, until_ms=5400, phase_ms=37)
+    m = check(sim.truth, sim.events, PARAMS)["G8"].measures
+    assert (m["total"], m["missed"]) == (59, 40)
+    assert m["allowed_missed"] == pytest.approx(m["expected_missed"] + 3 * m["stddev_missed"])
+    assert m["stddev_missed"] > 1  # 3 sigma, not the floor of 2, is the bound here
+    assert (round(m["expected_missed"], 3), round(m["stddev_missed"], 3)) == (9.929, 2.206)
+
+
+def test_g8_population_edges():
+    """Counted: created at or after the run start, destroyed by the run end, no outage in its life.
+    With every life longer than a poll interval nothing may be missed, except the floor of 2."""
+    w = (World().sandbox("sb1", 1)
+         .container("pre", 50, 51, 250, 260)  # created before the explicit start (100)
+         .container("at_start", 100, 101, 300, 310)
+         .container("lost", 120, 121, 400, 410).runtime(380, 395)  # an outage in its life
+         .container("x1", 150, 151, 350, 360)
+         .container("at_end", 400, 401, 590, 600))
+    sim = simulate(w, poll_ms=100, until_ms=600, phase_ms=5)
+    params = dataclasses.replace(PARAMS, start_ns=at(100), end_ns=at(600))
+    blind = renumber([e for e in sim.events if e.type != "container.created"])
+    r = check(sim.truth, blind, params)
+    m = r["G8"].measures
+    assert (m["total"], m["missed"], m["excluded_outage"], m["allowed_missed"]) == (3, 3, 1, 2.0), r.render()
+    assert not r["G8"].ok
+    two = renumber([e for e in sim.events if not (e.type == "container.created" and e.container_id == "x1")])
+    r = check(sim.truth, two, params)
+    assert (r["G8"].measures["missed"], r["G8"].ok) == (1, True)
+    r = check(sim.truth, renumber([e for e in sim.events if not (
+        e.type == "container.created" and e.container_id in ("x1", "at_start"))]), params)
+    assert (r["G8"].measures["missed"], r["G8"].ok) == (2, True)  # exactly the allowed number
+
+
+def test_g8_excluded_first_does_not_stop_the_count():
+    w = (World().sandbox("sb1", 1).container("a_lost", 120, 121, 400, 410).runtime(380, 395)
+         .container("b_lost", 130, 131, 390, 405).container("c", 400, 401, 550, 560))
+    sim = simulate(w, poll_ms=100, until_ms=800)
+    m = check(sim.truth, sim.events, PARAMS)["G8"].measures
+    assert (m["total"], m["excluded_outage"]) == (1, 2)
+
+
+def test_g7_measures_and_skips():
+    # a hundred creations, reported 0.0 .. 9.9 ms after the fact: nearest-rank percentiles
+    w = World()
+    for i in range(100):
+        w.container(f"k{i}", 10)
+    w.rpc("ListContainers", 0).rpc("ListContainers", 100)
+    ev = [Event("container.created", at(10), (at(10), at(10)), at(10) + i * 100_000, container_id=f"k{i}", seq=i + 1)
+          for i in range(100)]
+    m = check(w.records, ev, PARAMS)["G7"].measures
+    assert (m["events_measured"], m["p50_ms"], m["p90_ms"], m["p99_ms"], m["max_ms"]) == (100, 4.9, 8.9, 9.8, 9.9)
+    m = check(w.records, ev[:2], PARAMS)["G7"].measures
+    assert (m["p50_ms"], m["max_ms"]) == (0.0, 0.1)
+    m = check(w.records, ev[:10], PARAMS)["G7"].measures
+    assert (m["p90_ms"], m["p99_ms"]) == (0.8, 0.9)
+    assert check([], [], PARAMS)["G7"].summary == "no events to measure"
+
+
+def test_g7_which_events_are_measured():
+    w = World().container("c1", 0, 50, 80, 90).rpc("ListContainers", 0).rpc("ListContainers", 100)
+    created = Event("container.created", at(0), (at(0), at(0)), at(1), container_id="c1", seq=1)
+    ev = [
+        created,
+        dataclasses.replace(created, seq=2),  # a duplicate: not measured again
+        Event("container.running", at(50), (at(50), at(50)), at(50), container_id="c1", seq=3),  # 0 latency
+        Event("container.exited", at(80), (at(80), at(80)), at(79), container_id="c1", seq=4),  # early: G5's
+        Event("container.destroyed", at(90), (at(90), at(90)), at(101), container_id="c1", seq=5),
+    ]
+    m = check(w.records, ev, PARAMS)["G7"].measures  # created at the very start_ns: measured
+    assert (m["events_measured"], m["via_poll"], m["p50_ms"]) == (3, 3, 1.0)
+    m = check(w.records, ev, dataclasses.replace(PARAMS, start_ns=at(1)))["G7"].measures
+    assert m["events_measured"] == 2  # created before the run start: not measured, the rest still are
+
+
+def test_g7_stream_bound_needs_a_stream_certainly_open_in_stream_mode():
+    w = World().container("c1", 100, 200, 300, 400)
+    w.rpc("ListContainers", 0).rpc("ListContainers", 500).rpc("GetContainerEvents", 100, "OK", end=1000)
+    ev = [Event(f"container.{tr}", at(t), (at(t), at(t)), at(t) + 30 * MS, source="stream", container_id="c1",
+                seq=i + 1) for i, (tr, t) in enumerate((("created", 100), ("running", 200), ("exited", 300),
+                                                        ("destroyed", 400)))]
+    stream = dataclasses.replace(PARAMS, mode="stream", stream_latency_ns=10 * MS)
+    r = check(w.records, ev, stream)
+    # created at the very ns the stream opened: not certainly open, so the poll bound applies to it
+    assert (r["G7"].measures["via_stream"], r["G7"].measures["via_poll"]) == (3, 1)
+    assert r["G7"].ok  # 30 ms < 60 ms stream bound
+    r = check(w.records, ev, PARAMS)  # poll mode: the open stream does not matter
+    assert (r["G7"].measures["via_stream"], r["G7"].measures["via_poll"]) == (0, 4)
+    slow = [dataclasses.replace(e, observed_ns=e.time_ns + 61 * MS) for e in ev]
+    r = check(w.records, slow, stream)
+    assert [v.event_seqs for v in r["G7"].violations] == [(2,), (3,), (4,)]
+
+
+def test_g7_evidence_for_a_lost_container_stop_is_the_destroy():
+    w = World().container("c1", 0, 5, destroyed=150).rpc("ListContainers", 0).rpc("ListContainers", 100)
+    w.rpc("ListContainers", 200).rpc("ListContainers", 400)
+    ev = [Event("container.exited", at(150), (at(100), at(200)), at(380), container_id="c1", seq=1, synthetic=True,
+                why="w")]
+    r = check(w.records, ev, PARAMS)
+    (v,) = r["G7"].violations
+    assert [(x.kind, x.transition) for _, x in v.truth] == [("container", "destroyed")]
