@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import example, given, settings
@@ -161,6 +162,16 @@ def _unique(poll: Poll) -> bool:
             and len({c.id for c in poll.containers}) == len(poll.containers))
 
 
+def _first_of_each(records: list[Any]) -> tuple[Any, ...]:
+    seen: set[str] = set()
+    out = []
+    for r in records:
+        if r.id and r.id not in seen:
+            seen.add(r.id)
+            out.append(r)
+    return tuple(out)
+
+
 def run_both(ops: list[object]) -> FastPath:
     """The same operations on two engines: the plain one takes each list as the runtime meant it (the
     strategy's values, never the fast path's decoder), the other takes the answers' bytes through
@@ -185,7 +196,8 @@ def run_both(ops: list[object]) -> FastPath:
             continue
         assert isinstance(op, Poll)
         listing = encode(op.sandboxes, op.containers, now, now + MS)
-        meant = Snapshot(tuple(op.sandboxes), tuple(op.containers), now, now + MS)
+        # as the sensor takes it (sensor.wire, rule 2): records without an ID or repeating one dropped
+        meant = Snapshot(_first_of_each(op.sandboxes), _first_of_each(op.containers), now, now + MS)
         assert snapshot_of(listing, PB) == meant
         cheap = ref_ok and fast_engine.settled and _unique(op)
         full_before = fast.counts["full"]
