@@ -35,6 +35,7 @@ from sensor.events import (
 )
 
 from . import guarantees, incarnations
+from .attribution import check_attribution
 from .observations import LIST_METHODS, NEVER_OPEN, STREAM_METHOD, RpcLog
 from .params import CheckParams
 from .report import GUARANTEES, GuaranteeResult, ParseFailure, Report, TimeFormat, Violation
@@ -110,6 +111,14 @@ def load_events_jsonl(lines: Iterable[str]) -> tuple[list[Event], list[ParseFail
     return events, failures
 
 
+def _attribution_result(truth: list[TruthRecord], execs: list[Mapping[str, Any]]) -> GuaranteeResult:
+    judged = check_attribution(truth, execs)
+    m = judged.measures
+    summary = (f"{m['execs']} exec(s): {m['enriched']} enriched, {m['unsure']} said they were unsure"
+               if m["execs"] or judged.violations else "no process events to judge")
+    return GuaranteeResult("G10", judged.ok, [Violation("G10", v) for v in judged.violations], dict(m), summary)
+
+
 def _time_bounds(truth: list[tuple[int, TruthRecord]], events: list[Event], params: CheckParams) -> tuple[int, int]:
     times = [r.time_ns for _, r in truth] + [r.end_ns for _, r in truth if isinstance(r, RpcServed)]
     times += [e.observed_ns for e in events]
@@ -130,10 +139,13 @@ def check(
     events: Iterable[Event | Mapping[str, Any]],
     params: CheckParams,
     parse_failures: Iterable[ParseFailure] = (),
+    execs: Iterable[Mapping[str, Any]] | None = None,
 ) -> Report:
     """Judge ``events`` (in the order the sensor wrote them; ``Event`` values or parsed JSON objects)
     against ``truth`` (records in the order they were recorded; a record's position is its truth
-    seq). Unreadable events are reported as ``ParseFailure`` and left out of the guarantees."""
+    seq). Unreadable events are reported as ``ParseFailure`` and left out of the guarantees.
+    ``execs``: the sensor's ``process.exec`` objects, judged for G10 (``attribution``); without
+    them G10 is not part of the report."""
     truth_refs = list(enumerate(truth))
     failures = list(parse_failures)
     parsed: list[Event] = []
@@ -160,6 +172,8 @@ def check(
     for rule in guarantees.ALL:
         r = rule(ctx)
         results[r.guarantee] = r
+    if execs is not None:
+        results["G10"] = _attribution_result([r for _, r in truth_refs], list(execs))
 
     notes = [n for pop in pops for n in pop.notes]
     if log.count == 0:

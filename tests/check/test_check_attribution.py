@@ -112,3 +112,15 @@ def test_unsure_is_never_a_violation_and_wrong_ids_and_invented_execs_are() -> N
     truth_gap = [*TRUTH, ProcessEvent("c1", 250, 250, pid=13)]
     enriched_in_gap = [{**_sensor(Enricher())[0], "time_ns": 250, "pid": 13}]
     assert "no incarnation" in check_attribution(truth_gap, enriched_in_gap).violations[0]
+
+
+def test_the_report_carries_g10_when_execs_are_given_and_fails_a_guessing_enricher() -> None:
+    from fakecri.check import CheckParams, check
+
+    params = CheckParams(poll_interval_ns=100)
+    assert "G10" not in check(TRUTH, [], params).results  # no execs given: not judged
+    honest = check(TRUTH, [], params, execs=_sensor(Enricher()))
+    assert honest["G10"].ok and "4 exec(s): 4 enriched" in honest["G10"].summary
+    broken = check(TRUTH, [], params, execs=_sensor(LatestKnown()))
+    assert "G10" in broken.failed and not broken.ok
+    assert "G10 no wrong attribution" in broken.render() and "[G10]" in broken.render()
