@@ -258,8 +258,8 @@ def _duration_arg(flag: str, text: str) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from fakecri import verify
 
-    poll = _duration_arg("--poll-interval", args.poll_interval)
-    if poll <= 0:
+    poll = None if args.poll_interval is None else _duration_arg("--poll-interval", args.poll_interval)
+    if poll is not None and poll <= 0:
         raise UsageError(f"--poll-interval must be > 0, not {args.poll_interval}")
     opts = verify.Options(
         scenario=args.scenario,
@@ -330,11 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ver.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file, or the name of a bundled scenario")
     ver.add_argument("--report", metavar="FILE", help="also write the report as JSON to FILE")
-    ver.add_argument("--poll-interval", default="250ms", metavar="D",
-                     help="the sensor's poll interval, for the check (default 250ms)")
-    ver.add_argument("--mode", choices=("poll", "stream"), default="poll",
-                     help="poll, or stream when the sensor consumes GetContainerEvents (default poll)")
-    ver.add_argument("--grace", metavar="D", help="wait after the scenario's end (default 2 poll intervals + 1s)")
+    ver.add_argument("--poll-interval", metavar="D",
+                     help="the sensor's poll interval, for the check (default: what its sensor.connected event "
+                          "says, else 250ms)")
+    ver.add_argument("--mode", choices=("poll", "stream"),
+                     help="poll, or stream when the sensor consumes GetContainerEvents (default: what its "
+                          "sensor.connected event says, else stream if it opened an event stream)")
+    ver.add_argument("--grace", metavar="D", help="wait after the scenario's end (default 2 poll intervals + 1s; "
+                                                  "--poll-interval or 250ms)")
     ver.add_argument("--speed", type=float, default=1.0, metavar="X", help="run the timeline X times as fast")
     ver.add_argument("--allowance", default="50ms", metavar="D",
                      help="RPC time + scheduling slack added to every deadline (default 50ms)")
