@@ -19,6 +19,7 @@ Marker convention (in README.md's Markdown source):
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -175,3 +176,45 @@ def test_readme_block_runs(block: Block, output: Block | None) -> None:
         assert last is not None
         assert _matches(output.lines, last.stdout.splitlines()), (
             f"README.md:{output.line}: the output shown is not what {block.lines[-1]!r} prints:\n{last.stdout}")
+
+
+def _options(parser: object) -> set[str]:
+    return {s for a in parser._actions for s in a.option_strings if s not in ("-h", "--help")}  # type: ignore[attr-defined]
+
+
+def _subparser(parser: object, name: str) -> object:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # type: ignore[attr-defined]
+    return sub.choices[name]
+
+
+def test_readme_flags_and_synopses_agree_with_the_parsers() -> None:
+    """The `crisensor run` flag table and the two synopsis blocks in the README name exactly the
+    subcommands and flags the code accepts (``--help`` is generated from the same parsers)."""
+    from fakecri.cli import build_parser as fakecri_parser
+    from sensor.cli import build_parser as crisensor_parser
+
+    text = README.read_text(encoding="utf-8")
+    parsers = {"crisensor": crisensor_parser(), "fakecri": fakecri_parser()}
+    table = set(re.findall(r"^\| `(-{1,2}[\w-]+)", text, re.M))
+    run = _subparser(parsers["crisensor"], "run")
+    actions = [set(x.option_strings) for x in run._actions if x.option_strings and "-h" not in x.option_strings]
+    undocumented = [sorted(names) for names in actions if not names & table]
+    assert not undocumented, f"`crisensor run --help` has flags README's table lacks: {undocumented}"
+    unknown = table - _options(run) - _options(parsers["crisensor"])
+    assert not unknown, f"README's crisensor flag table names flags the CLI lacks: {unknown}"
+    synopses = [b for b in blocks(text) if b.info == "text" and b.lines and b.lines[0].split()[0] in parsers]
+    shown: dict[str, set[str]] = {prog: set() for prog in parsers}
+    for b in synopses:
+        prog = b.lines[0].split()[0]
+        parser = parsers[prog]
+        for line in b.lines:
+            words = line.split()
+            if words and words[0] == prog:
+                command = words[1] if not words[1].startswith("[") and words[1] != "COMMAND" else ""
+                parser = _subparser(parsers[prog], command) if command else parsers[prog]
+                shown[prog] |= {command} if command else set()
+            flags = set(re.findall(r"[\[|] ?(-{1,2}[a-z][\w-]*)", line))
+            assert flags <= _options(parser), f"README shows `{line.strip()}`: no {flags - _options(parser)}"
+    for prog, parser in parsers.items():
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # type: ignore[attr-defined]
+        assert shown[prog] == set(sub.choices), f"README's synopses show {shown[prog]}, {prog} has {set(sub.choices)}"
