@@ -23,7 +23,10 @@ Theory of operation
 * ``restart_runtime`` stops the relay and the server (the socket disappears; open event streams
   end), loses the model's state if asked, and after the downtime starts both again. Truth gets
   ``runtime`` down/up records; quirks active for the whole run get ``fault`` start records at
-  offset 0 (they never stop).
+  offset 0 (they never stop). The handshake quirk is the scenario's, else the flavour's own.
+* ``start(hold=True)`` + ``first_view()`` + ``release()`` start the timeline at a client's first
+  list (``fakecri serve``'s default, ``fakecri verify``); ``replay()`` runs it again after its end
+  with fresh IDs (``--repeat``/``--loop``). The virtual-clock paths use neither.
 """
 
 from __future__ import annotations
@@ -125,7 +128,8 @@ class Harness:
         self._started = False
         #: Which run of the timeline this is (0 the first; ``replay`` starts the next one).
         self.repetition = 0
-        self._own_pods: list[Sandbox] = []  # every pod the timeline ran, to tear down before a replay
+        #: Pods the timeline ran and did not remove (by ID), to tear down before a replay.
+        self._own_pods: dict[str, Sandbox] = {}
 
     # ---- properties --------------------------------------------------------------------------
 
@@ -207,7 +211,7 @@ class Harness:
         runner = self._runner()
         runner.stop()
         with self.model.lock:
-            for s in self._own_pods:
+            for s in self._own_pods.values():
                 if self.model.sandboxes.get(s.id) is s:
                     self.model.remove_pod_sandbox(s.id)
         self._own_pods.clear()
@@ -325,13 +329,14 @@ class Harness:
                 step.pod, step.namespace, uid, step.attempt, labels=labels,
                 annotations={"kubernetes.io/config.source": "api"}, hostname=step.pod,
                 log_directory=f"/var/log/pods/{step.namespace}_{step.pod}_{uid}")
-            self._own_pods.append(self.pods[step.pod])
+            self._own_pods[self.pods[step.pod].id] = self.pods[step.pod]
         elif isinstance(step, sc.StopPod):
             if (s := self._live_pod(step, step.pod)) is not None:
                 m.stop_pod_sandbox(s.id)
         elif isinstance(step, sc.RemovePod):
             if (s := self._live_pod(step, step.pod)) is not None:
                 m.remove_pod_sandbox(s.id)
+                self._own_pods.pop(s.id, None)
         elif isinstance(step, sc.CreateContainer):
             if (s := self._live_pod(step, step.pod)) is None:
                 return
