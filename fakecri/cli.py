@@ -1,6 +1,7 @@
 """``fakecri``: command line for the fake CRI runtime.
 
     fakecri serve [SCENARIO] [--socket PATH] [--truth FILE] [--speed X] [--flavor NAME] [--exit-at-end]
+                  [--start first-list|now] [--repeat N | --loop] [--handshake MODE] [--events MODE]
     fakecri validate SCENARIO...
     fakecri scenarios
     fakecri verify SCENARIO [--report FILE] [--poll-interval D] [--mode poll|stream] [--grace D]
@@ -12,6 +13,13 @@ real time (``--speed 2`` runs it twice as fast), reports when the scenario's end
 (with the measured timing jitter), and keeps serving until signalled -- or exits at the end with
 ``--exit-at-end``. Shutdown is clean either way: sockets are removed. ``--truth FILE`` writes
 the ground truth as JSON lines while it happens.
+
+The timeline starts at the first ``ListContainers``/``ListPodSandbox`` answer or event stream
+(``--start first-list``, the default: a sensor started a few seconds later still sees the whole
+scenario; one line says the runtime is waiting), or at once (``--start now``). ``--repeat N``
+runs it N times, ``--loop`` until signalled: each run removes what the last one left and
+starts with fresh IDs (``Harness.replay``). The flavour's quirks are on by default (crio-1.13
+withholds its HTTP/2 preface like the real one); ``--handshake``/``--events`` override them.
 
 ``verify`` runs any sensor against a scenario and judges its events (``fakecri.verify``,
 docs/verify.md): exit 0 when every guarantee holds, 1 when one fails.
@@ -30,9 +38,10 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import IO
+from typing import IO, Any
 
-from fakecri.flavors import FLAVORS, get_flavor
+from fakecri.flavors import FLAVORS, HANDSHAKES, get_flavor
+from fakecri.scenario import DEFAULT_FLAVOR, EVENTS_MODES
 from sensor.output import run_guarded, silence_stdout
 
 DEFAULT_SOCKET = "/tmp/fakecri.sock"
@@ -90,18 +99,46 @@ def _tune_for_timing() -> None:
     sys.setswitchinterval(0.0005)
 
 
+def _serve_scenario(args: argparse.Namespace) -> Any:
+    """The scenario to serve, with ``--handshake``/``--events`` applied over the flavour's quirks."""
+    import dataclasses
+
+    from fakecri.scenario import Scenario, ScenarioError, load
+
+    try:
+        scenario = load(args.scenario) if args.scenario else None
+    except ScenarioError as e:
+        raise UsageError(str(e)) from None
+    changes = {k: v for k, v in (("handshake", args.handshake), ("events", args.events)) if v is not None}
+    if not changes:
+        return scenario
+    if scenario is None:
+        scenario = Scenario(flavor=args.flavor or DEFAULT_FLAVOR, name="empty")
+    return dataclasses.replace(scenario, quirks=dataclasses.replace(scenario.quirks, **changes))
+
+
+def _repetitions(args: argparse.Namespace) -> int | None:
+    """How many times to run the timeline: ``--repeat N`` (N >= 1), ``None`` for ``--loop``."""
+    if args.loop:
+        if args.repeat is not None:
+            raise UsageError("--repeat and --loop exclude each other (accepted: one of them)")
+        return None
+    if args.repeat is not None and args.repeat < 1:
+        raise UsageError(f"--repeat must be a whole number >= 1, not {args.repeat}")
+    return args.repeat or 1
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from fakecri.harness import Harness
-    from fakecri.scenario import ScenarioError, load
 
     if args.speed is not None and args.speed <= 0:
         raise UsageError(f"--speed must be a number > 0, not {args.speed:g}")
     if args.flavor is not None:
         get_flavor(args.flavor)  # ValueError lists the accepted names
-    try:
-        scenario = load(args.scenario) if args.scenario else None
-    except ScenarioError as e:
-        raise UsageError(str(e)) from None
+    runs = _repetitions(args)
+    scenario = _serve_scenario(args)
+    if not args.scenario and (args.repeat is not None or args.loop):
+        raise UsageError("--repeat/--loop need a SCENARIO to replay (accepted: fakecri serve SCENARIO --repeat N)")
     sink: IO[str] | None = None
     if args.truth:
         try:
@@ -114,8 +151,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             h = Harness(scenario, socket=args.socket or None, flavor=args.flavor, clock="real",
                         speed=args.speed or 1.0, truth_sink=sink)
             h.truth.on_sink_failure = lambda _: stop.set()  # the truth is the point: stop, say so below
+            viewed = h.first_view()
             _tune_for_timing()
-            h.start()
+            h.start(hold=scenario is not None)
         except OSError as e:
             if e.strerror and e.filename:
                 raise UsageError(f"cannot serve on {args.socket or 'the socket'}: {e.filename}: {e.strerror}") from None
@@ -123,27 +161,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise UsageError(str(e)) from None
         f = h.flavor
-        what = f"scenario {h.scenario.name}" if scenario is not None else "an empty runtime"
+        what = f"scenario {h.scenario.name}" if scenario is not None and args.scenario else "an empty runtime"
         quirk = f", handshake {h.handshake}" if h.handshake != "none" else ""
-        print(f"fakecri: serving {what} as {f.name} ({'+'.join(f.apis)}{quirk}) on {h.addr}", file=sys.stderr,
-              flush=True)
+        say(f"serving {what} as {f.name} ({'+'.join(f.apis)}{quirk}) on {h.addr}")
         try:
-            if scenario is not None:
-                while not stop.is_set() and not h.wait_end(0.2):
-                    pass
-                if not stop.is_set():
-                    j = h.jitter_summary()
-                    print(f"fakecri: scenario {h.scenario.name} reached its end ({j['count']} steps; jitter p50 "
-                          f"{_ms(j['p50_ns'])}, p99 {_ms(j['p99_ns'])}, max {_ms(j['max_ns'])}"
-                          f"{'; ' + str(len(h.skipped)) + ' steps skipped' if h.skipped else ''})",
-                          file=sys.stderr, flush=True)
-                if args.exit_at_end:
-                    stop.set()
+            if scenario is not None and args.scenario:
+                _run_timeline(h, args, runs, viewed, stop)
+            elif h.runner is None:
+                h.release()  # an empty runtime (quirks given as flags): nothing to wait for
             while not stop.wait(0.5):
                 pass
         finally:
             h.stop()
-            print("fakecri: stopped", file=sys.stderr, flush=True)
+            say("stopped")
     finally:
         if sink is not None:
             with contextlib.suppress(OSError):  # a failed sink fails its close too: said below
@@ -151,6 +181,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if h.truth.sink_failure is not None:
         raise h.truth.sink_failure  # main: a closed pipe is a quiet exit 0, a write error one line, exit 1
     return 0
+
+
+def say(text: str) -> None:
+    print(f"fakecri: {text}", file=sys.stderr, flush=True)
+
+
+def _run_timeline(h: Any, args: argparse.Namespace, runs: int | None, viewed: Any, stop: StopFlag) -> None:
+    """Start the timeline (at once, or at the first client's first list), run it ``runs`` times
+    (``None``: until signalled), and stop the serve loop at the end with ``--exit-at-end``."""
+    if args.start == "first-list":
+        say(f"waiting for a client on {h.addr} (the scenario starts at its first ListContainers, "
+            "ListPodSandbox or GetContainerEvents; --start now starts it at once)")
+        while not viewed.wait(0.2):
+            if stop.is_set():
+                return
+        say("a client listed the runtime; scenario started")
+    h.release()
+    name = h.scenario.name
+    while True:
+        while not stop.is_set() and not h.wait_end(0.2):
+            pass
+        if stop.is_set():
+            return
+        j = h.jitter_summary()
+        rep = "" if runs == 1 else f" (run {h.repetition + 1}{'' if runs is None else f' of {runs}'})"
+        say(f"scenario {name} reached its end{rep} ({j['count']} steps; jitter p50 {_ms(j['p50_ns'])}, p99 "
+            f"{_ms(j['p99_ns'])}, max {_ms(j['max_ns'])}"
+            f"{'; ' + str(len(h.skipped)) + ' steps skipped' if h.skipped else ''})")
+        if runs is not None and h.repetition + 1 >= runs:
+            break
+        h.replay()
+        say(f"scenario {name} run {h.repetition + 1}{'' if runs is None else f' of {runs}'} started "
+            "(what the last run left was removed; fresh IDs)")
+    if args.exit_at_end:
+        stop.set()
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -193,8 +258,8 @@ def _duration_arg(flag: str, text: str) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from fakecri import verify
 
-    poll = _duration_arg("--poll-interval", args.poll_interval)
-    if poll <= 0:
+    poll = None if args.poll_interval is None else _duration_arg("--poll-interval", args.poll_interval)
+    if poll is not None and poll <= 0:
         raise UsageError(f"--poll-interval must be > 0, not {args.poll_interval}")
     opts = verify.Options(
         scenario=args.scenario,
@@ -229,6 +294,7 @@ exit codes:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fakecri", description="A scriptable fake CRI runtime.", epilog=EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve a runtime (empty, or scripted by a scenario) on a unix socket")
     serve.add_argument("scenario", nargs="?", help="scenario YAML file, or the name of a bundled scenario")
@@ -236,7 +302,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--socket", help=f"unix socket path (default: the scenario's, else {DEFAULT_SOCKET})")
     serve.add_argument("--truth", metavar="FILE", help="write ground truth to FILE as JSON lines")
     serve.add_argument("--speed", type=float, metavar="X", help="run the timeline X times as fast (default 1)")
-    serve.add_argument("--exit-at-end", action="store_true", help="exit once the scenario's end has passed")
+    serve.add_argument("--exit-at-end", action="store_true", help="exit once the scenario's (last) end has passed")
+    serve.add_argument("--start", choices=("first-list", "now"), default="first-list",
+                       help="start the timeline at a client's first list or event stream (default), or now")
+    serve.add_argument("--repeat", type=int, metavar="N", help="run the scenario N times, each with fresh IDs")
+    serve.add_argument("--loop", action="store_true", help="run the scenario again and again until signalled")
+    serve.add_argument("--handshake", choices=HANDSHAKES,
+                       help="override the flavour's handshake quirk (crio-1.13: cmux, crio-1.16: cmux-settings; "
+                            "none turns it off)")
+    serve.add_argument("--events", choices=EVENTS_MODES,
+                       help="override the flavour's GetContainerEvents behaviour (e.g. stream for crio-1.26 "
+                            "with enable_pod_events)")
     serve.set_defaults(func=cmd_serve)
     val = sub.add_parser("validate", help="check scenario files; prints 'ok FILE' or the error line per file")
     val.add_argument("scenarios", nargs="+", metavar="SCENARIO")
@@ -254,11 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ver.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file, or the name of a bundled scenario")
     ver.add_argument("--report", metavar="FILE", help="also write the report as JSON to FILE")
-    ver.add_argument("--poll-interval", default="250ms", metavar="D",
-                     help="the sensor's poll interval, for the check (default 250ms)")
-    ver.add_argument("--mode", choices=("poll", "stream"), default="poll",
-                     help="poll, or stream when the sensor consumes GetContainerEvents (default poll)")
-    ver.add_argument("--grace", metavar="D", help="wait after the scenario's end (default 2 poll intervals + 1s)")
+    ver.add_argument("--poll-interval", metavar="D",
+                     help="the sensor's poll interval, for the check (default: what its sensor.connected event "
+                          "says, else 250ms)")
+    ver.add_argument("--mode", choices=("poll", "stream"),
+                     help="poll, or stream when the sensor consumes GetContainerEvents (default: what its "
+                          "sensor.connected event says, else stream if it opened an event stream)")
+    ver.add_argument("--grace", metavar="D", help="wait after the scenario's end (default 2 poll intervals + 1s; "
+                                                  "--poll-interval or 250ms)")
     ver.add_argument("--speed", type=float, default=1.0, metavar="X", help="run the timeline X times as fast")
     ver.add_argument("--allowance", default="50ms", metavar="D",
                      help="RPC time + scheduling slack added to every deadline (default 50ms)")
@@ -266,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fail if the command has not listed the runtime by then (default 20s)")
     ver.set_defaults(func=cmd_verify, command=None)
     return p
+
+
+def _version() -> str:
+    from sensor.about import version_text
+
+    apis = sorted({a for f in FLAVORS.values() for a in f.apis}, key=("v1", "v1alpha2").index)
+    return version_text("fakecri", apis, "served per flavour: " + ", ".join(FLAVORS))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

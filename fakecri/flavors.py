@@ -2,8 +2,11 @@
 
 A flavour fixes everything a client can observe without a scenario: the API versions served,
 ``Version`` strings, how ``GetContainerEvents`` behaves, the shape of verbose ``info`` JSON, and
-the few places where CRI-O and containerd answer the same call differently. Scenarios may
-override single fields (see ``Flavor.replace``).
+the few places where CRI-O and containerd answer the same call differently, and the quirks the
+real runtime has on the wire. A flavour carries its quirks by default -- ``crio-1.13`` withholds
+its HTTP/2 preface (old cmux) exactly like the real CRI-O 1.13, so a default grpcio client times
+out against it -- and a scenario's ``quirks`` (or ``fakecri serve --handshake/--events``) turns
+one off. Scenarios may override single fields (see ``Flavor.replace``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,11 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 EventsMode = Literal["stream", "eof", "error", "unimplemented", "stream-then-closed"]
+#: How the socket greets a client (``fakecri.relay``): ``none`` a plain gRPC server (sends its
+#: SETTINGS at once); ``cmux`` old CRI-O (<= 1.15.1): nothing until the client's first HEADERS;
+#: ``cmux-settings`` fixed CRI-O (1.14.11, 1.15.2, 1.16+): cmux sends an empty SETTINGS itself.
+HandshakeMode = Literal["none", "cmux", "cmux-settings"]
+HANDSHAKES: tuple[str, ...] = ("none", "cmux", "cmux-settings")
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,8 @@ class Flavor:
     unknown_exit_code: int = 0
     #: The CRI ``Version.version`` field: the kubelet runtime API version, always "0.1.0".
     kubelet_api_version: str = "0.1.0"
+    #: The handshake quirk the real runtime has (``HandshakeMode``); on unless a scenario says otherwise.
+    handshake: HandshakeMode = "none"
 
     def replace(self, **changes: object) -> Flavor:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -50,9 +60,9 @@ FLAVORS: dict[str, Flavor] = {
         Flavor("containerd-2.0", "containerd", "v2.0.2", ("v1",), "stream-then-closed", "containerd",
                stop_unknown="not_found"),
         Flavor("crio-1.13", "cri-o", "1.13.11", ("v1alpha2",), "unimplemented", "crio",
-               unknown_exit_code=-1),
+               unknown_exit_code=-1, handshake="cmux"),
         Flavor("crio-1.16", "cri-o", "1.16.6", ("v1alpha2",), "unimplemented", "crio",
-               unknown_exit_code=-1),
+               unknown_exit_code=-1, handshake="cmux-settings"),
         Flavor("crio-1.26", "cri-o", "1.26.4", ("v1",), "eof", "crio", unknown_exit_code=-1),
     )
 }

@@ -23,13 +23,19 @@ Theory of operation
 * ``restart_runtime`` stops the relay and the server (the socket disappears; open event streams
   end), loses the model's state if asked, and after the downtime starts both again. Truth gets
   ``runtime`` down/up records; quirks active for the whole run get ``fault`` start records at
-  offset 0 (they never stop).
+  offset 0 (they never stop). The handshake quirk is the scenario's, else the flavour's own.
+* ``start(hold=True)`` + ``first_view()`` + ``release()`` start the timeline at a client's first
+  list (``fakecri serve``'s default, ``fakecri verify``); ``replay()`` runs it again after its end
+  with fresh IDs (``--repeat``/``--loop``). The virtual-clock paths use neither.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import threading
+import uuid
 import zlib
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -41,7 +47,7 @@ from fakecri.model import Container, CriError, RuntimeModel, Sandbox
 from fakecri.relay import Relay
 from fakecri.server import FakeCriServer
 from fakecri.timeline import Runner
-from fakecri.truth import FaultWindow, ProcessEvent, RuntimeTransition, Truth
+from fakecri.truth import FaultWindow, ProcessEvent, RpcServed, RuntimeTransition, Truth, TruthRecord
 from sensor.duration import parse_duration
 
 log = logging.getLogger("fakecri.harness")
@@ -52,6 +58,16 @@ MAX_SOCKET_PATH = 107
 _FIRST_PROCESS_PID = 30_000
 
 ClockName = Literal["virtual", "real"]
+#: The calls that show a client the runtime (the same set ``fakecri.check`` counts as a view).
+VIEW_METHODS = ("ListContainers", "ListPodSandbox", "GetContainerEvents")
+
+
+def is_view(rec: TruthRecord) -> bool:
+    """An answer that showed a client the runtime: an OK list, or an event stream that opened."""
+    if not isinstance(rec, RpcServed) or rec.method not in VIEW_METHODS:
+        return False
+    code = (rec.code or "").upper()
+    return code != "UNIMPLEMENTED" if rec.method == "GetContainerEvents" else code == "OK"
 
 
 def backend_path(public: str) -> str:
@@ -89,7 +105,8 @@ class Harness:
             self.model.pull_image(image)
         self.faults = FaultPolicy(self.model)
         self.socket = os.path.abspath(socket or scenario.socket or DEFAULT_SOCKET)
-        self.handshake = scenario.quirks.handshake
+        #: The handshake quirk served: the scenario's, else the flavour's own (crio-1.13: cmux).
+        self.handshake: str = scenario.quirks.handshake or self.plan.flavor.handshake
         server_path = self.socket if self.handshake == "none" else backend_path(self.socket)
         for path in {self.socket, server_path}:
             if len(path.encode()) > MAX_SOCKET_PATH:
@@ -109,6 +126,10 @@ class Harness:
         self.skipped: list[tuple[sc.Step, str]] = []
         self._next_pid = _FIRST_PROCESS_PID
         self._started = False
+        #: Which run of the timeline this is (0 the first; ``replay`` starts the next one).
+        self.repetition = 0
+        #: Pods the timeline ran and did not remove (by ID), to tear down before a replay.
+        self._own_pods: dict[str, Sandbox] = {}
 
     # ---- properties --------------------------------------------------------------------------
 
@@ -171,6 +192,47 @@ class Harness:
         else:
             self.runner.start()
 
+    def first_view(self) -> threading.Event:
+        """An event set once a client has seen the runtime: its first OK ``ListContainers`` or
+        ``ListPodSandbox``, or an event stream that opened (``fakecri serve --start first-list``,
+        ``fakecri verify``). Subscribe before ``start`` to miss nothing."""
+        seen = threading.Event()
+        self.truth.subscribe(lambda rec: seen.set() if not seen.is_set() and is_view(rec) else None)
+        return seen
+
+    def replay(self) -> None:
+        """Run the timeline once more (``fakecri serve --repeat/--loop``), after the last run ended.
+
+        What the last run left (its pods and their containers) is removed first, as a kubelet
+        deleting the pods would: the truth records those transitions like any other. Container and
+        sandbox IDs come fresh from the model's generator and pod UIDs are derived anew per
+        repetition, so no ID repeats across repetitions and the truth of all of them stays one
+        consistent history (a checker judges it like a single long scenario)."""
+        runner = self._runner()
+        runner.stop()
+        with self.model.lock:
+            for s in self._own_pods.values():
+                if self.model.sandboxes.get(s.id) is s:
+                    self.model.remove_pod_sandbox(s.id)
+        self._own_pods.clear()
+        self.pods.clear()
+        self.containers.clear()
+        self.repetition += 1
+        self.start_ns = self.clock.now_ns()
+        self.runner = Runner(self.plan.steps, self._apply, clock=self.clock, start_ns=self.start_ns,
+                             end_ns=self.plan.end_ns, speed=self.speed)
+        if isinstance(self.clock, VirtualClock):
+            self.runner.advance_to(0)
+        else:
+            self.runner.start()
+
+    def _pod_uid(self, uid: str) -> str:
+        """The scenario's pod UID in the first run; a fresh one derived from it in each replay."""
+        if self.repetition == 0:
+            return uid
+        digest = hashlib.sha256(f"{uid}#{self.repetition}".encode()).digest()
+        return str(uuid.UUID(bytes=digest[:16], version=4))
+
     def stop(self) -> None:
         """Stop the runner, release hung calls, stop relay and server (sockets removed). Idempotent."""
         if self.runner is not None:
@@ -198,8 +260,8 @@ class Harness:
 
     def _record_quirks(self) -> None:
         q, now = self.scenario.quirks, self.start_ns
-        if q.handshake != "none":
-            self.truth.record(FaultWindow("handshake", "start", now, {"mode": q.handshake}))
+        if self.handshake != "none":
+            self.truth.record(FaultWindow("handshake", "start", now, {"mode": self.handshake}))
         if q.apis is not None:
             self.truth.record(FaultWindow("apis", "start", now, {"apis": list(self.plan.flavor.apis)}))
         if q.events is not None:
@@ -260,19 +322,21 @@ class Harness:
     def _apply_step(self, step: sc.Step) -> None:
         m = self.model
         if isinstance(step, sc.RunPod):
-            uid = step.uid or ""
+            uid = self._pod_uid(step.uid or "")
             labels = {"io.kubernetes.pod.name": step.pod, "io.kubernetes.pod.namespace": step.namespace,
                       "io.kubernetes.pod.uid": uid, **step.labels}
             self.pods[step.pod] = m.run_pod_sandbox(
                 step.pod, step.namespace, uid, step.attempt, labels=labels,
                 annotations={"kubernetes.io/config.source": "api"}, hostname=step.pod,
                 log_directory=f"/var/log/pods/{step.namespace}_{step.pod}_{uid}")
+            self._own_pods[self.pods[step.pod].id] = self.pods[step.pod]
         elif isinstance(step, sc.StopPod):
             if (s := self._live_pod(step, step.pod)) is not None:
                 m.stop_pod_sandbox(s.id)
         elif isinstance(step, sc.RemovePod):
             if (s := self._live_pod(step, step.pod)) is not None:
                 m.remove_pod_sandbox(s.id)
+                self._own_pods.pop(s.id, None)
         elif isinstance(step, sc.CreateContainer):
             if (s := self._live_pod(step, step.pod)) is None:
                 return

@@ -351,7 +351,7 @@ Generator = Churn | LargeNode
 
 @dataclass(frozen=True, kw_only=True)
 class Quirks:
-    handshake: str = "none"  #: none | cmux | cmux-settings
+    handshake: str | None = None  #: none | cmux | cmux-settings; None: the flavour's (fakecri.flavors)
     apis: tuple[str, ...] | None = None  #: None: the flavour's
     events: str | None = None  #: None: the flavour's GetContainerEvents behaviour
     faults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  #: on for the whole run
@@ -1270,7 +1270,7 @@ def to_dict(s: Scenario) -> dict[str, Any]:
     out["seed"] = s.seed
     q = s.quirks
     quirks: dict[str, Any] = {}
-    if q.handshake != "none":
+    if q.handshake is not None:
         quirks["handshake"] = q.handshake
     if q.apis is not None:
         quirks["apis"] = list(q.apis)

@@ -19,7 +19,12 @@ Theory of operation
    still running ``KILL_AFTER_S`` later. Then the runtime stops.
 5. ``fakecri.check`` judges the events against the truth, with ``end_ns`` the instant COMMAND
    was told to stop; the report is printed (``Report.render``) and, with ``--report FILE``,
-   written as JSON.
+   written as JSON. The bounds depend on how the sensor works (``judged_as``): ``--mode`` and
+   ``--poll-interval`` when given, else what its ``sensor.connected`` event says (``info.events``
+   or ``info.mode``, ``info.poll_interval_ns``), else what the truth shows (an event stream it
+   opened). The report's first line says which bounds were applied and why.
+6. ``process.exec`` lines (docs/events.md, a schema of their own) are set aside before the
+   lifecycle check and counted (``Outcome.execs``): they are G10's to judge, not format failures.
 
 Exit codes: 0 every guarantee holds; 1 a guarantee failed, an event line was unreadable, or the
 sensor never listed the runtime; 2 usage errors (bad flags, bad scenario, command not found).
@@ -42,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from fakecri.check import CheckParams, Report, check, load_events_jsonl
-from fakecri.check.observations import LIST_METHODS, NEVER_OPEN, STREAM_METHOD
+from fakecri.check.observations import NEVER_OPEN, STREAM_METHOD
 from fakecri.truth import RpcServed, TruthRecord
 from sensor.duration import format_duration
 from sensor.output import OutputError, stream_name
@@ -74,16 +79,21 @@ class Options:
     scenario: str
     command: list[str]
     report_path: str | None = None
-    poll_interval_ns: int = DEFAULT_POLL_INTERVAL_NS
-    mode: str = "poll"
+    poll_interval_ns: int | None = None  #: None: the sensor's own (sensor.connected), else 250ms
+    mode: str | None = None  #: None: the sensor's own (sensor.connected), else what the truth shows
     grace_ns: int | None = None  #: None: 2 poll intervals + 1 s
     speed: float = 1.0
     allowance_ns: int = 50 * MS
     start_timeout_ns: int = DEFAULT_START_TIMEOUT_NS
 
     @property
+    def nominal_poll_interval_ns(self) -> int:
+        """The poll interval before the sensor has said its own: ``--poll-interval``, or 250ms."""
+        return self.poll_interval_ns if self.poll_interval_ns is not None else DEFAULT_POLL_INTERVAL_NS
+
+    @property
     def effective_grace_ns(self) -> int:
-        return self.grace_ns if self.grace_ns is not None else 2 * self.poll_interval_ns + 1_000_000_000
+        return self.grace_ns if self.grace_ns is not None else 2 * self.nominal_poll_interval_ns + 1_000_000_000
 
 
 @dataclass
@@ -96,6 +106,85 @@ class Outcome:
     command_exit: int | None = None
     stderr_tail: list[str] = field(default_factory=list)
     events: int = 0
+    judged: Judged | None = None
+    #: ``process.exec`` objects the sensor wrote, set aside for G10 (not part of the lifecycle check).
+    execs: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Judged:
+    """How the sensor was judged: its mode and poll interval, and where each came from."""
+
+    mode: str
+    mode_why: str
+    poll_interval_ns: int
+    poll_why: str
+
+    def bounds(self, allowance_ns: int, stream_latency_ns: int) -> str:
+        p, a = format_duration(self.poll_interval_ns), format_duration(allowance_ns)
+        poll = f"G7 <= {p}+{a}, G8 misses within the L/P bound"
+        if self.mode == "poll":
+            return poll
+        return f"G7 <= {format_duration(stream_latency_ns)}+{a} and no G8 misses while a stream was open, else {poll}"
+
+    def line(self, allowance_ns: int, stream_latency_ns: int) -> str:
+        """What the report's first line appends to its verdict."""
+        return (f"judged as {'streaming' if self.mode == 'stream' else 'polling'} ({self.mode_why}) every "
+                f"{format_duration(self.poll_interval_ns)} ({self.poll_why}): "
+                f"{self.bounds(allowance_ns, stream_latency_ns)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "mode_why": self.mode_why, "poll_interval_ns": self.poll_interval_ns,
+                "poll_interval_why": self.poll_why}
+
+
+def split_output(lines: Sequence[str]) -> tuple[list[str], list[dict[str, Any]], dict[str, Any] | None]:
+    """The sensor's stdout split three ways: the lines for the lifecycle checker (``process.exec``
+    lines blanked, so the checker's line numbers stay the file's), the ``process.exec`` objects
+    (G10's to judge), and the ``info`` of the first ``sensor.connected`` event (or None)."""
+    kept: list[str] = []
+    execs: list[dict[str, Any]] = []
+    connected: dict[str, Any] | None = None
+    for line in lines:
+        obj: Any = None
+        if '"process.exec"' in line or (connected is None and '"sensor.connected"' in line):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                obj = None
+        if isinstance(obj, dict) and obj.get("type") == "process.exec":
+            execs.append(obj)
+            kept.append("\n")
+            continue
+        if connected is None and isinstance(obj, dict) and obj.get("type") == "sensor.connected":
+            connected = obj.get("info") if isinstance(obj.get("info"), dict) else {}
+        kept.append(line)
+    return kept, execs, connected
+
+
+def judged_as(opts: Options, info: dict[str, Any] | None, truth: Sequence[TruthRecord]) -> Judged:
+    """Which mode and poll interval to hold the sensor to, and why (pure; docs/verify.md)."""
+    said = "sensor.connected says"
+    if opts.mode is not None:
+        mode, mode_why = opts.mode, f"--mode {opts.mode} given"
+    elif info is not None and info.get("mode") in ("poll", "stream"):
+        mode, mode_why = info["mode"], f"{said} mode: {info['mode']}"
+    elif info is not None and info.get("events") in ("auto", "on", "off"):
+        mode = "poll" if info["events"] == "off" else "stream"
+        mode_why = f"{said} events: {info['events']}"
+    elif any(isinstance(r, RpcServed) and r.method == STREAM_METHOD and (r.code or "").upper() not in NEVER_OPEN
+             for r in truth):
+        mode, mode_why = "stream", "it opened GetContainerEvents; sensor.connected names no mode"
+    else:
+        mode, mode_why = "poll", "it opened no event stream; sensor.connected names no mode"
+    pi = info.get("poll_interval_ns") if info is not None else None
+    if opts.poll_interval_ns is not None:
+        poll, poll_why = opts.poll_interval_ns, "--poll-interval given"
+    elif isinstance(pi, int) and not isinstance(pi, bool) and pi > 0:
+        poll, poll_why = pi, f"{said} so"
+    else:
+        poll, poll_why = DEFAULT_POLL_INTERVAL_NS, "the default; sensor.connected names none"
+    return Judged(mode, mode_why, poll, poll_why)
 
 
 def resolve_command(command: Sequence[str]) -> list[str]:
@@ -124,16 +213,6 @@ def substitute(command: Sequence[str], addr: str, socket: str, poll_interval_ns:
             arg = arg.replace(key, value)
         out.append(arg)
     return out
-
-
-def _is_view(rec: TruthRecord) -> bool:
-    """An answer that shows the sensor the runtime: an OK list, or an event stream that opened."""
-    if not isinstance(rec, RpcServed):
-        return False
-    code = (rec.code or "").upper()
-    if rec.method in LIST_METHODS:
-        return code == "OK"
-    return rec.method == STREAM_METHOD and code not in NEVER_OPEN
 
 
 class _Lines:
@@ -215,8 +294,6 @@ def run(opts: Options, out: IO[str] | None = None, err: IO[str] | None = None) -
         if not os.path.isdir(where) or not os.access(where, os.W_OK) or os.path.isdir(opts.report_path):
             raise VerifyUsageError(f"--report {opts.report_path}: cannot write there (accepted: a file in an "
                                    "existing, writable directory)")
-    params = CheckParams(poll_interval_ns=opts.poll_interval_ns, mode=opts.mode,  # type: ignore[arg-type]
-                         latency_allowance_ns=opts.allowance_ns)
 
     tmp = tempfile.mkdtemp(prefix="fakecri-verify-", dir="/tmp" if os.path.isdir("/tmp") else None)
     try:
@@ -224,13 +301,12 @@ def run(opts: Options, out: IO[str] | None = None, err: IO[str] | None = None) -
             h = Harness(scenario, socket=os.path.join(tmp, "cri.sock"), clock="real", speed=opts.speed)
         except ValueError as e:
             raise VerifyUsageError(str(e)) from None
-        viewed = threading.Event()
-        h.truth.subscribe(lambda rec: viewed.set() if _is_view(rec) else None)
+        viewed = h.first_view()
         try:
             h.start(hold=True)
         except OSError as e:
             raise VerifyUsageError(f"cannot serve on {h.socket}: {e.strerror or e}") from None
-        argv = substitute(command, h.addr, h.socket, opts.poll_interval_ns)
+        argv = substitute(command, h.addr, h.socket, opts.nominal_poll_interval_ns)
         env = dict(os.environ, CRI_ADDR=h.addr)
         print(f"fakecri verify: serving scenario {h.scenario.name} as {h.flavor.name} on {h.addr}", file=err)
         print(f"fakecri verify: starting {' '.join(argv)}", file=err, flush=True)
@@ -256,20 +332,25 @@ def run(opts: Options, out: IO[str] | None = None, err: IO[str] | None = None) -
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    events, failures = load_events_jsonl(stdout.lines)
+    lines, execs, info = split_output(stdout.lines)
+    events, failures = load_events_jsonl(lines)
     tail = [line.rstrip("\n") for line in stderr.lines[-STDERR_TAIL:]]
+    judged = judged_as(opts, info, truth)
+    params = CheckParams(poll_interval_ns=judged.poll_interval_ns, mode=judged.mode,  # type: ignore[arg-type]
+                         latency_allowance_ns=opts.allowance_ns, end_ns=end_ns)
     report: Report | None = None
     unprinted: OutputError | None = None
     if problem is None:
-        report = check(truth, events, CheckParams(**{**params.to_dict(), "end_ns": end_ns}), failures)
+        report = check(truth, events, params, failures)
         try:
-            out.write(report.render())
+            out.write(_first_line_says(report.render(), judged.line(opts.allowance_ns, params.stream_latency_ns),
+                                       len(execs)))
             out.flush()
         except (OSError, OutputError) as e:  # said after --report is written: the verdict is not lost
             unprinted = e if isinstance(e, OutputError) else OutputError(stream_name(out), e, what="the report")
             unprinted.what = "the report"
     outcome = Outcome(0 if problem is None and report is not None and report.ok else 1, report, problem, code,
-                      tail, len(events) + len(failures))
+                      tail, len(events) + len(failures), judged, execs)
     if outcome.exit_code:
         if problem is not None:
             print(f"fakecri verify: FAIL: {problem}", file=err)
@@ -285,6 +366,16 @@ def run(opts: Options, out: IO[str] | None = None, err: IO[str] | None = None) -
             raise ReportNotPrinted(outcome.exit_code)
         raise unprinted
     return outcome
+
+
+def _first_line_says(text: str, judged: str, execs: int) -> str:
+    """The rendered report with how the sensor was judged on its first line (after the verdict),
+    and a note on the ``process.exec`` lines set aside."""
+    first, _, rest = text.partition("\n")
+    out = f"{first}; {judged}\n{rest}".rstrip("\n") + "\n"
+    if execs:
+        out += f"note: {execs} process.exec line(s) set aside: the lifecycle guarantees do not judge them (G10 does)\n"
+    return out
 
 
 def _drive(h: Any, proc: subprocess.Popen[str], viewed: threading.Event, opts: Options, err: IO[str]) -> str | None:
@@ -320,6 +411,8 @@ def _write_report(opts: Options, outcome: Outcome, argv: list[str]) -> None:
             "stderr_tail": outcome.stderr_tail,
             "grace_ns": opts.effective_grace_ns,
             "speed": opts.speed,
+            "judged": outcome.judged.to_dict() if outcome.judged is not None else None,
+            "process_exec_lines": len(outcome.execs),
         }
     }
     if outcome.report is not None:

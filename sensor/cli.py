@@ -245,7 +245,8 @@ exit codes:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crisensor", description="CRI container-lifecycle sensor.", epilog=EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-q", "--quiet", action="store_true", help="log only errors (state changes are logged by default)")
+    p.add_argument("--version", action="version", version=_version())
+    p.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
@@ -283,7 +284,21 @@ def build_parser() -> argparse.ArgumentParser:
     from sensor.tune import add_tune_parser
 
     add_tune_parser(sub)
+    for sp in sub.choices.values():  # global flags work after the subcommand too (crisensor run -q)
+        sp.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=QUIET_HELP)
     return p
+
+
+QUIET_HELP = "log only errors (state changes are logged by default); before or after the subcommand"
+
+
+def _version() -> str:
+    import inspect
+
+    from sensor.about import version_text
+
+    apis = inspect.signature(CriClient).parameters["api_preference"].default  # what connect() negotiates
+    return version_text("crisensor", apis, "negotiated with Version, newest first")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -161,7 +161,8 @@ class Poller:
         self._list_now = True  # the base (or resync) list, after subscribing
         self.emit([Event(type="sensor.connected", time_ns=now, window_ns=(now, now), observed_ns=now,
                          info={"addr": self.client.addr, "api": info.api, "runtime_name": info.runtime_name,
-                               "runtime_version": info.runtime_version})])
+                               "runtime_version": info.runtime_version, "events": self.plan.mode,
+                               "poll_interval_ns": self.poll_interval_ns})])
         return True
 
     def _lost(self, err: CriCallError) -> None:

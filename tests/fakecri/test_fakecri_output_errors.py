@@ -73,7 +73,8 @@ def test_full_stdout_is_one_line_and_exit_1(name: str) -> None:
 
 
 def test_serve_truth_on_a_full_disk_stops_with_one_line_counting_the_records(tmp_path: Path) -> None:
-    r = run(["serve", SCENARIO, "--socket", str(tmp_path / "cri.sock"), "--truth", "/dev/full", "--exit-at-end"],
+    r = run(["serve", SCENARIO, "--socket", str(tmp_path / "cri.sock"), "--truth", "/dev/full", "--exit-at-end",
+              "--start", "now"],
             subprocess.DEVNULL)
     line = assert_one_line(r, "/dev/full")
     assert line.startswith("fakecri: cannot write truth to /dev/full") and "records not written" in line
@@ -83,7 +84,7 @@ def test_serve_truth_on_a_full_disk_stops_with_one_line_counting_the_records(tmp
 def test_serve_truth_into_a_closed_pipe_is_a_quiet_exit_0(tmp_path: Path) -> None:
     with closed_pipe() as w:
         r = run(["serve", SCENARIO, "--socket", str(tmp_path / "cri.sock"), "--truth", "/dev/stdout",
-                 "--exit-at-end"], w)
+                 "--exit-at-end", "--start", "now"], w)
     assert_quiet(r)
 
 

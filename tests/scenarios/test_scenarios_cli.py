@@ -39,7 +39,8 @@ def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 15) -> No
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serve_a_scenario_until_signalled(tmp_path: Path, sig: signal.Signals) -> None:
     sock, truth = tmp_path / "cri.sock", tmp_path / "truth.jsonl"
-    proc = serve("scenarios/fast_exit.yaml", "--socket", str(sock), "--truth", str(truth), "--speed", "4")
+    proc = serve("scenarios/fast_exit.yaml", "--socket", str(sock), "--truth", str(truth), "--speed", "4",
+                 "--start", "now")
     try:
         wait_for(sock, proc)
         c = connect(f"unix://{sock}")
@@ -61,7 +62,7 @@ def test_serve_a_scenario_until_signalled(tmp_path: Path, sig: signal.Signals) -
 
 def test_serve_exit_at_end_and_an_empty_runtime(tmp_path: Path) -> None:
     sock = tmp_path / "a.sock"
-    done = fakecri("serve", "fast_exit", "--socket", str(sock), "--speed", "10", "--exit-at-end")
+    done = fakecri("serve", "fast_exit", "--socket", str(sock), "--speed", "10", "--exit-at-end", "--start", "now")
     assert done.returncode == 0, done.stderr
     assert "scenario fast_exit reached its end" in done.stderr and not sock.exists()
     empty = tmp_path / "e.sock"

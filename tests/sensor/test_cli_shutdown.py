@@ -73,7 +73,7 @@ class Rig:
 
     def serve(self) -> None:
         p = subprocess.Popen([*FAKECRI, "serve", str(self.tmp / "scenario.yaml"), "--socket", str(self.socket),
-                              "--truth", str(self.truth)], stdout=subprocess.DEVNULL,
+                              "--truth", str(self.truth), "--start", "now"], stdout=subprocess.DEVNULL,
                              stderr=open(self.tmp / "fakecri.err", "wb"))  # noqa: SIM115
         self.procs.append(p)
         _wait_for(self.tmp / "fakecri.err", "serving", p, "fakecri serve")

@@ -56,7 +56,8 @@ def addr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     d = tmp_path_factory.mktemp("rt")
     (d / "s.yaml").write_text(SCENARIO, encoding="utf-8")
     sock = d / "cri.sock"
-    p = subprocess.Popen([sys.executable, "-m", "fakecri.cli", "serve", str(d / "s.yaml"), "--socket", str(sock)],
+    p = subprocess.Popen([sys.executable, "-m", "fakecri.cli", "serve", str(d / "s.yaml"), "--socket", str(sock),
+                          "--start", "now"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while not sock.exists():
