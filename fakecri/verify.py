@@ -24,7 +24,8 @@ Theory of operation
    or ``info.mode``, ``info.poll_interval_ns``), else what the truth shows (an event stream it
    opened). The report's first line says which bounds were applied and why.
 6. ``process.exec`` lines (docs/events.md, a schema of their own) are set aside before the
-   lifecycle check and counted (``Outcome.execs``): they are G10's to judge, not format failures.
+   lifecycle check, counted (``Outcome.execs``) and judged by G10 (``fakecri.check.attribution``)
+   against the truth's process records; they are never format failures.
 
 Exit codes: 0 every guarantee holds; 1 a guarantee failed, an event line was unreadable, or the
 sensor never listed the runtime; 2 usage errors (bad flags, bad scenario, command not found).
@@ -341,7 +342,8 @@ def run(opts: Options, out: IO[str] | None = None, err: IO[str] | None = None) -
     report: Report | None = None
     unprinted: OutputError | None = None
     if problem is None:
-        report = check(truth, events, params, failures)
+        # process.exec lines: G10 judges them against the truth's process records (when there are any)
+        report = check(truth, events, params, failures, execs=execs or None)
         try:
             out.write(_first_line_says(report.render(), judged.line(opts.allowance_ns, params.stream_latency_ns),
                                        len(execs)))
@@ -374,7 +376,7 @@ def _first_line_says(text: str, judged: str, execs: int) -> str:
     first, _, rest = text.partition("\n")
     out = f"{first}; {judged}\n{rest}".rstrip("\n") + "\n"
     if execs:
-        out += f"note: {execs} process.exec line(s) set aside: the lifecycle guarantees do not judge them (G10 does)\n"
+        out += f"note: {execs} process.exec line(s): judged by G10, not by the lifecycle guarantees\n"
     return out
 
 

@@ -115,7 +115,9 @@ def _attribution_result(truth: list[TruthRecord], execs: list[Mapping[str, Any]]
     judged = check_attribution(truth, execs)
     m = judged.measures
     summary = (f"{m['execs']} exec(s): {m['enriched']} enriched, {m['unsure']} said they were unsure"
-               if m["execs"] or judged.violations else "no process events to judge")
+               if m["execs"] or judged.violations else "no process events of this runtime's containers to judge")
+    if m["foreign"]:
+        summary += f"; {m['foreign']} exec(s) in no container of this runtime not judged"
     return GuaranteeResult("G10", judged.ok, [Violation("G10", v) for v in judged.violations], dict(m), summary)
 
 

@@ -8,7 +8,10 @@ records (``process``: container ID, pid, time). The sensor gives ``process.exec`
 exec is matched to the truth process with the same ``pid`` and ``time_ns`` (a source reports the
 kernel's time; the fake's replay source reports the truth's); then:
 
-* an exec with no matching truth process is a violation (an exec that never ran);
+* an exec with no matching truth process is a violation (an exec that never ran) if it names a
+  container of the truth; one that names no container of the truth is *foreign* -- a real process
+  of the machine the sensor runs on (its kernel source sees them all), not the fake's to judge --
+  and is counted, not judged;
 * ``container_id`` must be the truth process's container;
 * when ``enrichment`` is ``ok``, the metadata it carries -- ``sandbox_id``, ``name``,
   ``attempt``, ``image``, ``pod`` -- must equal that of the incarnation alive at the exec's
@@ -85,11 +88,14 @@ def check_attribution(truth: Sequence[TruthRecord], execs: Iterable[Mapping[str,
         if isinstance(rec, ProcessEvent):
             ran[(rec.pid, rec.time_ns)] = rec
     violations: list[str] = []
-    enriched = unsure = 0
+    enriched = unsure = foreign = 0
     for ex in execs:
         key = (ex.get("pid"), ex.get("time_ns"))
         what = f"exec pid {key[0]} at {key[1]}"
         real = ran.get(key)  # type: ignore[arg-type]
+        if real is None and ex.get("container_id") not in incs:
+            foreign += 1
+            continue
         if real is None:
             violations.append(f"{what}: no such exec ran (container {ex.get('container_id')!r})")
             continue
@@ -110,4 +116,5 @@ def check_attribution(truth: Sequence[TruthRecord], execs: Iterable[Mapping[str,
         if wrong:
             violations.append(f"{what} in {real.container_id!r}: enriched with another container's data: "
                               + ", ".join(wrong))
-    return AttributionCheck(tuple(violations), {"execs": enriched + unsure, "enriched": enriched, "unsure": unsure})
+    return AttributionCheck(tuple(violations), {"execs": enriched + unsure, "enriched": enriched, "unsure": unsure,
+                                                "foreign": foreign})

@@ -84,7 +84,7 @@ class ByName(Enricher):
 def test_an_honest_enricher_passes() -> None:
     got = check_attribution(TRUTH, _sensor(Enricher()))
     assert got.ok, got.violations
-    assert got.measures == {"execs": 4, "enriched": 4, "unsure": 0}
+    assert got.measures == {"execs": 4, "enriched": 4, "unsure": 0, "foreign": 0}
 
 
 def test_an_enricher_that_takes_the_latest_incarnation_is_caught() -> None:
@@ -107,6 +107,10 @@ def test_unsure_is_never_a_violation_and_wrong_ids_and_invented_execs_are() -> N
     assert "ran in 'c1'" in check_attribution(TRUTH, wrong_id).violations[0]
     invented = [{**execs[1], "pid": 999}]
     assert "no such exec ran" in check_attribution(TRUTH, invented).violations[0]
+    foreign = [{**execs[1], "pid": 999, "container_id": "a-real-container-of-this-machine"},
+               {**execs[1], "pid": 998, "container_id": None, "enrichment": "host"}]
+    got = check_attribution(TRUTH, foreign)
+    assert got.ok and got.measures["foreign"] == 2
     dead = [{**execs[0], "time_ns": 250}]
     assert "no such exec" in check_attribution(TRUTH, dead).violations[0]
     truth_gap = [*TRUTH, ProcessEvent("c1", 250, 250, pid=13)]

@@ -244,7 +244,8 @@ def test_verify_mode_flag_wins_and_process_exec_lines_are_set_aside(tmp_path: Pa
     assert first.startswith("guarantee check: PASS; judged as polling (--mode poll given) every 100ms "
                             "(sensor.connected says so): G7 <= 100ms+150ms"), first
     assert "FORMAT FAIL" not in r.stdout and doc["parse_failures"] == []
-    assert "note: 1 process.exec line(s) set aside" in r.stdout and doc["verify"]["process_exec_lines"] == 1
+    assert "note: 1 process.exec line(s): judged by G10" in r.stdout and doc["verify"]["process_exec_lines"] == 1
+    assert "1 exec(s) in no container of this runtime not judged" in r.stdout  # a host exec: not the fake's
 
 
 @pytest.mark.parametrize(("info", "opened", "mode", "why"), [
