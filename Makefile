@@ -1,12 +1,13 @@
 # Two entry points that work on a fresh machine and do their own set-up:
 #   make demo   fakecri serves scenarios/fast_exit.yaml; crisensor watches it and prints events
 #   make test   the whole test suite (installs Python deps in .venv, and containerd when root)
+#   make deep   the property tests with random seeds and many more examples (see below)
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps demo test lint bench clean mutate
+.PHONY: setup system-deps demo test deep lint bench clean mutate
 
 setup: $(VENV)/.installed
 
@@ -25,6 +26,21 @@ demo: setup
 test: setup system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# make deep: the property tests under hypothesis' `deep` profile (tests/conftest.py: random seeds,
+#   5,000 examples -- 25x ci -- for tests that take the profile's count; the checker properties 10x
+#   via CHECK_EXAMPLES). Run it before resolving any issue that touches a pure core; every
+#   counterexample becomes an explicit @example. Scoped to the pure cores' properties (diff engine,
+#   fast path, stream engine, durations, checker, reorder, enrichment, runtime model) so that it
+#   ends in about DEEP_MINUTES on 2 cores; left out: tests/guarantees/test_histories.py, which drives
+#   the real sensor over sockets (1,250 histories in deep: hours) -- run it alone when the sensor's
+#   shells change: HYPOTHESIS_PROFILE=deep pytest tests/guarantees/test_histories.py
+DEEP_TESTS ?= tests/perf/test_fastpath_equivalence.py tests/sensor/test_sensor_diff_stateful.py \
+	tests/sensor/test_stream_engine.py tests/sensor/test_sensor_duration.py tests/check/test_check_properties.py \
+	tests/analytics/test_analytics_reorder.py tests/analytics/test_analytics_enrich.py tests/fakecri/test_model.py
+deep: setup
+	CHECK_EXAMPLES=3000 HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -q -p no:cacheprovider -k 'not socket' \
+		$(DEEP_TESTS) $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

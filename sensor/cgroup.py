@@ -36,11 +36,15 @@ from dataclasses import dataclass
 __all__ = ["Attribution", "attribute"]
 
 _HEX64 = r"[0-9a-f]{64}"
-#: Segments that name a container outright.
-_NAMED = re.compile(rf"^(?:cri-containerd-|crio-|docker-)({_HEX64})(?:\.scope)?$")
-#: Segments that name the runtime's monitor, never the container.
-_MONITOR = re.compile(rf"^crio-conmon-{_HEX64}(?:\.scope)?$")
-_BARE = re.compile(rf"^({_HEX64})$")
+#: One line's deepest container segment: the greedy ``.*/`` backtracks from the end of the line to
+#: the last segment that is a container's (bare ID, ``cri-containerd-``, ``crio-``, ``docker-``,
+#: optional ``.scope``) or CRI-O's monitor (``crio-conmon-``); anything may follow it. Group 1 is
+#: set for the monitor, group 2 is the ID. One pass of the regex engine over the whole file:
+#: attribution runs for every exec, so it must cost microseconds, not a Python loop per line.
+_DEEPEST = re.compile(rf"^[^:\n]*:[^:\n]*:/(?:.*/)?(crio-conmon-)?(?:cri-containerd-|crio-|docker-)?({_HEX64})"
+                      r"(?:\.scope)?(?:/[^\n]*)?$", re.M)
+_WELLFORMED = re.compile(r"^[^:\n]*:[^:\n]*:/", re.M)
+_HEX_RUN = re.compile(_HEX64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,41 +66,29 @@ AMBIGUOUS = Attribution("ambiguous")
 UNREADABLE = Attribution("unreadable")
 
 
-def _from_path(path: str) -> tuple[str, str | None]:
-    """(``container``/``monitor``/``host``, id) for one cgroup path: its deepest container segment wins."""
-    parts = [p for p in path.split("/") if p]
-    for i in range(len(parts) - 1, -1, -1):
-        seg = parts[i]
-        m = _NAMED.match(seg)
-        if m:
-            return "container", m.group(1)
-        if _MONITOR.match(seg):
-            return "monitor", None
-        m = _BARE.match(seg)
-        if m:
-            return "container", m.group(1)
-    return "host", None
-
-
 def attribute(text: str) -> Attribution:
     """Attribute one ``/proc/PID/cgroup`` file's text (see the module docstring)."""
+    first = _DEEPEST.search(text)
+    if first is None:  # no line names a container or a monitor: the common host case
+        return HOST if _WELLFORMED.search(text) else UNREADABLE
+    if not first.group(1):
+        # The common container case: one ID, on every line that names one. Without it, the text
+        # holds no other 64-hex run and no monitor, so no other line can name anything else.
+        cid = first.group(2)
+        rest = text.replace(cid, "")
+        if "conmon" not in rest and _HEX_RUN.search(rest) is None:
+            return Attribution("container", cid)
     ids: set[str] = set()
     monitor = False
-    wellformed = 0
-    for line in text.splitlines():
-        fields = line.split(":", 2)
-        if len(fields) != 3 or not fields[2].startswith("/"):
-            continue
-        wellformed += 1
-        kind, cid = _from_path(fields[2])
-        if kind == "container" and cid is not None:
-            ids.add(cid)
-        elif kind == "monitor":
+    for m in _DEEPEST.finditer(text):
+        if m.group(1):
             monitor = True
+        else:
+            ids.add(m.group(2))
     if len(ids) > 1 or (ids and monitor):
         return AMBIGUOUS
     if ids:
         return Attribution("container", ids.pop())
     if monitor:
         return MONITOR
-    return HOST if wellformed else UNREADABLE
+    return HOST if _WELLFORMED.search(text) else UNREADABLE

@@ -77,6 +77,10 @@ _OP = struct.Struct("=I")
 
 #: Where a proc_event starts inside one netlink message.
 _EVENT_AT = _NLMSGHDR.size + _CN_MSG.size
+#: The three headers at once, for the common case: one message per datagram, the size the kernel
+#: sends (every exec costs one ``decode``; one unpack instead of three halves it).
+_HEADERS = struct.Struct("=IHHII" "IIIIHH" "IIQ")
+_KERNEL_SIZE = _HEADERS.size + 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +163,21 @@ def _align4(n: int) -> int:
 
 def decode(data: bytes) -> list[Message]:
     """Every message of one datagram, in order. Never raises; stops at the first malformed one."""
+    if len(data) == _KERNEL_SIZE:
+        length, typ, _f, _s, _p, idx, val, _cs, _ca, clen, _cf, what, cpu, ts = _HEADERS.unpack_from(data)
+        if (length == _KERNEL_SIZE and typ == NLMSG_DONE and idx == CN_IDX_PROC and val == CN_VAL_PROC
+                and clen == 40):
+            if what == PROC_EVENT_EXEC:
+                return [Exec(ts, cpu, *_EXEC.unpack_from(data, _HEADERS.size))]
+            if what == PROC_EVENT_FORK:
+                return [Fork(ts, cpu, *_FORK.unpack_from(data, _HEADERS.size))]
+            if what == PROC_EVENT_EXIT:
+                return [Exit(ts, cpu, *_EXIT.unpack_from(data, _HEADERS.size))]
+    return decode_all(data)
+
+
+def decode_all(data: bytes) -> list[Message]:
+    """``decode`` without its fast path for the kernel's usual datagram (the tests compare them)."""
     out: list[Message] = []
     off = 0
     end = len(data)

@@ -32,10 +32,12 @@ without a previous snapshot). ``place`` narrows and fills that window per event:
 
 * the runtime's own times (``created_at`` from the list, ``started_at``/``finished_at`` from
   status; ``0`` = unset) are used verbatim as ``time_ns``. A reported time in the past of
-  ``cur.received_ns`` but before the window's ``lo`` widens the window to include it; a reported
-  time in the FUTURE of ``cur.received_ns`` (a runtime clock quirk) stays as ``time_ns``, but the
-  window remains the poll-derived one -- so then ``time_ns`` lies outside ``window_ns``. Where
-  ``lo`` is 0 (first snapshot) an event's own reported time becomes ``lo``;
+  ``cur.received_ns`` but before the window's ``lo`` widens the window to include it, so that
+  ``time_ns`` always lies in ``window_ns`` (G4) whatever order the runtime reports times in (state
+  lag: a ``finished_at`` before the last poll that showed running). A reported time in the FUTURE
+  of ``cur.received_ns`` (a runtime clock quirk) is no time: the step is estimated like an
+  unreported one, inside the poll-derived window, which stays honest. Where ``lo`` is 0 (first
+  snapshot) an event's own reported time becomes ``lo``;
 * an event's window is also bounded by reported times of its neighbours: nothing happens before
   an earlier lifecycle step's reported time (``floor``) or after a later one's (a forged running
   lies in ``[created_at, finished_at]``). Only past times (``<= cur.received_ns``) bound anything.
@@ -53,8 +55,9 @@ Rule 5 -- status calls may lose races. ``details[id] is None`` (NotFound) or a m
 failed) fall back to the list's state with estimated times and null exit code; a NotFound never
 produces ``destroyed`` -- only a later successful list that lacks the container does. CRI-O's
 ``exit_code: -1`` means unknown (null). A status answer is newer than the list: one that shows
-``finished_at`` for a container the list said was ``running`` is observed as exited (with its
-exit code and times), not ignored.
+the exit (a ``finished_at``, or an exit code, which ``sensor.client`` sets only for an exited
+status -- so also with zero timestamps) for a container the list said was ``running`` is
+observed as exited (with its exit code and times), not ignored.
 
 Rule 6 -- the event stream feeds the same tables (``engine.stream(event, now_ns)``). Where the
 runtime serves ``GetContainerEvents``, each ``StreamEvent`` is one more observation of one object:
@@ -68,15 +71,20 @@ exactly-once and in lifecycle order:
   *including its RPCs*, and emits under it: every stream event applied before a poll happened
   before its list, so a list is never older than what the stream announced. An event applied
   after a poll may be older than its list: an observation earlier than the announced state gives
-  no steps, and a destroyed object leaves a *tombstone* (its ID and ``created_at``; the latest
-  ``TOMBSTONES`` per kind) so that a late event about it is ignored -- unless its status shows a
-  different ``created_at`` (ID reuse). A list that shows a tombstoned ID again is believed;
+  no steps, and a destroyed incarnation -- vanished, or replaced under its ID, in a list or in the
+  stream -- leaves a *tombstone* (its ID and ``created_at``; the latest ``TOMB_DEPTH`` per ID,
+  ``TOMBSTONES`` IDs per kind) so that a late event about it is ignored and never brings it back
+  (G5), also once its ID names a newer incarnation. An event about an untracked ID with a
+  tombstone starts a new incarnation only if its status proves one: a past ``created_at`` unlike
+  every buried one. A list that shows a tombstoned ID again is believed;
 * the list is the base, the stream the increments: while there is no base for the current
   connection (before the first successful list; after ``reset_connection`` until the resync
   list) stream events are *held*, and ``finish`` applies them after the list's own events;
 * the stream announces only what it can attribute: an unknown container needs its status and its
   pod sandbox's (containerd sends a nil pod sandbox status once the sandbox is gone), an unknown
-  sandbox its status; a ``deleted`` of an unknown object announces nothing; a sandbox's
+  sandbox its status; a ``deleted`` of an unknown object announces nothing; a sandbox status that
+  shows another incarnation of a tracked sandbox (another ``created_at``, or other pod metadata),
+  in a sandbox's event or a container's, announces nothing; a sandbox's
   ``deleted`` while tracked containers still name it waits for a list. Those cases set
   ``resync_wanted``: the caller should list soon, and that list reports what the stream could not
   (``finish(..., source="resync")``);
@@ -95,9 +103,12 @@ precedes its containers' ``created`` and a container's ``destroyed`` precedes it
 sandbox that vanished while a listed container still names it (the two lists are separate RPCs)
 keeps its end pending until no listed container names it. Duplicate IDs in one list: the first
 wins. ID reuse (a known ID listed with a different ``created_at``, both non-zero and in the past --
-a zero or future one is a timestamp quirk and proves nothing -- or in a state earlier
-than already announced): the old incarnation's end is forged (``why: "container ID reused"``) and
-the new one starts from scratch. Held stream events (rule 6) come last. The engine assigns no
+a zero or future one is a timestamp quirk and proves nothing -- or, unless its known ``created_at``
+is unchanged (then it is state lag), in a state earlier than already announced): the old
+incarnation's end is forged (``why: "container ID reused"``) and
+the new one starts from scratch. Sandboxes alike: a pod sandbox never changes its pod's name,
+namespace, UID or attempt, so other metadata under a known ID is a reused ID too (missing metadata
+proves nothing). Held stream events (rule 6) come last. The engine assigns no
 ``seq``; the emitter does.
 """
 
@@ -110,7 +121,7 @@ from sensor.events import WHY_EXITED_AND_REMOVED, WHY_STOPPED_AND_REMOVED, WHY_V
 from sensor.lifecycle import Step, container_steps, is_regression, sandbox_steps
 from sensor.snapshot import ContainerDetail, ContainerSnap, SandboxSnap, Snapshot, StreamEvent
 
-__all__ = ["HELD_MAX", "TOMBSTONES", "DiffEngine", "EngineStateError", "place"]
+__all__ = ["HELD_MAX", "TOMBSTONES", "TOMB_DEPTH", "DiffEngine", "EngineStateError", "place"]
 
 _RANK = {"created": 0, "running": 1, "exited": 2, "destroyed": 3}
 _NEEDS_STATUS = ("running", "exited")
@@ -118,8 +129,10 @@ _MISSING = object()
 #: What a stream event type is observed as (rule 6), for containers and for sandboxes.
 _STREAM_OBSERVATION = {"created": "created", "started": "running", "stopped": "exited", "deleted": "gone"}
 _SANDBOX_STREAM_OBSERVATION = {"created": "ready", "started": "ready", "stopped": "notready", "deleted": "gone"}
-#: Destroyed IDs remembered per kind, so that late stream events about them are ignored (rule 6).
+#: Destroyed IDs remembered per kind, so that late stream events about them are ignored (rule 6),
+#: with the ``created_at`` of their last ``TOMB_DEPTH`` incarnations.
 TOMBSTONES = 16_384
+TOMB_DEPTH = 4
 #: Stream events held while there is no base list; past this many the base list covers them.
 HELD_MAX = 65_536
 
@@ -133,7 +146,8 @@ def place(
 ) -> list[tuple[int, int, int]]:
     """``(time_ns, window_lo, window_hi)`` for consecutive lifecycle steps of one object.
 
-    ``reported[i]`` is the runtime's time for step i (0: not reported). ``[lo, hi]`` is the poll
+    ``reported[i]`` is the runtime's time for step i (0: not reported; one after ``hi`` is a clock
+    quirk and counts as not reported). ``[lo, hi]`` is the poll window. Every ``time_ns`` lies in its
     window. ``floor``: the latest reported time of an already announced earlier step (0: none).
     ``cap``: an upper bound from a later event outside this batch (0: none), e.g. the new
     incarnation's ``created_at`` when an ID was reused. ``after``: the object's previous event time;
@@ -146,8 +160,7 @@ def place(
     top = cap if 0 < cap <= hi and cap >= run_lo else hi
     out: list[tuple[int, int, int]] = []
     prev_time = after
-    for i, r in enumerate(reported):
-        s = sane[i]
+    for i, s in enumerate(sane):
         lo_i = run_lo
         if s and (lo_i == 0 or s < lo_i):
             lo_i = s
@@ -157,9 +170,9 @@ def place(
                 hi_i = later
         if s > hi_i:
             hi_i = s
-        if r > 0:
-            t = r
-        else:
+        if s:
+            t = s
+        else:  # not reported, or in the future of hi (a clock quirk, not a time): estimated
             t = (min(origin, hi_i) if origin else hi_i) if lo_i == 0 else (lo_i + hi_i) // 2
             if t < prev_time <= hi_i:
                 t = prev_time
@@ -180,6 +193,10 @@ class _Container:
     last_ns: int  # time_ns of its last event (estimates never go before it)
     gen: int  # poll generation in which it was last listed (0: never listed, known from the stream)
     created_ns: int = 0  # its created_at, once reported in the past of a snapshot (identity for ID reuse)
+    # the committed generation it was listed in, saved when a begin re-marks ``gen``: a begin that is
+    # then dropped (``failed``) must not make the engine forget that the committed list showed it;
+    # 0 while no committed list has shown it (known from the stream, or new in the list begun now)
+    base: int = 0
 
 
 @dataclass(slots=True)
@@ -192,6 +209,7 @@ class _Sandbox:
     last_ns: int
     gen: int
     created_ns: int = 0
+    base: int = 0  # as _Container.base
     gone_lo: int | None = None  # set while its end waits for its listed containers
     child_ns: int = 0  # latest time_ns of its containers' events: its end is placed no earlier
     ready_ns: int = 0  # time_ns of its ready event: its containers' estimates are placed no earlier
@@ -236,12 +254,12 @@ class DiffEngine:
         self._failures = 0
         self._last_error: str | None = None
         self._resync = False
-        # rule 6: the last committed generation, tombstones (ID -> created_ns of the destroyed
-        # incarnation, oldest first), held stream events, whether the stream saw something only a
+        # rule 6: the last committed generation, tombstones (ID -> created_ns of its destroyed
+        # incarnations, IDs oldest first), held stream events, whether the stream saw something only a
         # list can place, and whether it changed records since the last finish
         self._committed_gen = 0
-        self._tombs: dict[str, int] = {}
-        self._sb_tombs: dict[str, int] = {}
+        self._tombs: dict[str, tuple[int, ...]] = {}
+        self._sb_tombs: dict[str, tuple[int, ...]] = {}
         self._held: list[StreamEvent] = []
         self._want_list = False
         self._streamed = False
@@ -292,6 +310,7 @@ class DiffEngine:
         p = _Pending(snapshot, gen)
         self._pending = p
         hi = snapshot.received_ns
+        committed = self._committed_gen
 
         sandboxes = self._sandboxes
         for s in snapshot.sandboxes:
@@ -302,12 +321,16 @@ class DiffEngine:
                 continue
             if st.gen == gen:
                 continue  # duplicate ID in this list: the first wins
+            if st.gen == committed:
+                st.base = committed
             st.gen = gen
             st.gone_lo = None
             p.sb_matched += 1
-            if s.state == st.listed and s.created_at == st.snap.created_at:
+            same = _same_sandbox(st.snap, s)
+            if same and s.state == st.listed and s.created_at == st.snap.created_at:
                 continue
-            if _reused(st.created_ns, s.created_at, hi) or is_regression("sandbox", st.announced, s.state):
+            if not same or _reused(st.created_ns, s.created_at, hi) or (
+                    is_regression("sandbox", st.announced, s.state) and not _known_same(st.created_ns, s.created_at)):
                 p.sb_replaced.append((st, s))
             else:
                 p.sb_changed.append((st, s))
@@ -324,12 +347,15 @@ class DiffEngine:
                 continue
             if t.gen == gen:
                 continue
+            if t.gen == committed:
+                t.base = committed
             t.gen = gen
             p.c_matched += 1
             same = _same_container(t.snap, c)
             if same and c.state == t.listed and c.created_at == t.snap.created_at:
                 continue  # the steady state: nothing built
-            if not same or _reused(t.created_ns, c.created_at, hi) or is_regression("container", t.announced, c.state):
+            if not same or _reused(t.created_ns, c.created_at, hi) or (
+                    is_regression("container", t.announced, c.state) and not _known_same(t.created_ns, c.created_at)):
                 p.c_replaced.append((t, c))
                 if c.state in _NEEDS_STATUS:
                     need.append(c.id)
@@ -393,9 +419,11 @@ class DiffEngine:
                 del containers[t.snap.id]
                 _bury(self._tombs, t.snap.id, t.created_ns)
         fresh = list(p.c_new.values())
-        for t, c in p.c_replaced:
-            self._end_container(t, container_steps(t.announced, "replaced"), ctx, c.created_at, out)
+        for t, c in p.c_replaced:  # never in a committed list (known from the stream): only its floor bounds its end
+            self._end_container(t, container_steps(t.announced, "replaced"), ctx if t.base else replace(ctx, lo=0),
+                                c.created_at, out)
             del containers[t.snap.id]
+            _bury(self._tombs, t.snap.id, t.created_ns)  # late stream events about it stay ignored
             fresh.append(c)
 
         # 2. ends of vanished and replaced sandboxes
@@ -415,14 +443,16 @@ class DiffEngine:
                 _bury(self._sb_tombs, st.snap.id, st.created_ns)
         sb_fresh = list(p.sb_new.values())
         for st, s in p.sb_replaced:
-            self._end_sandbox(st, sandbox_steps(st.announced, "replaced"), ctx.lo, s.created_at, ctx, out)
+            self._end_sandbox(st, sandbox_steps(st.announced, "replaced"), ctx.lo if st.base else 0, s.created_at, ctx,
+                              out)
             del sandboxes[st.snap.id]
+            _bury(self._sb_tombs, st.snap.id, st.created_ns)
             sb_fresh.append(s)
 
         # 3. new and changed sandboxes (before their containers' created)
         for s in sb_fresh:
             if self._sb_tombs:
-                self._sb_tombs.pop(s.id, None)  # listed again: a list is believed
+                _revive(self._sb_tombs, s.id, _past(s.created_at, ctx.hi))  # listed: a list is believed
             pod = Pod(s.name, s.namespace, s.uid)
             steps = sandbox_steps(None, s.state)
             first = len(out)
@@ -452,7 +482,7 @@ class DiffEngine:
         # 4. new and changed containers
         for c in fresh:
             if self._tombs:
-                self._tombs.pop(c.id, None)
+                _revive(self._tombs, c.id, _past(c.created_at, ctx.hi))
             steps, reported, detail, newer = _container_plan(None, c, details)
             cctx = replace(ctx, hi=max(ctx.hi, ctx.now)) if newer else ctx
             floor, last = self._container_events(c, steps, reported, detail, cctx, 0, 0, 0, out)
@@ -546,19 +576,21 @@ class DiffEngine:
         for cid in gone_containers:
             t = containers.get(cid)
             if t is not None and t.gen == gen:
-                t.gen = -1
+                t.gen, t.base = -1, gen
                 unlisted += 1
         for c in changes.containers:
             t = containers.get(c.id)
             if t is not None:
-                t.gen = -1
+                t.gen, t.base = -1, gen
         for sid in gone_sandboxes:
             st = sandboxes.get(sid)
             if st is not None:
+                st.base = gen if st.gen == gen else st.base
                 st.gen = -1
         for s in changes.sandboxes:
             st = sandboxes.get(s.id)
             if st is not None:
+                st.base = gen if st.gen == gen else st.base
                 st.gen = -1
         self._gen = gen - 1  # begin() steps it back to gen
         self._finished_gen = -1  # unsettled until finish: a dropped delta leaves marks behind
@@ -580,10 +612,14 @@ class DiffEngine:
         else:
             self._stream_container(ev, now, out)
 
-    def _stream_ctx(self, gen: int, floor: int, now: int) -> _Ctx:
+    def _stream_ctx(self, rec: _Container | _Sandbox | None, floor: int, now: int) -> _Ctx:
         """Window context for a streamed change of an object: ``lo`` is the last time the sensor knew
-        its announced state (rule 6), ``hi`` when the sensor received the event."""
-        listed = self._prev.sent_ns if self._prev is not None and gen == self._committed_gen else 0
+        its announced state (rule 6), ``hi`` when the sensor received the event. ``rec`` is its record
+        (``None``: first seen now); the last committed list showed it if it is marked with that list's
+        generation, or was before a begin that was then dropped."""
+        cg = self._committed_gen
+        shown = rec is not None and cg > 0 and cg in (rec.gen, rec.base)
+        listed = self._prev.sent_ns if self._prev is not None and shown else 0
         return _Ctx(lo=min(max(floor, listed), now), hi=now, origin=now, now=now, source=self._stream_source,
                     blind=False)
 
@@ -592,16 +628,23 @@ class DiffEngine:
         observation = _SANDBOX_STREAM_OBSERVATION[ev.type]
         s = ev.sandbox if ev.sandbox is not None and ev.sandbox.id == sid else None
         st = self._sandboxes.get(sid)
-        if st is not None and s is not None and _reused(st.created_ns, s.created_at, now):
+        tomb = self._sb_tombs.get(sid)
+        if st is not None:
+            older = _older(tomb, st.created_ns, 0 if s is None else s.created_at, ev.time_ns, now)
+            if older is None:
+                self._want_list = True  # about this incarnation or a destroyed one? A list tells
+            if older is not False:
+                return  # a late event about an incarnation already destroyed
+        if st is not None and s is not None and (_reused(st.created_ns, s.created_at, now)
+                                                 or not _same_sandbox(st.snap, s)):
             self._want_list = True  # a new sandbox under a known ID: a list sorts out both
             return
         if st is None:
-            tomb = self._sb_tombs.get(sid)
-            if tomb is not None:
-                if s is None or not _reused(tomb, s.created_at, now):
-                    return  # a late event about a sandbox already destroyed
-                del self._sb_tombs[sid]
+            if tomb is not None and (s is None or _dead(tomb, s.created_at, now)):
+                return  # a late event about a sandbox already destroyed (or one it cannot be told from)
             if observation == "gone":
+                if tomb is not None and s is not None:  # a new incarnation, gone before it was seen
+                    _bury(self._sb_tombs, sid, _past(s.created_at, now))
                 return  # nothing known about it but its end
             if s is None:
                 self._want_list = True
@@ -619,7 +662,7 @@ class DiffEngine:
             return  # nothing new
         self._streamed = True
         reported = [0] * (len(steps) - 1) + [ev.time_ns]
-        ctx = self._stream_ctx(st.gen, st.floor_ns, now)
+        ctx = self._stream_ctx(st, st.floor_ns, now)
         after = max(st.last_ns, st.child_ns) if observation == "gone" else st.last_ns
         _, st.last_ns = self._sandbox_events(st.snap, st.pod, steps, reported, ctx.lo, st.floor_ns, after, 0, ctx, out)
         if observation == "gone":
@@ -640,7 +683,7 @@ class DiffEngine:
         if len(steps) > 1:
             reported[-1] = event_ns  # notready: the event time
         first = len(out)
-        floor, last = self._sandbox_events(s, pod, steps, reported, 0, 0, 0, 0, self._stream_ctx(0, 0, now), out)
+        floor, last = self._sandbox_events(s, pod, steps, reported, 0, 0, 0, 0, self._stream_ctx(None, 0, now), out)
         floor = max(_past(s.created_at, now), out[-1].window_ns[0])
         self._sandboxes[s.id] = _Sandbox(s, steps[-1].state, steps[-1].state, pod, floor, last, 0,
                                          _past(s.created_at, now), ready_ns=out[first].time_ns)
@@ -655,33 +698,45 @@ class DiffEngine:
             observation = "exited+ran"
         containers = self._containers
         t = containers.get(cid)
+        tomb = self._tombs.get(cid)
+        if t is not None:
+            older = _older(tomb, t.created_ns, 0 if c is None else c.created_at, ev.time_ns, now)
+            if older is None:
+                self._want_list = True  # about this incarnation or a destroyed one? A list tells
+            if older is not False:
+                return  # a late event about an incarnation already destroyed (e.g. replaced in a list)
         if t is not None and c is not None and _reused(t.created_ns, c.created_at, now):
             self._streamed = True  # a new incarnation under a known ID: the old one's end is forged
             self._end_container(t, container_steps(t.announced, "replaced"),
-                                self._stream_ctx(t.gen, t.floor_ns, now), c.created_at, out)
+                                self._stream_ctx(t, t.floor_ns, now), c.created_at, out)
             del containers[cid]
-            t = None
+            _bury(self._tombs, cid, t.created_ns)
+            t, tomb = None, None  # the new incarnation is proven different from every buried one
         if t is None:
-            tomb = self._tombs.get(cid)
-            if tomb is not None:
-                if c is None or not _reused(tomb, c.created_at, now):
-                    return  # a late event about a container already destroyed
-                del self._tombs[cid]
+            if tomb is not None and (c is None or _dead(tomb, c.created_at, now)):
+                return  # a late event about a container already destroyed (or one it cannot be told from)
             if observation == "gone":
+                if tomb is not None and c is not None:  # a new incarnation, gone before it was seen
+                    _bury(self._tombs, cid, _past(c.created_at, now))
                 return  # nothing known about it but its end
             if c is None or not c.sandbox_id:
                 self._want_list = True  # no status, or a nil pod sandbox status: cannot attribute it
                 return
-            if c.sandbox_id not in self._sandboxes:
-                sb = ev.sandbox
+            sb = ev.sandbox
+            tracked = self._sandboxes.get(c.sandbox_id)
+            if tracked is None:
                 if sb is None or sb.id != c.sandbox_id or c.sandbox_id in self._sb_tombs:
                     self._want_list = True
                     return
                 self._stream_new_sandbox(sb, sb.state, ev.time_ns, now, out)
+            elif sb is not None and sb.id == c.sandbox_id and (
+                    _reused(tracked.created_ns, sb.created_at, now) or not _same_sandbox(tracked.snap, sb)):
+                self._want_list = True  # its pod is a new sandbox under a known ID: a list sorts that out
+                return
             self._streamed = True
             steps = container_steps(None, observation)
             reported, exact = _stream_reported(steps, c, d, ev.time_ns)
-            _, last = self._container_events(c, steps, reported, d, self._stream_ctx(0, 0, now), 0, 0, 0, out)
+            _, last = self._container_events(c, steps, reported, d, self._stream_ctx(None, 0, now), 0, 0, 0, out)
             floor = _stream_floor(0, reported, exact, out[-1], now)
             containers[cid] = _Container(c, steps[-1].state, steps[-1].state, floor, last, 0, _past(c.created_at, now))
             return
@@ -693,7 +748,7 @@ class DiffEngine:
         if meta.sandbox_id != t.snap.sandbox_id:
             meta = replace(meta, sandbox_id=t.snap.sandbox_id)
         reported, exact = _stream_reported(steps, meta, d, ev.time_ns)
-        ctx = self._stream_ctx(t.gen, t.floor_ns, now)
+        ctx = self._stream_ctx(t, t.floor_ns, now)
         _, t.last_ns = self._container_events(meta, steps, reported, d, ctx, t.floor_ns, t.last_ns, 0, out)
         if observation == "gone":
             del containers[cid]
@@ -830,22 +885,71 @@ def _same_container(old: ContainerSnap, new: ContainerSnap) -> bool:
     return not old.name or not new.name or (old.name == new.name and old.attempt == new.attempt)
 
 
+def _same_sandbox(old: SandboxSnap, new: SandboxSnap) -> bool:
+    """Immutable identity, as ``_same_container``: a pod sandbox never changes its pod's name,
+    namespace, UID or attempt, so a listed ID that does is a reused ID. Missing metadata (empty
+    strings) proves nothing."""
+    if old.uid and new.uid and old.uid != new.uid:
+        return False
+    if old.name and new.name and (old.name != new.name or old.attempt != new.attempt):
+        return False
+    return not old.namespace or not new.namespace or old.namespace == new.namespace
+
+
 def _reused(old_created_ns: int, new_created_at: int, hi: int) -> bool:
     """A different incarnation: both creation times known and in the past, and different. A zero or
     future ``created_at`` (timestamp quirks) proves nothing: it changes while the object does not."""
     return old_created_ns > 0 and 0 < new_created_at <= hi and old_created_ns != new_created_at
 
 
+def _known_same(created_ns: int, created_at: int) -> bool:
+    """The same incarnation by its known creation time. Then a list showing an earlier state than
+    announced is state lag (an exit the stream announced, not yet in List/Status: DESIGN.md
+    section 6), not ID reuse: it gives no steps."""
+    return created_ns > 0 and created_at == created_ns
+
+
 def _past(t: int, hi: int) -> int:
     return t if 0 < t <= hi else 0
 
 
-def _bury(tombs: dict[str, int], oid: str, created_ns: int) -> None:
-    """Remember a destroyed ID (rule 6), forgetting the oldest beyond ``TOMBSTONES``."""
-    tombs.pop(oid, None)
-    tombs[oid] = created_ns
+def _bury(tombs: dict[str, tuple[int, ...]], oid: str, created_ns: int) -> None:
+    """Remember a destroyed incarnation (rule 6): its ID and ``created_ns`` (0: unknown), the last
+    ``TOMB_DEPTH`` per ID, forgetting the oldest ID beyond ``TOMBSTONES``."""
+    tombs[oid] = (*tombs.pop(oid, ())[1 - TOMB_DEPTH:], created_ns)
     if len(tombs) > TOMBSTONES:
         del tombs[next(iter(tombs))]
+
+
+def _revive(tombs: dict[str, tuple[int, ...]], oid: str, created_ns: int) -> None:
+    """A list shows ``oid`` (a list is believed): an incarnation it shows is not dead; without a
+    usable ``created_at`` it may be any of them, so the ID's tombstone goes."""
+    tomb = tombs.get(oid)
+    if tomb is not None and (not created_ns or created_ns in tomb):
+        del tombs[oid]
+
+
+def _older(tomb: tuple[int, ...] | None, created_ns: int, status_created_at: int, event_ns: int,
+           hi: int) -> bool | None:
+    """Whether an event about a tracked ID (its incarnation created at ``created_ns``, 0: unknown) is
+    about an earlier incarnation of the ID -- destroyed, seen or not, since a live ID is unique: its
+    status's ``created_at`` or else its own time (the runtime's clock, like ``created_at``) predates
+    the tracked incarnation, or names a buried one. ``None``: it cannot tell although the ID is
+    known to have had other incarnations (no usable times)."""
+    usable = 0 < status_created_at <= hi
+    if created_ns and (usable or event_ns > 0):
+        return (status_created_at if usable else event_ns) < created_ns
+    if tomb is None:
+        return False  # the only incarnation known
+    if usable:
+        return status_created_at in tomb
+    return None
+
+
+def _dead(tomb: tuple[int, ...], created_at: int, hi: int) -> bool:
+    """An event about an untracked, destroyed ID is about a destroyed incarnation unless it proves
+    otherwise: a usable ``created_at`` different from every buried one (all of them known)."""
+    return not 0 < created_at <= hi or 0 in tomb or created_at in tomb
 
 
 def _stream_reported(steps: Sequence[Step], c: ContainerSnap, d: ContainerDetail | None,
@@ -894,7 +998,8 @@ def _container_plan(
         d = details.get(c.id, _MISSING)
         if isinstance(d, ContainerDetail):
             detail = d
-    newer = c.state == "running" and detail is not None and detail.finished_at > 0
+    # the client sets an exit code only for an exited status: evidence even with zero timestamps
+    newer = c.state == "running" and detail is not None and (detail.finished_at > 0 or detail.exit_code is not None)
     if newer:
         steps = tuple(container_steps(last, "running"))
         steps += tuple(container_steps(steps[-1].state if steps else last, "exited"))

@@ -20,6 +20,14 @@ dict). ``ExecTracker.feed(message, now_ns)`` takes one decoded proc-connector me
   them: ``lost()`` forgets every cached attribution and fork parent, because a stale entry could
   attribute a reused PID to the wrong container (G10).
 
+Inheritance: an exec whose fork parent was known to be in container X at the fork (read at the
+parent's own exec, or inherited by it) is attributed to X without reading its cgroup file. A
+forked child starts in its parent's cgroup, and only a privileged writer of ``cgroup.procs`` can
+move it out of a container's (runtimes never do: ``runc exec`` and a container's start place a
+process whose parent is on the host, which is always read). This halves the cost of an exec in a
+container; only container attributions are inherited, host ones never (that is where runc moves
+processes into containers).
+
 Host processes (not in a container) are dropped and counted unless ``keep_host``; then their
 ``container_id`` is ``None``. Processes in a runtime's monitor (CRI-O's conmon) or with
 conflicting cgroup lines are dropped and counted the same way: they are nobody's container.
@@ -74,7 +82,7 @@ class ExecTracker:
         self.keep_host = keep_host
         self.max_tracked = max_tracked
         self.parents: dict[int, _Parent] = {}  # child tgid -> its fork parent (insertion order = age)
-        self.children: dict[int, list[int]] = {}  # parent tgid -> children forked since its last exit
+        self.children: dict[int, set[int]] = {}  # parent tgid -> its live children forked since its last exit
         self.known: dict[int, Attribution] = {}  # tgid -> attribution read at its last exec
         #: ``execs`` seen; ``emitted``; dropped as ``host``/``monitor``/``ambiguous``/``unreadable``;
         #: ``gone`` (unreadable, no parent to stand in); ``via_parent``; ``malformed``; ``unknown``;
@@ -90,7 +98,11 @@ class ExecTracker:
             if msg.child_pid == msg.child_tgid:
                 parent = msg.parent_tgid
                 self._remember(self.parents, msg.child_tgid, _Parent(parent, self.known.get(parent)))
-                self._remember(self.children, parent, [*self.children.get(parent, ()), msg.child_tgid])
+                kids = self.children.get(parent)
+                if kids is None:
+                    self._remember(self.children, parent, {msg.child_tgid})
+                else:
+                    kids.add(msg.child_tgid)
         elif isinstance(msg, Exit):
             if msg.pid == msg.tgid:
                 self._exited(msg.tgid)
@@ -112,7 +124,11 @@ class ExecTracker:
         self.children.clear()
 
     def _exited(self, tgid: int) -> None:
-        self.parents.pop(tgid, None)
+        own = self.parents.pop(tgid, None)
+        if own is not None:
+            siblings = self.children.get(own.tgid)
+            if siblings is not None:
+                siblings.discard(tgid)
         self.known.pop(tgid, None)
         for child in self.children.pop(tgid, ()):
             rec = self.parents.get(child)
@@ -124,9 +140,19 @@ class ExecTracker:
     def _exec(self, msg: Exec, now_ns: int) -> ProcessEvent | None:
         self.counts["execs"] += 1
         tgid = msg.tgid
-        text = self.reader.cgroup(tgid)
         parent = self.parents.get(tgid)
         ppid = None if parent is None else parent.tgid
+        if parent is not None and parent.at_fork is not None and parent.at_fork.kind == "container":
+            # Forked by a process known to be in a container: the child is in it too (see the
+            # module docstring, "Inheritance"); the cgroup read is saved.
+            found = parent.at_fork
+            self._remember(self.known, tgid, found)
+            self.counts["inherited"] += 1
+            self.counts["emitted"] += 1
+            return ProcessEvent(container_id=found.container_id, time_ns=self._to_wall(msg.mono_ns), pid=tgid,
+                                argv=self.reader.cmdline(tgid) or (), observed_ns=now_ns, ppid=ppid,
+                                exe=self.reader.exe(tgid))
+        text = self.reader.cgroup(tgid)
         if text is not None:
             found = attribute(text)
             self._remember(self.known, tgid, found)

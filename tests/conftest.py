@@ -3,7 +3,7 @@
 | profile | max_examples | stateful steps | deadline | use |
 |---|---|---|---|---|
 | ``ci``   | 200   | 30 | none | CI (derandomized under ``CI=true``) and plain ``pytest`` |
-| ``dev``  | 20    | 20 | none | quick local iterations |
+| ``dev``  | 20    | 20 | none | quick local iterations; mutation runs (derandomized under ``CI=true``) |
 | ``deep`` | 5,000 | 60 | none | long bug hunts: ``HYPOTHESIS_PROFILE=deep pytest tests/guarantees`` |
 
 Tests that set their own ``max_examples`` keep it (hypothesis: explicit settings win over the
@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, settings
 # lucky draw; local runs (and the deep profile) keep searching new examples.
 settings.register_profile("ci", max_examples=200, stateful_step_count=30, deadline=None, print_blob=True,
                           derandomize=os.environ.get("CI") == "true")
-settings.register_profile("dev", max_examples=20, stateful_step_count=20, deadline=None)
+settings.register_profile("dev", max_examples=20, stateful_step_count=20, deadline=None,
+                          derandomize=os.environ.get("CI") == "true")
 settings.register_profile(
     "deep",
     max_examples=5_000,
@@ -35,6 +36,7 @@ settings.register_profile(
     deadline=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
+    derandomize=False,  # a search: every run draws new examples
 )
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 settings.load_profile(PROFILE)

@@ -54,12 +54,12 @@ class Context:
         return self.params.poll_interval_ns + self.params.latency_allowance_ns
 
     def in_state(self, inc: Incarnation, t: int) -> str:
+        """The state an early event (G5) was announced in: never ``destroyed``, since the
+        transition it announces lies after ``t``."""
         s = inc.certain_state(t)
         if s is None:
             return "changing state at that very instant"
-        if s == ABSENT:
-            return "not yet created"
-        return "gone" if s == "destroyed" else s
+        return "not yet created" if s == ABSENT else s
 
 
 def _transition(inc: Incarnation, ev: Event) -> str:
@@ -164,7 +164,7 @@ def g2_completeness(ctx: Context) -> GuaranteeResult:
             m[f"{k}_visible"] += 1
         if not known:
             continue
-        due: dict[str, tuple[int, Ref | None]] = {}  # transition -> (deadline, record that made it due)
+        due: dict[str, tuple[int, Ref]] = {}  # transition -> (deadline, record that made it due)
         if vis is not None:
             due[lc.first] = (vis.end_ns + slack, vis.ref)
         for tr in lc.transitions[1:-1]:
@@ -191,7 +191,7 @@ def g2_completeness(ctx: Context) -> GuaranteeResult:
                 late.append((ev, deadline))
             else:
                 continue
-            if ref is not None and ref not in refs:
+            if ref not in refs:
                 refs.append(ref)
         if not missing and not late:
             continue
@@ -368,7 +368,7 @@ def g5_no_phantoms(ctx: Context) -> GuaranteeResult:
     for ev in ctx.phantoms:
         kind = ev.type.split(".", 1)[0]
         oid = ev.container_id if kind == "container" else ev.sandbox_id
-        by_id.setdefault((kind, oid or ""), []).append(ev)
+        by_id.setdefault((kind, oid or "(no id)"), []).append(ev)
     for (kind, oid), evs in by_id.items():
         vs.append(
             Violation(
@@ -377,7 +377,6 @@ def g5_no_phantoms(ctx: Context) -> GuaranteeResult:
                 (evs[0],),
             )
         )
-    early = 0
     for inc in ctx.incs:
         for ev in inc.events:
             tr = _transition(inc, ev)
@@ -387,7 +386,6 @@ def g5_no_phantoms(ctx: Context) -> GuaranteeResult:
                     continue  # truth after the run is unknown
                 msg = f"{inc.label}: {ev.type} (seq {ev.seq}) at {fmt(ev.observed_ns)}, but {_NEVER[tr]}"
             elif ev.observed_ns < t:
-                early += 1
                 msg = (
                     f"{inc.label}: {ev.type} (seq {ev.seq}) at {fmt(ev.observed_ns)}, but that only happened at "
                     f"{fmt(t)}; it was {ctx.in_state(inc, ev.observed_ns)} then"
@@ -409,14 +407,16 @@ def g5_no_phantoms(ctx: Context) -> GuaranteeResult:
 
 
 def _covers(windows: list[tuple[int, int]], lo: int, hi: int) -> bool:
-    reach = lo
+    """Whether the union of the closed ``windows`` contains ``[lo, hi]`` (touching windows join).
+    An instant outage (``lo == hi``) still needs a window that contains it."""
+    reach: int | None = None  # everything in [lo, reach] is covered
     for a, b in sorted(windows):
-        if a > reach:
-            break
-        reach = max(reach, b)
+        if a > (lo if reach is None else reach):
+            return False  # a hole just before a
+        reach = b if reach is None else max(reach, b)
         if reach >= hi:
             return True
-    return reach >= hi
+    return False
 
 
 def _describe(o: Outage) -> str:

@@ -38,9 +38,9 @@ States and ties
 An incarnation is in state S from the time of transition S up to the time of its next transition.
 Truth times are exact, but an observation (an RPC answer) taken at the very nanosecond of a
 transition may show either side of it: the checker does not know which came first. So each
-question is asked two ways: :meth:`Incarnation.certain_state` (None on a tie) backs *obligations*
-(what the sensor must report), :meth:`Incarnation.possible_states` (both sides of a tie) backs
-*permissions* (what the sensor may claim to have seen).
+question is asked two ways: certain answers (strictly between transitions; :meth:`Incarnation.certain_state`
+is None on a tie) back *obligations* (what the sensor must report), possible ones (closed intervals, both
+sides of a tie; ``observations.RpcLog.seen``) back *permissions* (what the sensor may claim to have seen).
 """
 
 from __future__ import annotations
@@ -112,13 +112,6 @@ SANDBOX = Lifecycle(
     reported={"ready": ("list", "status")},  # created_at
 )
 
-LIFECYCLES = {"container": CONTAINER, "sandbox": SANDBOX}
-
-
-def lifecycle_of(event_type: str) -> Lifecycle | None:
-    return LIFECYCLES.get(event_type.split(".", 1)[0])
-
-
 @dataclass
 class Incarnation:
     """One lifetime of one ID, with the sensor's events assigned to it (in emission order)."""
@@ -182,16 +175,6 @@ class Incarnation:
                 return (t, b[i + 1][0] if i + 1 < len(b) else FOREVER)
         return None
 
-    def possible_states(self, t: int) -> set[str]:
-        """Every state the incarnation may have shown at ``t`` (both sides of a tie)."""
-        b = self._boundaries()
-        out = {ABSENT} if t <= self.created_ns else set()
-        for i, (start, name) in enumerate(b):
-            end = b[i + 1][0] if i + 1 < len(b) else FOREVER
-            if start <= t <= end:
-                out.add(name)
-        return out
-
     def certain_state(self, t: int) -> str | None:
         """The state at ``t``; None when ``t`` is exactly a transition time (a tie)."""
         b = self._boundaries()
@@ -202,9 +185,6 @@ class Incarnation:
             if start < t:
                 state = name
         return state
-
-    def exists_certainly(self, t: int) -> bool:
-        return self.created_ns < t < self.end_ns
 
     # -- the sensor's events ---------------------------------------------------------------------
 

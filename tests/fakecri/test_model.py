@@ -1,4 +1,8 @@
-"""The runtime model against a deliberately simple reference, driven by hypothesis."""
+"""The runtime model: literal tables of what each call answers, records and tells listeners, and
+arbitrary call sequences against a deliberately simple reference (hypothesis).
+
+Every expected value is written out by hand from the CRI behaviour the model documents, never
+computed with the model itself."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invaria
 from fakecri.clock import VirtualClock
 from fakecri.flavors import FLAVORS, get_flavor
 from fakecri.model import CriError, RuntimeModel
-from fakecri.truth import ContainerTransition, SandboxTransition
+from fakecri.truth import ContainerTransition, PodRef, SandboxTransition
 
 ORDER = {"created": 0, "running": 1, "exited": 2, "destroyed": 3}
 
@@ -157,6 +161,7 @@ class ModelVersusReference(RuleBasedStateMachine):
         self.model, self.clock = new_model()
         self.ref_c: dict[str, str] = {}  # id -> state
         self.ref_s: dict[str, str] = {}
+        self.ref_pod: dict[str, str] = {}  # container id -> its sandbox id, as the reference saw it created
         self.n = 0
 
     def _code(self, fn, *args) -> str:  # type: ignore[no-untyped-def]
@@ -187,13 +192,13 @@ class ModelVersusReference(RuleBasedStateMachine):
             return "missing"
         assert want == "OK"
         self.ref_c[c.id] = "created"
+        self.ref_pod[c.id] = sid
         return c.id
 
     @rule(cid=containers)
     def start(self, cid: str) -> None:
         want = {"created": "OK", None: "NOT_FOUND"}.get(self.ref_c.get(cid), "UNKNOWN")
-        c = self.model.containers.get(cid)
-        in_stopped_pod = want == "OK" and c is not None and self.ref_s.get(c.sandbox_id) != "ready"
+        in_stopped_pod = want == "OK" and self.ref_s.get(self.ref_pod[cid]) != "ready"
         if in_stopped_pod:
             want = "UNKNOWN"  # containerd: the start fails and leaves it EXITED (StartError)
         assert self._code(self.model.start_container, cid) == want
@@ -226,14 +231,19 @@ class ModelVersusReference(RuleBasedStateMachine):
         if sid in self.ref_s:
             self.model.stop_pod_sandbox(sid)
             self.ref_s[sid] = "notready"
-            for cid in self.model.list_containers(sandbox_id=sid):
-                self.ref_c[cid.id] = "exited" if self.ref_c[cid.id] != "created" else "created"
+            for cid in self._containers_of(sid):  # running ones are killed; created and exited stay
+                if self.ref_c[cid] == "running":
+                    self.ref_c[cid] = "exited"
 
     @rule(sid=consumes(sandboxes))
     def remove_pod(self, sid: str) -> None:
         self.model.remove_pod_sandbox(sid)
         self.ref_s.pop(sid, None)
-        self.ref_c = {k: v for k, v in self.ref_c.items() if k in self.model.containers}
+        for cid in self._containers_of(sid):  # its containers go with it
+            del self.ref_c[cid]
+
+    def _containers_of(self, sid: str) -> list[str]:
+        return [cid for cid in self.ref_c if self.ref_pod[cid] == sid]
 
     @invariant()
     def states_match_reference(self) -> None:
@@ -254,4 +264,301 @@ class ModelVersusReference(RuleBasedStateMachine):
 
 
 TestModelVersusReference = ModelVersusReference.TestCase
-TestModelVersusReference.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+# 60 histories under the ci profile (200 examples), 20 under dev, more under deep
+TestModelVersusReference.settings = settings(
+    max_examples=max(20, settings.default.max_examples * 3 // 10), stateful_step_count=40, deadline=None
+)
+
+
+# -- literal tables ------------------------------------------------------------------------------
+
+BUSYBOX = "docker.io/library/busybox:latest"
+BUSYBOX_DIGEST = "de68ccc327e508f44a3a150fc877a442581bb03dd53e24b418fbc425ece79d52"  # sha256 of BUSYBOX
+
+
+def tmodel(flavor: str = "containerd-1.7") -> tuple[RuntimeModel, VirtualClock]:
+    clock = VirtualClock(1_000)
+    m = RuntimeModel(clock, get_flavor(flavor), seed=7)
+    m.pull_image("busybox")
+    return m, clock
+
+
+def cri_error(fn, *args, **kw) -> tuple[str, str]:
+    with pytest.raises(CriError) as e:
+        fn(*args, **kw)
+    assert str(e.value) == e.value.message
+    return e.value.code, e.value.message
+
+
+@pytest.mark.parametrize(
+    ("ref", "norm"),
+    [
+        ("busybox", BUSYBOX),
+        ("busybox:1.36", "docker.io/library/busybox:1.36"),
+        ("library/busybox", "docker.io/library/busybox:latest"),
+        ("my/img", "docker.io/my/img:latest"),
+        ("quay.io/x/y:2", "quay.io/x/y:2"),
+        ("localhost/x", "localhost/x:latest"),
+        ("localhost:5000/x", "localhost:5000/x:latest"),
+        ("registry:5000/x:3", "registry:5000/x:3"),
+        ("sha256:abc", "sha256:abc"),
+        ("x@sha256:abc", "x@sha256:abc"),
+    ],
+)
+def test_normalize_image(ref, norm):
+    assert RuntimeModel.normalize_image(ref) == norm
+
+
+def test_images():
+    m, _ = tmodel()
+    (img,) = m.images.values()
+    assert img.id == f"sha256:{BUSYBOX_DIGEST}"
+    assert img.repo_tags == [BUSYBOX]
+    assert img.repo_digests == [f"docker.io/library/busybox@sha256:{BUSYBOX_DIGEST[::-1]}"]
+    assert img.size == 1_000_000 + 0xDE68C and not img.pinned
+    assert m.pull_image("docker.io/library/busybox") is img  # already there
+    for ref in (img.id, "busybox", BUSYBOX, img.repo_digests[0], "de68cc"):
+        assert m.resolve_image(ref) is img, ref
+    assert m.resolve_image("alpine") is None
+    assert m.resolve_image("ff") is None
+    m.remove_image("alpine")  # unknown: nothing happens
+    assert list(m.images) == [img.id]
+    m.remove_image("busybox")
+    assert m.images == {}
+
+
+def test_sandbox_calls():
+    m, clock = tmodel()
+    assert cri_error(m.run_pod_sandbox, "", "ns", "u") == ("UNKNOWN", "sandbox config must include metadata")
+    s = m.run_pod_sandbox("web", "ns", "u", labels={"a": "1"})
+    assert (s.state, s.created_at, s.pid, s.ip, s.attempt) == ("ready", 1_000, 1001, "10.88.4.2", 0)
+    assert len(s.id) == 64 and int(s.id, 16) >= 0
+    assert s.pod == PodRef("web", "ns", "u")
+    code, msg = cri_error(m.run_pod_sandbox, "web", "ns", "u")
+    assert code == "UNKNOWN"
+    assert msg == f'failed to reserve sandbox name "web_ns_u_0": name "web_ns_u_0" is reserved for "{s.id}"'
+    clock.advance(5)
+    s1 = m.run_pod_sandbox("web", "ns", "u", attempt=1, network="NODE")
+    assert (s1.ip, s1.pid, s1.created_at) == ("", 1002, 1_005)
+    s2 = m.run_pod_sandbox("db", "ns", "u2")
+    assert s2.ip == "10.88.4.4"
+    assert m.pod_sandbox_status(s.id[:10]) is s
+    assert m.list_pod_sandbox(id=s1.id[:10]) == [s1]
+    assert m.list_pod_sandbox(label_selector={"a": "1"}) == [s]
+    assert m.list_pod_sandbox(label_selector={"a": "2"}) == []
+    m.stop_pod_sandbox(s.id)
+    m.stop_pod_sandbox(s.id)  # stopping twice is fine
+    assert m.list_pod_sandbox(state="notready") == [s]
+    assert m.list_pod_sandbox(state="ready") == [s1, s2]
+    assert [(r.sandbox_id, r.transition, r.time_ns) for r in m.truth if isinstance(r, SandboxTransition)] == [
+        (s.id, "ready", 1_000), (s1.id, "ready", 1_005), (s2.id, "ready", 1_005), (s.id, "notready", 1_005)]
+    rec = next(r for r in m.truth if isinstance(r, SandboxTransition))
+    assert rec.labels == {"a": "1"} and rec.pod == PodRef("web", "ns", "u")
+    m.remove_pod_sandbox("nope")  # idempotent
+    assert cri_error(m.stop_pod_sandbox, "nope")[0] == "NOT_FOUND"  # containerd
+    crio, _ = tmodel("crio-1.26")
+    crio.stop_pod_sandbox("nope")  # CRI-O: fine
+
+
+def test_id_prefixes_and_reuse():
+    m, _ = tmodel()
+    s = m.run_pod_sandbox("p", "ns", "u")
+    a, b = "ab" + "0" * 62, "ab" + "1" * 62
+    m.reuse_ids = [a, b]
+    ca = m.create_container(s.id, "a", 0, "busybox")
+    assert ca.id == a
+    m.reuse_ids = [a, "cd" + "2" * 62]  # a is live: skipped
+    cb = m.create_container(s.id, "b", 0, "busybox")
+    assert cb.id == "cd" + "2" * 62 and m.reuse_ids == []
+    m.reuse_ids = [b]
+    assert m.create_container(s.id, "c", 0, "busybox").id == b
+    assert cri_error(m.find_container, "ab") == ("UNKNOWN", "ambiguous container id prefix 'ab': 2 matches")
+    assert m.find_container("ab0") is ca
+    assert cri_error(m.find_container, "") == (
+        "UNKNOWN", 'an error occurred when try to find container "": Prefix can\'t be empty')
+    assert cri_error(m.find_sandbox, "zz") == (
+        "NOT_FOUND", 'an error occurred when try to find sandbox "zz": not found')
+    m.remove_container(a)
+    m.reuse_ids = [a]
+    again = m.create_container(s.id, "a2", 0, "busybox")
+    assert again.id == a  # a reused ID, once free
+    assert [r.transition for r in m.truth if isinstance(r, ContainerTransition) and r.container_id == a] == [
+        "created", "destroyed", "created"]
+
+
+def test_create_container_refusals():
+    m, _ = tmodel()
+    s = m.run_pod_sandbox("p", "ns", "u")
+    assert cri_error(m.create_container, "nope", "c", 0, "busybox") == (
+        "NOT_FOUND", 'failed to find sandbox id "nope": not found')
+    assert cri_error(m.create_container, s.id, "", 0, "busybox") == (
+        "UNKNOWN", "container config must include metadata")
+    assert cri_error(m.create_container, s.id, "c", 0, "alpine") == (
+        "NOT_FOUND", 'failed to resolve image "alpine": not found')
+    c = m.create_container(s.id, "c", 0, "busybox", labels={"t": "w"})
+    assert (c.image, c.image_ref, c.state, c.created_at) == (BUSYBOX, f"sha256:{BUSYBOX_DIGEST}", "created", 1_000)
+    assert (c.started_at, c.finished_at, c.exit_code, c.reason, c.pid) == (0, 0, 0, "", 0)
+    assert cri_error(m.create_container, s.id, "c", 0, "busybox") == (
+        "UNKNOWN",
+        f'failed to reserve container name "c_p_ns_u_0": name "c_p_ns_u_0" is reserved for "{c.id}"',
+    )
+    c1 = m.create_container(s.id, "c", 1, f"sha256:{BUSYBOX_DIGEST}")  # another attempt: fine
+    assert c1.image == f"sha256:{BUSYBOX_DIGEST}"
+    m.remove_container(c.id)
+    assert m.create_container(s.id, "c", 0, "busybox").name == "c"  # the name is free again
+    m.stop_pod_sandbox(s.id)
+    code, msg = cri_error(m.create_container, s.id, "d", 0, "busybox")
+    assert code == "NOT_FOUND" and msg.startswith("failed to get sandbox container task: no running task found")
+    crio, _ = tmodel("crio-1.26")
+    s2 = crio.run_pod_sandbox("p", "ns", "u")
+    crio.stop_pod_sandbox(s2.id)
+    assert cri_error(crio.create_container, s2.id, "d", 0, "busybox") == (
+        "UNKNOWN", f"sandbox container {s2.id!r} is not running")
+
+
+def test_container_lifecycle_records_and_listeners():
+    m, clock = tmodel()
+    seen: list[tuple[str, str, str]] = []
+    m.on_change(lambda kind, obj, tr: seen.append((kind, obj.id[:4], tr)))
+    s = m.run_pod_sandbox("p", "ns", "u")
+    clock.advance(10)
+    c = m.create_container(s.id, "c", 2, "busybox", labels={"l": "v"})
+    clock.advance(10)
+    m.start_container(c.id)
+    assert (c.state, c.started_at, c.pid) == ("running", 1_020, 1002)
+    clock.advance(10)
+    assert cri_error(m.exit_container, "nope")[0] == "NOT_FOUND"
+    m.exit_container(c.id, 0)
+    assert (c.state, c.finished_at, c.exit_code, c.reason, c.pid) == ("exited", 1_030, 0, "Completed", 0)
+    assert cri_error(m.exit_container, c.id) == ("FAILED_PRECONDITION", f"container {c.id} is not running")
+    clock.advance(10)
+    m.remove_pod_sandbox(s.id)
+    recs = [r for r in m.truth if isinstance(r, ContainerTransition)]
+    assert [(r.transition, r.time_ns, r.exit_code, r.reason) for r in recs] == [
+        ("created", 1_010, None, None),
+        ("running", 1_020, None, None),
+        ("exited", 1_030, 0, "Completed"),
+        ("destroyed", 1_040, None, None),
+    ]
+    for r in recs:
+        assert (r.sandbox_id, r.name, r.attempt, r.image, r.labels) == (s.id, "c", 2, BUSYBOX, {"l": "v"})
+        assert r.image_ref == f"sha256:{BUSYBOX_DIGEST}" and r.pod == PodRef("p", "ns", "u")
+    sid, cid = s.id[:4], c.id[:4]
+    assert seen == [
+        ("sandbox", sid, "ready"),
+        ("container", cid, "created"),
+        ("container", cid, "running"),
+        ("container", cid, "exited"),
+        ("sandbox", sid, "notready"),
+        ("container", cid, "destroyed"),
+        ("sandbox", sid, "destroyed"),
+    ]
+
+
+def test_stop_and_remove_kill_with_sigkill():
+    m, clock = tmodel()
+    s = m.run_pod_sandbox("p", "ns", "u")
+    c = m.create_container(s.id, "c", 0, "busybox")
+    idle = m.create_container(s.id, "idle", 0, "busybox")
+    m.stop_container(idle.id)  # created: nothing to stop
+    assert idle.state == "created"
+    m.start_container(c.id)
+    clock.advance(3)
+    m.stop_container(c.id)
+    assert (c.state, c.exit_code, c.reason, c.finished_at) == ("exited", 137, "Error", 1_003)
+    m.stop_container(c.id)  # again: nothing
+    assert c.finished_at == 1_003
+    assert cri_error(m.stop_container, "nope")[0] == "NOT_FOUND"
+    d = m.create_container(s.id, "d", 0, "busybox")
+    m.start_container(d.id)
+    clock.advance(1)
+    m.remove_container(d.id)
+    assert (d.state, d.exit_code, d.reason, d.finished_at) == ("removed", 137, "Error", 1_004)
+    m.remove_container(idle.id)  # a created container is removed without an exit
+    assert [r.transition for r in m.truth if isinstance(r, ContainerTransition) and r.container_id == idle.id] == [
+        "created", "destroyed"]
+    assert set(m.containers) == {c.id}
+
+
+def test_start_refusals_and_start_error():
+    m, clock = tmodel()
+    s = m.run_pod_sandbox("p", "ns", "u")
+    c = m.create_container(s.id, "c", 0, "busybox")
+    m.start_container(c.id)
+    assert cri_error(m.start_container, c.id) == (
+        "UNKNOWN", f'failed to set starting state for container "{c.id}": container is in CONTAINER_RUNNING state')
+    d = m.create_container(s.id, "d", 0, "busybox")
+    clock.advance(7)
+    m.stop_pod_sandbox(s.id)
+    msg = f'sandbox container "{s.id}" is not running'
+    assert cri_error(m.start_container, d.id) == ("UNKNOWN", msg)
+    assert (d.state, d.exit_code, d.reason, d.message, d.finished_at, d.started_at) == (
+        "exited", 128, "StartError", msg, 1_007, 0)
+    last = [r for r in m.truth if isinstance(r, ContainerTransition)][-1]
+    assert (last.container_id, last.transition, last.exit_code, last.reason) == (d.id, "exited", 128, "StartError")
+    assert (c.state, c.exit_code) == ("exited", 137)  # the pod stop killed it
+    crio, _ = tmodel("crio-1.26")
+    s2 = crio.run_pod_sandbox("p", "ns", "u")
+    e = crio.create_container(s2.id, "e", 0, "busybox")
+    crio.stop_pod_sandbox(s2.id)
+    crio.start_container(e.id)  # CRI-O has no such check in the model
+    assert e.state == "running"
+
+
+def test_exec_sync():
+    m, _ = tmodel()
+    s = m.run_pod_sandbox("p", "ns", "u")
+    c = m.create_container(s.id, "c", 0, "busybox")
+    assert cri_error(m.exec_sync, c.id, ["true"]) == ("UNKNOWN", f"container {c.id!r} is not running")
+    m.start_container(c.id)
+    code, msg = cri_error(m.exec_sync, c.id, ["true"])
+    assert code == "UNIMPLEMENTED" and msg.startswith("fakecri does not run processes: ExecSync is not emulated")
+    m.exec_result = (b"out", b"err", 3)
+    assert m.exec_sync(c.id[:6], ["true"]) == (b"out", b"err", 3)
+    assert cri_error(m.exec_sync, "nope", [])[0] == "NOT_FOUND"
+
+
+def test_lose_state_truth_table():
+    m, clock = tmodel()
+    s = m.run_pod_sandbox("p", "ns", "u")
+    stopped = m.run_pod_sandbox("q", "ns", "u")
+    run = m.create_container(s.id, "run", 0, "busybox")
+    m.start_container(run.id)
+    idle = m.create_container(s.id, "idle", 0, "busybox")
+    m.stop_pod_sandbox(stopped.id)
+    n = len(m.truth.records())
+    clock.advance(50)
+    m.lose_state()
+    after = [
+        (r.kind, r.container_id if r.kind == "container" else r.sandbox_id, r.transition, r.time_ns,
+         getattr(r, "exit_code", None))
+        for r in m.truth.records()[n:]
+    ]
+    assert after == [
+        ("container", run.id, "exited", 1_050, 137),
+        ("container", run.id, "destroyed", 1_050, None),
+        ("container", idle.id, "destroyed", 1_050, None),
+        ("sandbox", s.id, "notready", 1_050, None),
+        ("sandbox", s.id, "destroyed", 1_050, None),
+        ("sandbox", stopped.id, "destroyed", 1_050, None),
+    ]
+    assert m.containers == {} and m.sandboxes == {}
+
+
+def test_list_containers_filters():
+    m, _ = tmodel()
+    s1 = m.run_pod_sandbox("p", "ns", "u")
+    s2 = m.run_pod_sandbox("q", "ns", "u")
+    a = m.create_container(s1.id, "a", 0, "busybox", labels={"x": "1", "y": "2"})
+    b = m.create_container(s2.id, "b", 0, "busybox", labels={"x": "1"})
+    m.start_container(b.id)
+    assert m.list_containers() == [a, b]
+    assert m.list_containers(state="running") == [b]
+    assert m.list_containers(state="created") == [a]
+    assert m.list_containers(state="exited") == []
+    assert m.list_containers(sandbox_id=s2.id[:5]) == [b]
+    assert m.list_containers(id=a.id[:5]) == [a]
+    assert m.list_containers(label_selector={"x": "1"}) == [a, b]
+    assert m.list_containers(label_selector={"x": "1", "y": "2"}) == [a]
+    assert m.list_containers(label_selector={}) == [a, b]
+    assert m.list_containers(label_selector={"z": "1"}) == []

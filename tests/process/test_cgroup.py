@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sensor.cgroup import Attribution, attribute
@@ -98,3 +98,52 @@ def test_a_file_is_attributed_only_when_its_lines_agree(paths: list[list[str]]) 
     else:
         want = Attribution("monitor") if monitors else Attribution("host")
     assert attribute(text) == want
+
+
+def _reference(text: str) -> Attribution:
+    """The rule as the module docstring states it, segment by segment (slow and plain): the
+    one-regex implementation must agree with it on every input."""
+    import re
+
+    named = re.compile(r"^(?:cri-containerd-|crio-|docker-)?([0-9a-f]{64})(?:\.scope)?$")
+    monitor_seg = re.compile(r"^crio-conmon-[0-9a-f]{64}(?:\.scope)?$")
+    ids: set[str] = set()
+    monitor = wellformed = False
+    for line in text.split("\n"):
+        fields = line.split(":", 2)
+        if len(fields) != 3 or not fields[2].startswith("/"):
+            continue
+        wellformed = True
+        for seg in reversed(fields[2].split("/")[1:]):
+            if monitor_seg.match(seg):
+                monitor = True
+                break
+            m = named.match(seg)
+            if m:
+                ids.add(m.group(1))
+                break
+    if len(ids) > 1 or (ids and monitor):
+        return Attribution("ambiguous")
+    if ids:
+        return Attribution("container", ids.pop())
+    if monitor:
+        return Attribution("monitor")
+    return Attribution("host") if wellformed else Attribution("unreadable")
+
+
+_pieces = st.sampled_from(["/", ":", "\n", "0", "9", "k8s.io", ".scope", "crio-", "crio-conmon-", "cri-containerd-",
+                           "docker-", ID, ID2, ID[:63], "x", "pod", "kubepods", " "])
+
+
+@given(st.lists(_pieces, max_size=40).map("".join))
+@example(f"0::x/{ID}")
+@example(f"0::/{ID}:x\n1:a:/{ID}")
+@example(f"0::/a/crio-conmon-{ID}.scope/{ID2}")
+def test_the_one_regex_agrees_with_the_segment_by_segment_rule(text: str) -> None:
+    assert attribute(text) == _reference(text)
+
+
+@given(st.lists(st.tuples(st.integers(0, 12), st.lists(_segment, max_size=6)), min_size=1, max_size=10))
+def test_the_one_regex_agrees_on_well_formed_files(lines: list[tuple[int, list[str]]]) -> None:
+    text = "".join(f"{h}:c{h}:/{'/'.join(p)}\n" for h, p in lines)
+    assert attribute(text) == _reference(text)

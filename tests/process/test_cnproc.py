@@ -136,3 +136,12 @@ def test_streams_of_events_round_trip_and_corruption_stays_contained(evs: list, 
         out = decode(bad)
         intact = i // 76
         assert out[:intact] == evs[:intact]
+
+
+@given(st.binary(min_size=76, max_size=76), st.sampled_from([0, 1, 2, 0x80000000, 0x200]), st.booleans())
+def test_the_fast_path_agrees_with_the_general_decoder(noise: bytes, what: int, realistic: bool) -> None:
+    data = bytearray(noise)
+    if realistic:  # valid headers, arbitrary fields: the fast path's territory
+        data[:52] = cnproc.encode_event(_exec())[:52]
+        struct.pack_into("=I", data, 36, what)
+    assert decode(bytes(data)) == cnproc.decode_all(bytes(data))

@@ -19,19 +19,24 @@ SCHEMA = json.loads((ROOT / "sensor" / "schema" / "process-exec.schema.json").re
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 
+class ListOut:
+    """An output that keeps what is written (thread-safe enough: list.append)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, s: str) -> None:
+        self.lines.append(s)
+
+    def flush(self) -> None:
+        pass
+
+
 def _written(item: EnrichedProcess, late: bool = False) -> dict:
-    lines: list[str] = []
-
-    class Out:
-        def write(self, s: str) -> None:
-            lines.append(s)
-
-        def flush(self) -> None:
-            pass
-
-    em = Emitter(Out())  # type: ignore[arg-type]
+    out = ListOut()
+    em = Emitter(out)  # type: ignore[arg-type]
     em.emit_records([exec_record(Released(item, late, False, 123))])
-    (line,) = "".join(lines).splitlines()
+    (line,) = "".join(out.lines).splitlines()
     return json.loads(line)
 
 
@@ -91,17 +96,10 @@ def test_execs_and_lifecycle_events_written_from_many_threads_never_deadlock() -
         def progress_ns(self) -> int:
             return 0
 
-    lines: list[str] = []
-
-    class Out:
-        def write(self, s: str) -> None:
-            lines.append(s)
-
-        def flush(self) -> None:
-            pass
-
+    out = ListOut()
+    lines = out.lines
     src = Source()
-    em = Emitter(Out())  # type: ignore[arg-type]
+    em = Emitter(out)  # type: ignore[arg-type]
     pipe = Pipeline(AnalyticsStage(ReorderBuffer(1_000_000, max_events=8)), source=src)  # tiny: overflow too
     pipe.attach(em)
     writer = ExecWriter(pipe, em, src.ready).start()

@@ -24,8 +24,10 @@ class FakeProc:
 
     procs: dict[int, tuple[str | None, tuple[str, ...], str]] = field(default_factory=dict)
     cmdline_reads: int = 0
+    cgroup_reads: int = 0
 
     def cgroup(self, pid: int) -> str | None:
+        self.cgroup_reads += 1
         p = self.procs.get(pid)
         return None if p is None else cg(p[0])
 
@@ -68,7 +70,31 @@ def test_a_process_gone_before_it_is_read_takes_its_fork_parents_container() -> 
     t.feed(fork(10, 11), 0)
     ev = t.feed(exe(11), 0)  # /bin/echo, already gone
     assert ev is not None and ev.container_id == A and ev.ppid == 10 and ev.argv == () and ev.exe is None
-    assert t.counts["via_parent"] == 1
+    assert t.counts["inherited"] == 1
+
+
+def test_a_child_of_a_container_process_inherits_without_a_cgroup_read() -> None:
+    proc = FakeProc({10: (A, ("sh",), "/bin/sh"), 11: (A, ("ls",), "/bin/ls")})
+    t = ExecTracker(proc)
+    t.feed(exe(10), 0)
+    t.feed(fork(10, 11), 0)
+    before = proc.cgroup_reads
+    ev = t.feed(exe(11), 0)
+    assert ev is not None and (ev.container_id, ev.argv, ev.exe) == (A, ("ls",), "/bin/ls")
+    assert proc.cgroup_reads == before
+    t.feed(fork(11, 12), 0)  # and its children in turn
+    proc.procs[12] = (A, ("cat",), "/bin/cat")
+    assert t.feed(exe(12), 0).container_id == A and proc.cgroup_reads == before  # type: ignore[union-attr]
+
+
+def test_a_child_of_a_host_process_is_always_read() -> None:
+    """runc (on the host) forks the process it moves into the container before it execs."""
+    proc = FakeProc({1: (None, ("runc",), "/usr/sbin/runc"), 20: (A, ("nginx",), "/usr/sbin/nginx")})
+    t = ExecTracker(proc)
+    t.feed(exe(1), 0)
+    t.feed(fork(1, 20), 0)
+    ev = t.feed(exe(20), 0)
+    assert ev is not None and ev.container_id == A and proc.cgroup_reads == 2
 
 
 def test_the_parent_is_read_live_when_it_never_execd_in_view() -> None:
@@ -156,11 +182,19 @@ def test_other_messages_are_counted() -> None:
     assert (t.counts["malformed"], t.counts["unknown"]) == (1, 2)
 
 
+def test_a_long_lived_parent_keeps_only_its_live_children() -> None:
+    t = ExecTracker(FakeProc())
+    for child in range(100, 1100):
+        t.feed(fork(1, child), 0)
+        t.feed(exit_(child), 0)
+    assert t.children[1] == set() and t.parents == {}
+
+
 def test_tables_are_bounded() -> None:
     t = ExecTracker(FakeProc(), max_tracked=8)
     for child in range(100, 200):
         t.feed(fork(1, child), 0)
-    assert len(t.parents) == 8 and min(t.parents) == 192 and len(t.children[1]) == 100
+    assert len(t.parents) == 8 and min(t.parents) == 192
     for parent in range(300, 400):
         t.feed(fork(parent, parent + 1000), 0)
     assert len(t.children) == 8

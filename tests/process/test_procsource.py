@@ -179,3 +179,39 @@ def test_the_real_kernel_delivers_an_exec_with_its_argv_and_wall_time() -> None:
     assert ev.container_id is None  # a host process, kept because keep_host
     assert before - 5_000_000 <= ev.time_ns <= after_start + 1_000_000_000
     assert ev.observed_ns >= ev.time_ns - 5_000_000
+
+
+@needs_root
+def test_crisensor_run_writes_host_execs_with_scope_all_and_none_by_default(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The whole path in a real subprocess: kernel -> tracker -> window -> process.exec lines."""
+    import json
+    import signal
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    results = {}
+    for scope in ("all", "containers"):
+        out = tmp_path / f"{scope}.jsonl"
+        sensor = subprocess.Popen([sys.executable, "-m", "sensor.cli", "run", "--enable", "--addr",
+                                   f"unix://{tmp_path}/no-runtime.sock", "--processes", "proc", "--processes-scope",
+                                   scope, "--reorder-window", "10ms", "--output", str(out)],
+                                  cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, stderr=subprocess.PIPE,
+                                  text=True)
+        try:
+            deadline = time.monotonic() + 15
+            while "process events from the kernel" not in (sensor.stderr.readline() or ""):
+                assert sensor.poll() is None and time.monotonic() < deadline
+            marker = f"{os.getpid()}.{len(results)}"
+            subprocess.run(["/bin/sleep", f"0.{len(results) + 1}"], check=True)
+            subprocess.run(["/bin/echo", marker], check=True, stdout=subprocess.DEVNULL)
+            time.sleep(0.5)
+        finally:
+            sensor.send_signal(signal.SIGTERM)
+            _, err = sensor.communicate(timeout=10)
+        assert sensor.returncode == 0 and "Traceback" not in err, err
+        lines = [json.loads(line) for line in out.read_text().splitlines()]
+        results[scope] = [e for e in lines if e["type"] == "process.exec"]
+    sleeps = [e for e in results["all"] if e["exe"] and e["exe"].endswith("sleep")]
+    assert sleeps and all(e["container_id"] is None and e["enrichment"] == "host" for e in sleeps)
+    assert all(e["container_id"] is not None for e in results["containers"])  # host execs dropped by default

@@ -223,7 +223,8 @@ def test_exactly_once_and_in_order_across_stream_and_polls(h) -> None:  # type: 
     def poll(t: int) -> None:
         live = [csnap(c, s["state"], s["created"]) for c, s in state.items() if s["state"] != "destroyed"]
         need = e.begin(Snapshot((SB,), tuple(live), t, t))
-        details = {c: ContainerDetail(c, state[c].get("running", 0), state[c].get("exited", 0), 0, None)
+        details = {c: ContainerDetail(c, state[c].get("running", 0), state[c].get("exited", 0),
+                                      0 if "exited" in state[c] else None, None)  # as sensor.client: code once exited
                    for c in need}
         out.extend(e.finish(details, t, source="resync"))
 
