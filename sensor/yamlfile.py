@@ -101,7 +101,7 @@ def _kind(mode: int) -> str:
     for test, name in _KINDS:
         if test(mode):
             return name
-    return "not a regular file"
+    return "a file of an unknown type"  # none on Linux: every non-regular mode is in _KINDS
 
 
 def _check(st: os.stat_result, limits: Limits, what: str) -> None:

@@ -270,3 +270,15 @@ def test_construct_error_messages_are_exact() -> None:
     with pytest.raises(YamlFileError) as info:
         construct(compose("a: " + "9" * 5000, CONFIG_LIMITS))
     assert info.value.problem == "invalid YAML value: a number of more than 4300 digits"
+
+
+def test_every_kind_of_file_has_a_name() -> None:
+    import stat
+
+    from sensor import yamlfile
+
+    names = {mode: yamlfile._kind(mode) for mode in (stat.S_IFDIR, stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK,
+                                                     stat.S_IFSOCK, 0)}
+    assert names == {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)",
+                     stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket",
+                     0: "a file of an unknown type"}
