@@ -428,7 +428,7 @@ def test_container_lifecycle_records_and_listeners():
     assert (c.state, c.started_at, c.pid) == ("running", 1_020, 1002)
     clock.advance(10)
     assert cri_error(m.exit_container, "nope")[0] == "NOT_FOUND"
-    m.exit_container(c.id, 0)
+    m.exit_container(c.id)  # exit code 0 unless told otherwise
     assert (c.state, c.finished_at, c.exit_code, c.reason, c.pid) == ("exited", 1_030, 0, "Completed", 0)
     assert cri_error(m.exit_container, c.id) == ("FAILED_PRECONDITION", f"container {c.id} is not running")
     clock.advance(10)
@@ -512,7 +512,8 @@ def test_exec_sync():
     assert cri_error(m.exec_sync, c.id, ["true"]) == ("UNKNOWN", f"container {c.id!r} is not running")
     m.start_container(c.id)
     code, msg = cri_error(m.exec_sync, c.id, ["true"])
-    assert code == "UNIMPLEMENTED" and msg.startswith("fakecri does not run processes: ExecSync is not emulated")
+    assert (code, msg) == ("UNIMPLEMENTED", "fakecri does not run processes: ExecSync is not emulated "
+                                            "(set an exec result in the scenario to answer it)")
     m.exec_result = (b"out", b"err", 3)
     assert m.exec_sync(c.id[:6], ["true"]) == (b"out", b"err", 3)
     assert cri_error(m.exec_sync, "nope", [])[0] == "NOT_FOUND"
