@@ -366,3 +366,17 @@ def test_check_notes_and_unserialisable_input():
     assert r.parse_failures[0].text.startswith('{"v": 1, "seq": "{1, 2}"')
     _, failures = load_events_jsonl(["{badX\n", "[1]X\n", "{bad  \n"])
     assert [f.text for f in failures] == ["{badX", "[1]X", "{bad  "]
+
+
+def test_check_anchors_assignment_on_the_last_list():
+    """check() hands the assignment the list answers: a polled running reported while the last list
+    showed the reused ID's second incarnation goes to that one (which never ran: G5)."""
+    from fakecri.truth import RpcServed as R
+
+    truth = [ContainerTransition("c", "created", 10, "s"), ContainerTransition("c", "running", 20, "s"),
+             ContainerTransition("c", "destroyed", 100, "s"), ContainerTransition("c", "created", 150, "s"),
+             R("ListContainers", "v1", 250, 251, "OK")]
+    ev = Event("container.running", 20, (15, 300), 300, container_id="c", seq=1)
+    r = check(truth, [ev], CheckParams(poll_interval_ns=P))
+    assert [v.message for v in r["G5"].violations] == ["container c#1: container.running (seq 1) at +0.000000s, "
+                                                       "but it never ran"]
