@@ -125,7 +125,6 @@ class Fault:
     name: str
     lo: int
     hi: int
-    refs: tuple[Ref, ...]
 
 
 class RpcLog:
@@ -323,9 +322,9 @@ def _fault_windows(faults: list[Ref], end_ns: int) -> list[Fault]:
             open_.setdefault(rec.fault, ref)
         elif rec.phase == "stop" and rec.fault in open_:
             start = open_.pop(rec.fault)
-            out.append(Fault(rec.fault, start[1].time_ns, rec.time_ns, (start, ref)))
+            out.append(Fault(rec.fault, start[1].time_ns, rec.time_ns))
     for name, start in open_.items():
-        out.append(Fault(name, start[1].time_ns, max(end_ns, start[1].time_ns), (start,)))
+        out.append(Fault(name, start[1].time_ns, max(end_ns, start[1].time_ns)))
     return out
 
 

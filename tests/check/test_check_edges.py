@@ -91,6 +91,7 @@ def test_g4_inverted_window_is_flagged_even_around_the_true_time():
     report = run(sim, moved(sim.events, i, window_ns=(t + 1, t - 1)))
     assert report.failed == ["G4"], report.render()
     (v,) = report["G4"].violations
+    assert v.guarantee == "G4"
     assert "inverted window_ns" in v.message and v.events == (moved(sim.events, i, window_ns=(t + 1, t - 1))[i],)
     assert report["G4"].measures["windows_checked"] == len([e for e in sim.events if e.type != "sensor.connected"])
 

@@ -35,6 +35,7 @@ def replaced(events, type_, oid, **kw):
 
 def verdict(report, g):
     r = report[g]
+    assert all(v.guarantee == g for v in r.violations)
     return r.summary, r.measures, [(v.message, v.event_seqs, v.truth_seqs) for v in r.violations]
 
 
@@ -516,3 +517,82 @@ def test_g7_evidence_for_a_lost_container_stop_is_the_destroy():
     r = check(w.records, ev, PARAMS)
     (v,) = r["G7"].violations
     assert [(x.kind, x.transition) for _, x in v.truth] == [("container", "destroyed")]
+
+
+def test_g1_a_duplicate_does_not_hide_a_later_order_break(good):
+    ev = list(good.events)
+    ev.insert(find(ev, "container.exited", "c3"), dataclasses.replace(ev[find(ev, "container.created", "c3")]))
+    ev.append(dataclasses.replace(ev[find(ev, "container.running", "c3")]))  # running after exited, destroyed
+    r = check(good.truth, renumber(ev), PARAMS)
+    m = r["G1"].measures
+    assert (m["duplicates"], m["out_of_order"]) == (2, 0), r.render()  # the late running is a duplicate too
+    ev = list(good.events)
+    i = find(ev, "container.exited", "c3")
+    ev.insert(i, dataclasses.replace(ev[find(ev, "container.created", "c3")]))  # a duplicate created
+    ev.insert(i + 1, dataclasses.replace(ev[i + 1], type="container.destroyed"))  # destroyed before exited
+    r = check(good.truth, renumber(ev), PARAMS)
+    assert r["G1"].measures["out_of_order"] == 1, r.render()
+
+
+def test_g2_message_evidence_and_notes(good):
+    ev = [e for e in good.events if not (e.container_id == "c1" and (e.observed_ns < at(550)
+                                                                      or e.type == "container.destroyed"))]
+    r = check(good.truth, renumber(ev), PARAMS)
+    (v,) = [v for v in r["G2"].violations if v.message.startswith("container c1#0")]
+    assert v.message == ("container c1#0 (visible from +0.100000s, gone at +0.530000s): no container.created, "
+                         "container.running, container.exited, container.destroyed")
+    lists = [s for s, x in enumerate(good.truth) if x.kind == "rpc" and x.method == "ListContainers"]
+    assert v.truth_seqs[-2:] == (lists[1], lists[5])  # the first two answers that made something due
+    assert len(v.truth_seqs) == 4 + 2
+    late = replaced(good.events, "container.running", "c3", observed_ns=at(600))
+    late = [e for e in late if not (e.container_id == "c3" and e.type == "container.created")]
+    r = check(good.truth, renumber(late), PARAMS)
+    (v,) = r["G2"].violations
+    assert v.message == ("container c3 (visible from +0.300000s, gone at +0.340000s): no container.created; "
+                         "container.running only at +0.600000s (due by +0.451000s)")
+    assert [x.transition for _, x in v.truth if x.kind == "container"] == ["created", "running", "destroyed"]
+    assert r["G2"].notes == [] and check(good.truth, good.events, PARAMS)["G2"].notes == []
+    bare = [x for x in good.truth if x.kind != "rpc"]
+    assert check(bare, good.events, PARAMS)["G2"].notes == [
+        "truth has no rpc records: nothing counts as visible, so nothing is due"]
+
+
+def test_g6_nested_gaps_and_two_outages():
+    w = World().sandbox("sb1", 1).container("c1", 10, 12).runtime(250, 380).runtime(620, 790)
+    sim = simulate(w, poll_ms=100, until_ms=1200)
+    assert run_ok(sim)
+    r = check(sim.truth, renumber([e for e in sim.events if e.type != "sensor.gap"]), PARAMS)
+    assert r["G6"].measures["gaps_required"] == 2 and len(r["G6"].violations) == 2
+    i = find(sim.events, "sensor.gap")
+    g = sim.events[i]
+    parts = [dataclasses.replace(g, window_ns=(at(a), at(b))) for a, b in ((200, 330), (260, 270), (330, 400))]
+    ev = renumber([*sim.events[:i], *parts, *sim.events[i + 1 :]])
+    assert check(sim.truth, ev, PARAMS)["G6"].ok
+
+
+def run_ok(sim):
+    return check(sim.truth, sim.events, PARAMS).ok
+
+
+def test_g6_who_must_say_vanished():
+    """c1 is visible before the outage; c2 is created during it and never seen; both go during it."""
+    w = (World().sandbox("sb1", 1).container("c1", 10, 12, destroyed=300).container("c2", 260, destroyed=310)
+         .runtime(250, 380))
+    sim = simulate(w, poll_ms=100, until_ms=800)
+    assert run_ok(sim), check(sim.truth, sim.events, PARAMS).render()
+    ev = list(sim.events)
+    # a forged destroyed must say it too
+    j = find(ev, "container.destroyed", "c1")
+    ev[j] = dataclasses.replace(ev[j], synthetic=True, why="removed between polls")
+    i = find(ev, "container.exited", "c1")
+    ev[i] = dataclasses.replace(ev[i], why="exited and removed between polls")
+    r = check(sim.truth, ev, PARAMS)
+    assert [v.event_seqs for v in r["G6"].violations] == [(ev[i].seq,), (ev[j].seq,)]
+    assert r["G6"].measures["vanished_during_outage"] == 1
+    # a sensor that named c2 before the outage (a guess) must also say vanished for it
+    named = dataclasses.replace(ev[find(ev, "container.created", "c1")], container_id="c2", time_ns=at(260),
+                                window_ns=(at(260), at(260)), observed_ns=at(249), seq=0, synthetic=True, why="guess")
+    forged = dataclasses.replace(ev[i], container_id="c2", seq=0, time_ns=at(310), window_ns=(at(200), at(400)))
+    r = check(sim.truth, renumber([named, *sim.events, forged]), PARAMS)
+    assert r["G6"].measures["vanished_during_outage"] == 2
+    assert [v.message.split(" vanished")[0] for v in r["G6"].violations] == ["container c2"]

@@ -362,3 +362,61 @@ def test_assignment_rules_table():
         listed = None if anchor is None else (lambda m, t, a=anchor: a)
         assert assign(events, pop, listed) == []
         assert [[e.type for e in inc.events] for inc in pop.by_id["c"]] == want, (events, anchor)
+
+
+def test_records_out_of_time_order_and_same_instant():
+    """Truth is in recording order (an answer is recorded when sent), not in time order: every
+    index sorts by time, ties by truth seq."""
+    recs = [
+        ContainerTransition("c", "created", 0, "s"),  # 0
+        RpcServed(LC, "v1", 50, 90, "OK"),  # 1 sent last, taken second
+        RpcServed(LC, "v1", 40, 60, "OK"),  # 2 taken first
+        RpcServed(LC, "v1", 50, 55, "OK"),  # 3 taken at the same ns as 1
+        RpcServed("GetContainerEvents", "v1", 10, 30, "UNAVAILABLE"),  # 4
+        RpcServed("GetContainerEvents", "v1", 10, 20, "UNAVAILABLE"),  # 5 opened at the same ns
+        RpcServed(LC, "v1", 70, 80, "UNAVAILABLE"),  # 6
+        RpcServed("ListPodSandbox", "v1", 75, 80, "UNAVAILABLE"),  # 7 sent at the same ns as 6
+        FaultWindow("zero_timestamps", "stop", 300),  # 8 a stop without a start: ignored
+        FaultWindow("zero_timestamps", "start", 200),  # 9 recorded after its stop... (out of order)
+        FaultWindow("zero_timestamps", "start", 250),  # 10 already open: ignored
+        FaultWindow("zero_timestamps", "stop", 400),  # 11
+    ]
+    refs = list(enumerate(recs))
+    log = RpcLog(refs, 1000)
+    assert [log.listed_at(LC, t) for t in (39, 40, 49, 50)] == [None, 40, 40, 50]
+    assert log.lists[LC].refs == [refs[2], refs[1], refs[3]]
+    assert log.streams == [refs[4], refs[5]]
+    assert log.failed_between(0, 100) == [refs[5], refs[4], refs[6], refs[7]]
+    assert [(f.name, f.lo, f.hi) for f in log.faults] == [("zero_timestamps", 200, 300)]
+    c = split(refs, CONTAINER).by_id["c"][0]
+    assert log.first_visible(c) == Sighting(40, 60, "list", refs[2])  # the first list taken
+
+
+def test_reported_time_from_a_later_answer_sent_sooner():
+    recs = [
+        ContainerTransition("c", "created", 0, "s"),
+        ContainerTransition("c", "running", 10, "s"),
+        RpcServed(ST, "v1", 20, 100, "OK", "c"),  # taken first, sent late
+        RpcServed(ST, "v1", 30, 31, "OK", "c"),
+        RpcServed(ST, "v1", 40, 41, "OK", "c"),
+    ]
+    refs = list(enumerate(recs))
+    log = RpcLog(refs, 1000)
+    c = split(refs, CONTAINER).by_id["c"][0]
+    assert log.first_report(c, "running", 50) == Sighting(30, 31, "status", refs[3])
+    assert log.first_report(c, "running", 100) == Sighting(20, 100, "status", refs[2])
+    assert log.first_report(c, "running", 30) is None
+
+
+def test_seen_counts_a_status_answer_at_the_transition_instant():
+    recs = [
+        ContainerTransition("c", "created", 0, "s"),
+        ContainerTransition("c", "running", 10, "s"),
+        RpcServed(ST, "v1", 10, 11, "OK", "c"),
+    ]
+    refs = list(enumerate(recs))
+    log = RpcLog(refs, 1000)
+    c = split(refs, CONTAINER).by_id["c"][0]
+    assert log.seen(c, "running") == Sighting(10, 11, "status", refs[2])
+    assert log.seen(c, "created") == Sighting(10, 11, "status", refs[2])
+    assert log.first_certain_in(c, "running") is None

@@ -339,3 +339,44 @@ def test_render_shows_ten_violations_by_default():
     lines = r.render().splitlines()
     assert "first 10 of 12 violation(s):" in lines
     assert [ln for ln in lines if ln.startswith("[G5]")] == [f"[G5] v{i}" for i in range(10)]
+
+
+def test_run_start_derivation():
+    """start_ns: the first OK list answer or stream opening (any code but never-open), else the first
+    OK answer of any call, else the first record."""
+    from fakecri.truth import RpcServed as R
+
+    def start(*recs):
+        return check(list(recs), [], CheckParams(poll_interval_ns=P)).start_ns
+
+    ver_ok = R("Version", "v1", 10, 11, "OK")
+    assert start(ver_ok, R("ListContainers", "v1", 30, 31, "ok")) == 30  # a list view wins over an earlier Version
+    stream = R("GetContainerEvents", "v1", 40, 90, "UNAVAILABLE")
+    assert start(ver_ok, stream, R("ListPodSandbox", "v1", 50, 51, "OK")) == 40
+    assert start(R("GetContainerEvents", "v1", 5, 6, "UNIMPLEMENTED"), R("ListContainers", "v1", 7, 8, "UNAVAILABLE"),
+                 ver_ok) == 10  # no view: the first OK answer
+    assert start(ContainerTransition("c", "created", 3, "s"), R("ListContainers", "v1", 7, 8, "UNAVAILABLE"),
+                 ver_ok) == 10
+    assert start(ContainerTransition("c", "created", 3, "s"), R("ListContainers", "v1", 7, 8, "UNAVAILABLE")) == 3
+
+
+def test_check_notes_and_unserialisable_input():
+    r = check([ContainerTransition("c", "created", 3, "s")], [{"v": 1, "seq": {1, 2}}], CheckParams(poll_interval_ns=P))
+    assert r.notes == ["truth holds no rpc records (recorded with record_rpcs=False?): visibility cannot be judged"]
+    assert r.parse_failures[0].text.startswith('{"v": 1, "seq": "{1, 2}"')
+    _, failures = load_events_jsonl(["{badX\n", "[1]X\n", "{bad  \n"])
+    assert [f.text for f in failures] == ["{badX", "[1]X", "{bad  "]
+
+
+def test_check_anchors_assignment_on_the_last_list():
+    """check() hands the assignment the list answers: a polled running reported while the last list
+    showed the reused ID's second incarnation goes to that one (which never ran: G5)."""
+    from fakecri.truth import RpcServed as R
+
+    truth = [ContainerTransition("c", "created", 10, "s"), ContainerTransition("c", "running", 20, "s"),
+             ContainerTransition("c", "destroyed", 100, "s"), ContainerTransition("c", "created", 150, "s"),
+             R("ListContainers", "v1", 250, 251, "OK")]
+    ev = Event("container.running", 20, (15, 300), 300, container_id="c", seq=1)
+    r = check(truth, [ev], CheckParams(poll_interval_ns=P))
+    assert [v.message for v in r["G5"].violations] == ["container c#1: container.running (seq 1) at +0.000000s, "
+                                                       "but it never ran"]

@@ -428,7 +428,7 @@ def test_container_lifecycle_records_and_listeners():
     assert (c.state, c.started_at, c.pid) == ("running", 1_020, 1002)
     clock.advance(10)
     assert cri_error(m.exit_container, "nope")[0] == "NOT_FOUND"
-    m.exit_container(c.id, 0)
+    m.exit_container(c.id)  # exit code 0 unless told otherwise
     assert (c.state, c.finished_at, c.exit_code, c.reason, c.pid) == ("exited", 1_030, 0, "Completed", 0)
     assert cri_error(m.exit_container, c.id) == ("FAILED_PRECONDITION", f"container {c.id} is not running")
     clock.advance(10)
@@ -512,7 +512,8 @@ def test_exec_sync():
     assert cri_error(m.exec_sync, c.id, ["true"]) == ("UNKNOWN", f"container {c.id!r} is not running")
     m.start_container(c.id)
     code, msg = cri_error(m.exec_sync, c.id, ["true"])
-    assert code == "UNIMPLEMENTED" and msg.startswith("fakecri does not run processes: ExecSync is not emulated")
+    assert (code, msg) == ("UNIMPLEMENTED", "fakecri does not run processes: ExecSync is not emulated "
+                                            "(set an exec result in the scenario to answer it)")
     m.exec_result = (b"out", b"err", 3)
     assert m.exec_sync(c.id[:6], ["true"]) == (b"out", b"err", 3)
     assert cri_error(m.exec_sync, "nope", [])[0] == "NOT_FOUND"
@@ -562,3 +563,81 @@ def test_list_containers_filters():
     assert m.list_containers(label_selector={"x": "1", "y": "2"}) == [a]
     assert m.list_containers(label_selector={}) == [a, b]
     assert m.list_containers(label_selector={"z": "1"}) == []
+
+
+def test_seeded_ids_and_injected_truth():
+    from fakecri.truth import Truth
+
+    truth = Truth()
+    m = RuntimeModel(VirtualClock(1), get_flavor("containerd-1.7"), truth)
+    assert m.truth is truth and m.reuse_ids == [] and m.runtime_config == {} and m.exec_result is None
+    s = m.run_pod_sandbox("p", "ns", "u")
+    assert s.id == "f728b4fa42485e3a0a5d2f346baa9455e3e70682c2094cac629f6fbed82c07cd"  # random.Random(0)
+    assert [r.transition for r in truth.records()] == ["ready"]
+    m7, _ = tmodel()  # seed 7
+    assert m7.run_pod_sandbox("p", "ns", "u").id == "d23f0824128b2f330c5c7fd0a6a3a4506513270e269e0d37f2a74de452e6b438"
+
+
+def test_sandbox_and_container_fields():
+    m, _ = tmodel()
+    s = m.run_pod_sandbox("p", "ns", "u")
+    assert (s.hostname, s.log_directory, s.runtime_handler, s.network, s.annotations, s.config, s.labels) == (
+        "", "", "", "POD", {}, {}, {})
+    ann, cfg = {"a": "1"}, {"k": "v"}
+    s2 = m.run_pod_sandbox("q", "ns", "u", annotations=ann, hostname="h", log_directory="/l", runtime_handler="kata",
+                           network="NODE", config=cfg)
+    assert (s2.hostname, s2.log_directory, s2.runtime_handler, s2.network, s2.annotations, s2.config) == (
+        "h", "/l", "kata", "NODE", {"a": "1"}, {"k": "v"})
+    assert s2.annotations is not ann and s2.config is not cfg  # copies
+    c = m.create_container(s.id, "c", 0, "busybox")
+    assert (c.log_path, c.annotations, c.config, c.labels, c.message) == ("", {}, {}, {}, "")
+    c2 = m.create_container(s.id, "d", 0, "busybox", annotations=ann, log_path="/x.log", config=cfg)
+    assert (c2.log_path, c2.annotations, c2.config) == ("/x.log", {"a": "1"}, {"k": "v"})
+    m._next_pid = 62_500  # the third octet wraps at 250
+    assert m.run_pod_sandbox("r", "ns", "u").ip == "10.88.0.2"
+
+
+def test_sandbox_truth_records_carry_pod_labels_and_times():
+    m, clock = tmodel()
+    s = m.run_pod_sandbox("p", "ns", "u", labels={"app": "a"})
+    clock.advance(5)
+    m.stop_pod_sandbox(s.id)
+    clock.advance(5)
+    m.remove_pod_sandbox(s.id)
+    recs = [r for r in m.truth.records() if isinstance(r, SandboxTransition)]
+    assert [(r.transition, r.time_ns, r.pod, r.labels) for r in recs] == [
+        (tr, t, PodRef("p", "ns", "u"), {"app": "a"}) for tr, t in (("ready", 1_000), ("notready", 1_005),
+                                                                    ("destroyed", 1_010))]
+
+
+def test_start_error_time_and_refused_removal():
+    m, clock = tmodel()
+    s = m.run_pod_sandbox("p", "ns", "u")
+    c = m.create_container(s.id, "c", 0, "busybox")
+    m.stop_pod_sandbox(s.id)
+    clock.advance(9)
+    cri_error(m.start_container, c.id)
+    last = [r for r in m.truth.records() if isinstance(r, ContainerTransition)][-1]
+    assert (last.transition, last.time_ns) == ("exited", 1_009)
+    strict = RuntimeModel(VirtualClock(1), get_flavor("crio-1.26").replace(remove_running="refuse"))
+    strict.pull_image("busybox")
+    s2 = strict.run_pod_sandbox("p", "ns", "u")
+    d = strict.create_container(s2.id, "d", 0, "busybox")
+    strict.start_container(d.id)
+    assert cri_error(strict.remove_container, d.id) == (
+        "UNKNOWN", f"container {d.id!r} is running, stop it before removing")
+
+
+@pytest.mark.parametrize(
+    ("ref", "norm", "repo"),
+    [
+        ("localhost:5000/x", "localhost:5000/x:latest", "localhost:5000/x"),
+        ("localhost/a/b", "localhost/a/b:latest", "localhost/a/b"),
+        ("a/b/c", "docker.io/a/b/c:latest", "docker.io/a/b/c"),
+    ],
+)
+def test_pull_image_with_ports_and_paths(ref, norm, repo):
+    m, _ = tmodel()
+    img = m.pull_image(ref)
+    assert img.repo_tags == [norm]
+    assert img.repo_digests[0].startswith(f"{repo}@sha256:")
