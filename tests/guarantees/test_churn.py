@@ -73,7 +73,8 @@ def test_churn_storm_real_clock_through_fakecri_verify(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     cmd = [sys.executable, "-m", "fakecri.cli", "verify", "churn_storm", "--report", str(report),
            "--allowance", "150ms", "--", sys.executable, "-m", "sensor.cli", "run", "--enable", "--addr", "{addr}",
-           "--poll-interval", "{poll_interval}", "--events", "off"]
+           "--poll-interval", "{poll_interval}", "--events", "off",
+           "--processes", "off"]  # real-clock latency: no unrelated work beside the polls
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=90)
     assert r.returncode == 0, r.stdout + r.stderr
     doc = json.loads(report.read_text())
@@ -90,7 +91,8 @@ def test_churn_storm_streaming_misses_none_real_clock(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     cmd = [sys.executable, "-m", "fakecri.cli", "verify", "churn_storm", "--mode", "stream", "--report", str(report),
            "--allowance", "150ms", "--", sys.executable, "-m", "sensor.cli", "run", "--enable", "--addr", "{addr}",
-           "--poll-interval", "{poll_interval}", "--events", "on"]
+           "--poll-interval", "{poll_interval}", "--events", "on",
+           "--processes", "off"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=90)
     assert r.returncode == 0, r.stdout + r.stderr
     g8 = json.loads(report.read_text())["guarantees"]["G8"]["measures"]
