@@ -30,13 +30,16 @@ class UsageError(Exception):
     """Bad flags or input: printed as one line, exit code 2."""
 
 
+#: flag dest -> the config key it overrides (the flag is named ``--`` + dest with dashes).
+_FLAG_KEYS = (("addr", "crisensor.addr"), ("poll_interval", "crisensor.poll_interval"),
+              ("handshake", "crisensor.handshake"), ("events", "crisensor.events"),
+              ("processes", "crisensor.processes"), ("lookup_on_miss", "crisensor.lookup_on_miss"),
+              ("processes_scope", "crisensor.processes_scope"), ("reorder_window", "event_reorder_window"))
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for flag, key in (("addr", "crisensor.addr"), ("poll_interval", "crisensor.poll_interval"),
-                      ("handshake", "crisensor.handshake"), ("events", "crisensor.events"),
-                      ("processes", "crisensor.processes"), ("lookup_on_miss", "crisensor.lookup_on_miss"),
-                      ("processes_scope", "crisensor.processes_scope"),
-                      ("reorder_window", "event_reorder_window")):
+    for flag, key in _FLAG_KEYS:
         value = getattr(args, flag, None)
         if value is not None:
             out[key] = value
@@ -45,8 +48,23 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _flag_for(args: argparse.Namespace, key: str | None) -> str:
+    """The flag as the user typed it that set ``key`` (config reports overrides by key, file "override")."""
+    for dest, k in _FLAG_KEYS:
+        if k == key and getattr(args, dest, None) is not None:
+            return "--" + dest.replace("_", "-")
+    return "--enable" if getattr(args, "enable", False) else "a flag"
+
+
 def load(args: argparse.Namespace) -> SensorConfig:
-    return load_config(args.config, getattr(args, "analytics_config", None), _overrides(args))
+    try:
+        return load_config(args.config, getattr(args, "analytics_config", None), _overrides(args))
+    except ConfigError as e:
+        if e.file != "override":
+            raise
+        flag = _flag_for(args, e.key)
+        problem = e.problem if flag != "--enable" else f"{e.key} is unset ({e.problem})"
+        raise ConfigError(flag, None, problem, e.accepted) from None
 
 
 def make_client(cfg: SensorConfig) -> CriClient:
@@ -83,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load(args)
     if not cfg.enabled:
         where = cfg.sensor_path or f"{DEFAULT_SENSOR_PATH} (not found)"
-        print(f"crisensor: disabled (crisensor.enabled is false in {where}; set it or pass --enable); exiting",
+        print(f"crisensor: disabled: pass --enable, or set crisensor.enabled: true in {where}; exiting",
               file=sys.stderr)
         return 0
     metrics = Metrics()
