@@ -72,11 +72,20 @@ def make_client(cfg: SensorConfig) -> CriClient:
                      handshake=cfg.handshake)
 
 
+METRICS_ADDR_ACCEPTED = "HOST:PORT, e.g. :9464 (127.0.0.1), 0.0.0.0:9464 (every interface) or [::1]:9464"
+
+
 def _parse_hostport(text: str) -> tuple[str, int]:
+    """``--metrics-addr``: an omitted host means loopback (metrics are not for the whole network
+    unless asked); an IPv6 literal is written in brackets."""
     host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]") and len(host) > 2:
+        host = host[1:-1]
+    elif ":" in host or "[" in host or "]" in host:
+        host, sep = "", ""  # a bare or half-bracketed IPv6 literal: ambiguous
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--metrics-addr: {text!r} is not HOST:PORT (accepted: e.g. 127.0.0.1:9464 or :9464)")
-    return host or "0.0.0.0", int(port)
+        raise UsageError(f"--metrics-addr: {text!r} is not HOST:PORT (accepted: {METRICS_ADDR_ACCEPTED})")
+    return host or "127.0.0.1", int(port)
 
 
 #: After SIGTERM/SIGINT, how long ``run`` waits for the poll loop to return once its RPCs are
@@ -287,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lookup-on-miss", help="on | off: ask the runtime at once about a container an exec names "
                                               "before any poll announced it (overrides crisensor.lookup_on_miss)")
     run.add_argument("--output", help="append JSON lines to this file instead of stdout")
-    run.add_argument("--metrics-addr", help="serve Prometheus metrics on HOST:PORT")
+    run.add_argument("--metrics-addr", help="serve Prometheus metrics on HOST:PORT (:PORT listens on 127.0.0.1; "
+                                            "[::1]:PORT for IPv6)")
     run.set_defaults(func=cmd_run)
 
     snap = sub.add_parser("snapshot", help="poll once and print what the runtime holds")
