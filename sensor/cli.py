@@ -286,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(run)
     run.add_argument("--analytics-config", help=f"analytics config (default {DEFAULT_ANALYTICS_PATH})")
     run.add_argument("--enable", action="store_true", help="set crisensor.enabled: true")
-    run.add_argument("--poll-interval", help="Go duration, e.g. 250ms (overrides crisensor.poll_interval)")
+    run.add_argument("--poll-interval",
+                     help="Go duration from 10ms to 1h, e.g. 250ms (overrides crisensor.poll_interval)")
     run.add_argument("--events", help="auto | on | off (overrides crisensor.events)")
     run.add_argument("--reorder-window", help="Go duration (overrides event_reorder_window)")
     run.add_argument("--processes", help="auto | proc | off: exec events from the kernel, enriched with their "
