@@ -30,13 +30,16 @@ class UsageError(Exception):
     """Bad flags or input: printed as one line, exit code 2."""
 
 
+#: flag dest -> the config key it overrides (the flag is named ``--`` + dest with dashes).
+_FLAG_KEYS = (("addr", "crisensor.addr"), ("poll_interval", "crisensor.poll_interval"),
+              ("handshake", "crisensor.handshake"), ("events", "crisensor.events"),
+              ("processes", "crisensor.processes"), ("lookup_on_miss", "crisensor.lookup_on_miss"),
+              ("processes_scope", "crisensor.processes_scope"), ("reorder_window", "event_reorder_window"))
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for flag, key in (("addr", "crisensor.addr"), ("poll_interval", "crisensor.poll_interval"),
-                      ("handshake", "crisensor.handshake"), ("events", "crisensor.events"),
-                      ("processes", "crisensor.processes"), ("lookup_on_miss", "crisensor.lookup_on_miss"),
-                      ("processes_scope", "crisensor.processes_scope"),
-                      ("reorder_window", "event_reorder_window")):
+    for flag, key in _FLAG_KEYS:
         value = getattr(args, flag, None)
         if value is not None:
             out[key] = value
@@ -45,8 +48,23 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _flag_for(args: argparse.Namespace, key: str | None) -> str:
+    """The flag as the user typed it that set ``key`` (config reports overrides by key, file "override")."""
+    for dest, k in _FLAG_KEYS:
+        if k == key and getattr(args, dest, None) is not None:
+            return "--" + dest.replace("_", "-")
+    return "--enable" if getattr(args, "enable", False) else "a flag"
+
+
 def load(args: argparse.Namespace) -> SensorConfig:
-    return load_config(args.config, getattr(args, "analytics_config", None), _overrides(args))
+    try:
+        return load_config(args.config, getattr(args, "analytics_config", None), _overrides(args))
+    except ConfigError as e:
+        if e.file != "override":
+            raise
+        flag = _flag_for(args, e.key)
+        problem = e.problem if flag != "--enable" else f"{e.key} is unset ({e.problem})"
+        raise ConfigError(flag, None, problem, e.accepted) from None
 
 
 def make_client(cfg: SensorConfig) -> CriClient:
@@ -54,11 +72,20 @@ def make_client(cfg: SensorConfig) -> CriClient:
                      handshake=cfg.handshake)
 
 
+METRICS_ADDR_ACCEPTED = "HOST:PORT, e.g. :9464 (127.0.0.1), 0.0.0.0:9464 (every interface) or [::1]:9464"
+
+
 def _parse_hostport(text: str) -> tuple[str, int]:
+    """``--metrics-addr``: an omitted host means loopback (metrics are not for the whole network
+    unless asked); an IPv6 literal is written in brackets."""
     host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]") and len(host) > 2:
+        host = host[1:-1]
+    elif ":" in host or "[" in host or "]" in host:
+        host, sep = "", ""  # a bare or half-bracketed IPv6 literal: ambiguous
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--metrics-addr: {text!r} is not HOST:PORT (accepted: e.g. 127.0.0.1:9464 or :9464)")
-    return host or "0.0.0.0", int(port)
+        raise UsageError(f"--metrics-addr: {text!r} is not HOST:PORT (accepted: {METRICS_ADDR_ACCEPTED})")
+    return host or "127.0.0.1", int(port)
 
 
 #: After SIGTERM/SIGINT, how long ``run`` waits for the poll loop to return once its RPCs are
@@ -83,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load(args)
     if not cfg.enabled:
         where = cfg.sensor_path or f"{DEFAULT_SENSOR_PATH} (not found)"
-        print(f"crisensor: disabled (crisensor.enabled is false in {where}; set it or pass --enable); exiting",
+        print(f"crisensor: disabled: pass --enable, or set crisensor.enabled: true in {where}; exiting",
               file=sys.stderr)
         return 0
     metrics = Metrics()
@@ -259,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(run)
     run.add_argument("--analytics-config", help=f"analytics config (default {DEFAULT_ANALYTICS_PATH})")
     run.add_argument("--enable", action="store_true", help="set crisensor.enabled: true")
-    run.add_argument("--poll-interval", help="Go duration, e.g. 250ms (overrides crisensor.poll_interval)")
+    run.add_argument("--poll-interval",
+                     help="Go duration from 10ms to 1h, e.g. 250ms (overrides crisensor.poll_interval)")
     run.add_argument("--events", help="auto | on | off (overrides crisensor.events)")
     run.add_argument("--reorder-window", help="Go duration (overrides event_reorder_window)")
     run.add_argument("--processes", help="auto | proc | off: exec events from the kernel, enriched with their "
@@ -269,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lookup-on-miss", help="on | off: ask the runtime at once about a container an exec names "
                                               "before any poll announced it (overrides crisensor.lookup_on_miss)")
     run.add_argument("--output", help="append JSON lines to this file instead of stdout")
-    run.add_argument("--metrics-addr", help="serve Prometheus metrics on HOST:PORT")
+    run.add_argument("--metrics-addr", help="serve Prometheus metrics on HOST:PORT (:PORT listens on 127.0.0.1; "
+                                            "[::1]:PORT for IPv6)")
     run.set_defaults(func=cmd_run)
 
     snap = sub.add_parser("snapshot", help="poll once and print what the runtime holds")

@@ -43,6 +43,9 @@ from sensor.wire import (  # noqa: F401 - re-exported: the client's API since be
 class ConnectError(Exception):
     """Could not reach or negotiate with the runtime. ``str()`` is the one line users see."""
 
+    #: the CRI call that failed (Version), for the RPC error metric; ``None`` when none was made
+    call: CriCallError | None = None
+
 
 @dataclass(frozen=True)
 class RuntimeInfo:
@@ -142,13 +145,17 @@ class CriClient:
                 if e.code == "UNIMPLEMENTED":
                     continue
                 self.close()
-                raise ConnectError(f"connection error: Version: {e.code}: {e.details}") from None
+                err = ConnectError(f"connection error: Version: {e.code}: {e.details}")
+                err.call = e
+                raise err from None
             self._rt, self._pb = stub, mods.pb2
             self.info = RuntimeInfo(api, v.runtime_name, v.runtime_version, v.runtime_api_version)
             return self.info
         self.close()
-        raise ConnectError(f"runtime speaks none of the CRI API versions {', '.join(self.api_preference)} "
+        err = ConnectError(f"runtime speaks none of the CRI API versions {', '.join(self.api_preference)} "
                            f"({last.details if last else 'no answer'})")
+        err.call = last
+        raise err
 
     def cancel(self) -> None:
         """Shutdown, from any thread: end every RPC in flight now (closing the channel cancels them)

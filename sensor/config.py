@@ -44,8 +44,8 @@ from typing import Any
 import yaml
 
 from sensor.duration import ACCEPTED as DURATION_ACCEPTED
-from sensor.duration import DurationError, parse_duration
-from sensor.yamlfile import MIB, Limits, YamlFileError, compose, construct, read_text, show
+from sensor.duration import DurationError, format_duration, parse_duration
+from sensor.yamlfile import MIB, Limits, YamlFileError, compose, construct, duplicate_key, read_text, show
 
 __all__ = [
     "CONTAINERD_SOCKET",
@@ -57,6 +57,7 @@ __all__ = [
     "HANDSHAKE_ENV",
     "HANDSHAKE_MODES",
     "LOOKUP_MODES",
+    "POLL_FLOOR_NS",
     "PROCESSES_MODES",
     "PROCESSES_SCOPES",
     "ConfigError",
@@ -191,7 +192,7 @@ def _parse_addr(value: Any, _raw: str | None) -> str:
 def _parse_duration_in(minimum_ns: int, maximum: str, value: Any, raw: str | None) -> int:
     """A Go duration in ``[minimum_ns, maximum]`` (an upper bound keeps sleeps and deadlines sane:
     no OverflowError from a 292-year timeout, no poll loop that never polls)."""
-    low = "> 0" if minimum_ns > 0 else ">= 0"
+    low = {0: ">= 0", 1: "> 0"}.get(minimum_ns) or f">= {format_duration(minimum_ns)}"
     span = f"{low} and <= {maximum}"
     accepted = f"a Go duration {span}, {DURATION_ACCEPTED}"
     if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
@@ -238,11 +239,14 @@ def _parse_bytes(value: Any, _raw: str | None) -> int:
     return value
 
 
+#: A shorter poll interval spins a core listing the runtime (and the runtime with it): refused.
+POLL_FLOOR_NS = 10_000_000
+
 #: crisensor.<key> -> (SensorConfig field, parser)
 _CRISENSOR_KEYS: dict[str, tuple[str, Callable[[Any, str | None], Any]]] = {
     "enabled": ("enabled", _parse_bool),
     "addr": ("addr", _parse_addr),
-    "poll_interval": ("poll_interval_ns", _duration_parser(1, "1h")),
+    "poll_interval": ("poll_interval_ns", _duration_parser(POLL_FLOOR_NS, "1h")),
     "handshake": ("handshake", _enum_parser(HANDSHAKE_MODES)),
     "events": ("events", _enum_parser(EVENTS_MODES)),
     "processes": ("processes", _enum_parser(PROCESSES_MODES)),
@@ -350,6 +354,10 @@ def _near_miss(key: str, wanted: str) -> bool:
 def _root_mapping(path: str, text: str, example: str, accepted: str) -> yaml.MappingNode | None:
     """The file's top-level mapping (``None`` for an empty file); anything else is a ConfigError."""
     root = _compose(path, text, example)
+    twice = duplicate_key(root)  # anywhere in the file: PyYAML would silently keep the last
+    if twice is not None:
+        raise ConfigError(path, twice[0].lower(), f"given twice (lines {twice[1]} and {twice[2]})", "each key once",
+                          line=twice[2])
     if root is not None and not isinstance(root, yaml.MappingNode):
         raise ConfigError(path, None, f"the top level is {_node_kind(root)}, not a mapping", accepted,
                           line=root.start_mark.line + 1)

@@ -80,7 +80,53 @@ def run(scenario: str, poll_interval_ns: int, as_json: bool, out: io.TextIOBase 
         _print_truth(truth, t0, out)  # type: ignore[arg-type]
     forged = sum(1 for e in events if e.synthetic)
     print(f"# {len(events)} events, {forged} forged", file=note)
+    print(summary(truth, events, poll_interval_ns), file=note)
     return 0
+
+
+def _ms(ns: int) -> str:
+    return f"{ns / 1e6:.0f} ms"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def summary(truth: Sequence[object], events: Sequence[Event], poll_interval_ns: int) -> str:
+    """One sentence: which containers polling never saw (and how briefly they lived), and what the
+    forged events recovered between polls; every number carries its unit."""
+    ids: dict[str, str] = {}  # container id -> name, in order of creation
+    began: dict[str, int] = {}
+    ended: dict[str, int] = {}
+    for r in truth:
+        if isinstance(r, ContainerTransition):
+            ids.setdefault(r.container_id, r.name or r.container_id[:12])
+            if r.transition in ("created", "running"):
+                began.setdefault(r.container_id, r.time_ns)
+            elif r.transition in ("exited", "destroyed"):
+                ended[r.container_id] = r.time_ns
+    seen = {e.container_id for e in events if e.container_id}
+    missed = [c for c in ids if c not in seen]
+    lives = [ended[c] - began[c] for c in missed if c in began and c in ended]
+    interval = _ms(poll_interval_ns)
+    if not missed:
+        saw = f"polling every {interval} saw all {_plural(len(ids), 'container')}"
+    else:
+        most = "" if len(lives) == 1 else "at most "
+        lived = f"lived {most}{_ms(max(lives))} (less than one poll interval)" if lives else "came and went"
+        saw = (f"polling every {interval} saw {len(ids) - len(missed)} of {_plural(len(ids), 'container')}: "
+               f"{_plural(len(missed), 'container')} ({', '.join(ids[c] for c in missed)}) {lived} and "
+               f"{'was' if len(missed) == 1 else 'were'} never seen")
+    forged = [e for e in events if e.synthetic]
+    if not forged:
+        return f"# summary: {saw}, and nothing fell between polls that needed a forged event."
+    kinds: dict[str, int] = {}
+    for e in forged:
+        kinds[e.type] = kinds.get(e.type, 0) + 1
+    widest = max(hi - (lo or hi) for lo, hi in (e.window_ns for e in forged))
+    recovered = " and ".join(f"{n} {kind}" for kind, n in kinds.items())
+    return (f"# summary: {saw}; {_plural(len(forged), 'forged event')} (marked *) recovered what happened "
+            f"between polls ({recovered}), each placed within a window of at most {_ms(widest)}.")
 
 
 def _print_event(e: Event, t0: int, out: io.TextIOBase) -> None:

@@ -5,7 +5,11 @@ Each sensor owns its own registry, so several sensors in one process (tests) do 
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
+
+# prometheus-client adds a ``*_created`` timestamp series to every counter and histogram: noise here
+# (the sensor's start time is in process_start_time_seconds), and twice the series to store.
+disable_created_metrics()
 
 
 class Metrics:

@@ -144,6 +144,8 @@ class Poller:
         try:
             info = self.client.connect()
         except ConnectError as e:
+            if e.call is not None:  # a failed Version counts like any other failed call
+                self.metrics.rpc_errors.labels(e.call.method, e.call.code).inc()
             self.metrics.runtime_up.set(0)
             self.state_log.say(logging.ERROR, f"crisensor: {e}; retrying")
             self.engine.failed(self.now_ns(), str(e))

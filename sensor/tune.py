@@ -53,6 +53,7 @@ import math
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -77,16 +78,21 @@ __all__ = [
     "DEFAULT_RPC_TIME",
     "DEFAULT_WINDOWS",
     "PLOT_HINT",
+    "SEED_ADVICE_WINDOW_NS",
+    "SEED_DEFAULT_WINDOW_NS",
     "Cell",
+    "Progress",
     "Row",
     "SensorRun",
     "TuneError",
     "TuneResult",
     "add_tune_parser",
     "cmd_tune",
+    "figure",
     "format_table",
     "phases_of",
     "plot",
+    "progress_line",
     "replay",
     "run_sensor",
     "sweep",
@@ -463,8 +469,10 @@ def phases_of(poll_interval_ns: int, phases: int) -> list[int]:
 
 def sweep(scenario: Scenario, poll_intervals_ns: Sequence[int], windows_ns: Sequence[int], *,
           phases: int = DEFAULT_PHASES, rpc_ns: int = 10 * MS, exec_every_ns: int = 50 * MS,
-          exec_delay_ns: int = 1 * MS, workers: int | None = None) -> TuneResult:
-    """Run the sensor for every (poll interval, phase) and replay each run through every setting."""
+          exec_delay_ns: int = 1 * MS, workers: int | None = None,
+          progress: Callable[[int, int], None] | None = None) -> TuneResult:
+    """Run the sensor for every (poll interval, phase) and replay each run through every setting.
+    ``progress(done, total)`` is called (from worker threads, serialized) after each run."""
     from fakecri import scenario as sc
 
     synthetic = None if scenario.processes else {"every_ns": exec_every_ns, "delay_ns": exec_delay_ns}
@@ -472,6 +480,8 @@ def sweep(scenario: Scenario, poll_intervals_ns: Sequence[int], windows_ns: Sequ
     plan = sc.expand(scenario)
     jobs = [(p, ph) for p in poll_intervals_ns for ph in phases_of(p, phases)]
     workers = workers or min(4, len(jobs), (os.cpu_count() or 1) * 2)
+    finished = [0]
+    lock = threading.Lock()
     with tempfile.TemporaryDirectory(prefix="crisensor-tune-") as tmp:
 
         def one(job: tuple[int, tuple[int, int]]) -> tuple[int, Cell, Cell, list[Cell], tuple[int, int, float]]:
@@ -486,6 +496,10 @@ def sweep(scenario: Scenario, poll_intervals_ns: Sequence[int], windows_ns: Sequ
             cells = [replay(run, w, index=index) for w in windows_ns]
             wm = replay(run, None, index=index)
             ceiling = replay(run, _HOLD_ALL_NS, index=index, mode="ceiling")
+            if progress is not None:
+                with lock:
+                    finished[0] += 1
+                    progress(finished[0], len(jobs))
             return p, wm, ceiling, cells, _visibility(run, index)
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -511,6 +525,42 @@ def sweep(scenario: Scenario, poll_intervals_ns: Sequence[int], windows_ns: Sequ
 
 
 # --- 6. output -------------------------------------------------------------------------------------
+
+
+PROGRESS_WIDTH = 24
+
+
+def progress_line(done: int, total: int, elapsed_s: float) -> str:
+    """``[#####.....]  12/48 runs  25%  ETA 1m30s``: the ETA assumes the runs left take as long as
+    the runs done (they are the same scenario at other poll intervals and phases)."""
+    filled = PROGRESS_WIDTH * done // total if total else PROGRESS_WIDTH
+    eta = "ETA --" if done == 0 else f"ETA {format_duration(round(elapsed_s / done * (total - done)) * 10**9)}"
+    pct = 100 * done // total if total else 100
+    return f"crisensor tune: [{'#' * filled}{'.' * (PROGRESS_WIDTH - filled)}] {done}/{total} runs {pct}% {eta}"
+
+
+class Progress:
+    """Redraws ``progress_line`` in place on a terminal; says nothing when the stream is not one
+    (a log file or a pipe gets no carriage returns)."""
+
+    def __init__(self, stream: Any, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream = stream
+        self.clock = clock
+        self.started = clock()
+        self.shown = False
+        isatty = getattr(stream, "isatty", None)
+        self.enabled = bool(isatty and isatty())
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.enabled:
+            self.stream.write("\r" + progress_line(done, total, self.clock() - self.started) + "\x1b[K")
+            self.stream.flush()
+            self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")  # the table follows on stdout: leave no half line behind
+            self.stream.flush()
 
 
 def _ms(ns: int) -> str:
@@ -574,9 +624,25 @@ def _require_matplotlib() -> Any:
     return plt
 
 
+#: marked on the chart: the seed's default event_reorder_window, and its advice for 250 ms polling
+SEED_DEFAULT_WINDOW_NS = 25 * MS
+SEED_ADVICE_WINDOW_NS = 270 * MS
+
+
 def plot(result: TuneResult, path: str | os.PathLike[str]) -> None:
+    """Write ``figure(result)`` as a PNG."""
+    plt = _require_matplotlib()
+    fig = figure(result)
+    try:
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+
+
+def figure(result: TuneResult) -> Any:
     """Accuracy vs window, a line per poll interval, its knee labelled; the watermark as a star at
-    its median delay with a bar to its p99; dotted: poll_interval + list RPC."""
+    its median delay with a bar to its p99; dotted: poll_interval + list RPC; dashed grey: the
+    seed's 25 ms default and its 270 ms advice. Axes carry their units (ms, %)."""
     plt = _require_matplotlib()
     from matplotlib.lines import Line2D
 
@@ -596,13 +662,17 @@ def plot(result: TuneResult, path: str | os.PathLike[str]) -> None:
             acc = next(c.accuracy for c in row.windows if c.window_ns == knee)
             ax.annotate(f"knee {_ms(knee)}", (knee / MS, acc), textcoords="offset points", xytext=(4, -13),
                         fontsize=8, color=color)
+    for ns, style, what in ((SEED_DEFAULT_WINDOW_NS, "--", "seed default"),
+                            (SEED_ADVICE_WINDOW_NS, "-.", "seed advice at 250 ms polling")):
+        ax.axvline(ns / MS, color="dimgrey", linestyle=style, linewidth=1.2,
+                   label=f"{what}: event_reorder_window {ns // MS} ms")
     handles, _ = ax.get_legend_handles_labels()
     handles += [
         Line2D([], [], marker="*", ms=12, color="grey", markeredgecolor="black", linestyle="none",
                label="watermark: at its median delay, bar to p99"),
         Line2D([], [], color="grey", linestyle=":", label="poll_interval + list RPC"),
     ]
-    ax.set_xlabel("event_reorder_window (ms), the delay a fixed window adds to every process event")
+    ax.set_xlabel("event_reorder_window (ms): the delay a fixed window adds to every process event")
     ax.set_ylabel("process events enriched correctly (%)")
     ax.set_title(f"crisensor tune {result.scenario}: enrichment accuracy vs reorder window "
                  f"(list RPC {format_duration(result.rpc_ns)})", fontsize=11)
@@ -611,8 +681,7 @@ def plot(result: TuneResult, path: str | os.PathLike[str]) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(handles=handles, fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 # --- 7. the command ------------------------------------------------------------------------------
@@ -710,10 +779,13 @@ def _tune(args: argparse.Namespace, out: Any) -> int:
         # Every run connects, polls and lives through the scenario's faults: the sensor's log lines
         # are not news here (a run that never polls at all is an error of its own).
         lg.setLevel(logging.CRITICAL)
+    progress = Progress(sys.stderr)
+    progress(0, len(polls) * phases)
     try:
         result = sweep(scenario, polls, windows, phases=phases, rpc_ns=rpc, exec_every_ns=every,
-                       exec_delay_ns=delay)
+                       exec_delay_ns=delay, progress=progress)
     finally:
+        progress.close()
         for lg, level in zip(quiet, levels, strict=True):
             lg.setLevel(level)
     print(format_table(result), file=out)

@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["MIB", "Limits", "YamlFileError", "compose", "construct", "read_text", "show"]
+__all__ = ["MIB", "Limits", "YamlFileError", "compose", "construct", "duplicate_key", "read_text", "show"]
 
 MIB = 1024 * 1024
 
@@ -251,6 +251,35 @@ def _build(loader: yaml.SafeLoader, limits: Limits) -> yaml.Node | None:
         extra = loader.peek_event()
         raise YamlFileError("more than one YAML document (a second '---')", "a single YAML document", _line(extra))
     return root
+
+
+def duplicate_key(root: yaml.Node | None) -> tuple[str, int, int] | None:
+    """The first key given twice in one mapping anywhere under ``root``, as (dotted path, first line,
+    second line), or ``None``. PyYAML keeps the last of two equal keys without a word, which silently
+    merges or drops settings. Keys compare as written, stripped and case-folded (viper's keys are
+    case-insensitive); the duplicate reported is the one whose second occurrence comes first."""
+    found: list[tuple[int, int, str]] = []
+    todo: list[tuple[yaml.Node, str]] = [] if root is None else [(root, "")]
+    while todo:
+        node, path = todo.pop()
+        if isinstance(node, yaml.SequenceNode):
+            todo.extend((child, f"{path}[{i}]") for i, child in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            lines: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                name = str(key_node.value).strip() if isinstance(key_node, yaml.ScalarNode) else "?"
+                sub = f"{path}.{name}" if path else name
+                line = key_node.start_mark.line + 1
+                if isinstance(key_node, yaml.ScalarNode):
+                    folded = name.casefold()
+                    if folded in lines:
+                        found.append((line, lines[folded], sub))
+                    lines.setdefault(folded, line)
+                todo.append((value_node, sub))
+    if not found:
+        return None
+    line, first, path = min(found)
+    return path, first, line
 
 
 def construct(node: yaml.Node) -> Any:

@@ -128,7 +128,7 @@ def sensor_container(ds: dict[str, Any]) -> dict[str, Any]:
 
 
 def container_env(c: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in c.get("env", [])}
+    return {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}  # not valueFrom (POD_IP)
 
 
 def flag(args: list[str], name: str) -> str:

@@ -185,15 +185,16 @@ def test_the_documented_example(tmp_path: Path) -> None:
     err = error(tmp_path, sensor=ENABLED + "  poll_interval: fast\n")
     assert str(err).startswith(str(tmp_path / "capsule8-sensor.yaml") + ":4: crisensor.poll_interval: ")
     assert '"fast" is not a Go duration' in str(err)
-    assert str(err).endswith("(accepted: a Go duration > 0 and <= 1h, e.g. 150ms, 1s, 1m30s)")
+    assert str(err).endswith("(accepted: a Go duration >= 10ms and <= 1h, e.g. 150ms, 1s, 1m30s)")
     assert (err.key, err.line) == ("crisensor.poll_interval", 4)
 
 
 @pytest.mark.parametrize(
     ("line", "key", "fragment"),
     [
-        ("poll_interval: 0", "crisensor.poll_interval", '"0" is not > 0'),
-        ("poll_interval: -1s", "crisensor.poll_interval", '"-1s" is not > 0'),
+        ("poll_interval: 0", "crisensor.poll_interval", '"0" is not >= 10ms'),
+        ("poll_interval: -1s", "crisensor.poll_interval", '"-1s" is not >= 10ms'),
+        ("poll_interval: 9999999ns", "crisensor.poll_interval", '"9999999ns" is not >= 10ms'),
         ("poll_interval: 250", "crisensor.poll_interval", "missing unit"),
         ("poll_interval: 1.5", "crisensor.poll_interval", "missing unit"),
         ("poll_interval: true", "crisensor.poll_interval", "not a Go duration"),

@@ -15,7 +15,8 @@ import sensor.config as config_module
 from sensor.config import ConfigError, load_config
 
 ACC_ADDR = "unix:///path/to/socket, e.g. unix:///var/run/crio/crio.sock"
-ACC_POLL = "a Go duration > 0 and <= 1h, e.g. 150ms, 1s, 1m30s"
+ACC_POLL = "a Go duration >= 10ms and <= 1h, e.g. 150ms, 1s, 1m30s"
+ACC_RPC = "a Go duration > 0 and <= 1h, e.g. 150ms, 1s, 1m30s"
 ACC_WINDOW = "a Go duration >= 0 and <= 1h, e.g. 150ms, 1s, 1m30s"
 ACC_BYTES = "a byte count from 1 to 2147483647 (gRPC's limit), e.g. 16777216 (16 MiB)"
 KEYS = ("crisensor.enabled, crisensor.addr, crisensor.poll_interval, crisensor.handshake, crisensor.events, "
@@ -60,13 +61,13 @@ SENSOR_ERRORS = [
     ("crisensor:\n  poll_interval: [1]\n", 2, "crisensor.poll_interval", "[1] is not a Go duration", ACC_POLL),
     ("crisensor:\n  poll_interval: {a: 1}\n", 2, "crisensor.poll_interval", '{"a": 1} is not a Go duration', ACC_POLL),
     ("crisensor:\n  poll_interval: true\n", 2, "crisensor.poll_interval", "true is not a Go duration", ACC_POLL),
-    ("crisensor:\n  poll_interval: 2h\n", 2, "crisensor.poll_interval", '"2h" is not > 0 and <= 1h', ACC_POLL),
+    ("crisensor:\n  poll_interval: 2h\n", 2, "crisensor.poll_interval", '"2h" is not >= 10ms and <= 1h', ACC_POLL),
     ("crisensor:\n  poll_interval: 1h0m0.000000001s\n", 2, "crisensor.poll_interval",
-     '"1h0m0.000000001s" is not > 0 and <= 1h', ACC_POLL),
-    ("crisensor:\n  poll_interval: 0\n", 2, "crisensor.poll_interval", '"0" is not > 0 and <= 1h', ACC_POLL),
+     '"1h0m0.000000001s" is not >= 10ms and <= 1h', ACC_POLL),
+    ("crisensor:\n  poll_interval: 0\n", 2, "crisensor.poll_interval", '"0" is not >= 10ms and <= 1h', ACC_POLL),
     ("crisensor:\n  poll_interval: fast\n", 2, "crisensor.poll_interval",
      '"fast" is not a Go duration: expected a number followed by a unit', ACC_POLL),
-    ("crisensor:\n  rpc_timeout: 61m\n", 2, "crisensor.rpc_timeout", '"61m" is not > 0 and <= 1h', ACC_POLL),
+    ("crisensor:\n  rpc_timeout: 61m\n", 2, "crisensor.rpc_timeout", '"61m" is not > 0 and <= 1h', ACC_RPC),
     ("crisensor:\n  resync_interval: 25h\n", 2, "crisensor.resync_interval", '"25h" is not > 0 and <= 24h',
      "a Go duration > 0 and <= 24h, e.g. 150ms, 1s, 1m30s"),
     ("crisensor:\n  handshake: sometimes\n", 2, "crisensor.handshake",
@@ -220,7 +221,7 @@ def test_addresses(tmp_path: Path, addr: str, want: str) -> None:
 
 @pytest.mark.parametrize(("text", "field", "want"), [
     ("crisensor:\n  poll_interval: 1h\n", "poll_interval_ns", 3_600_000_000_000),
-    ("crisensor:\n  poll_interval: 1ns\n", "poll_interval_ns", 1),
+    ("crisensor:\n  poll_interval: 10ms\n", "poll_interval_ns", 10_000_000),
     ("crisensor:\n  resync_interval: 24h\n", "resync_interval_ns", 86_400_000_000_000),
     ("crisensor:\n  max_recv_bytes: 1\n", "max_recv_bytes", 1),
     ("crisensor:\n  max_recv_bytes: 2147483647\n", "max_recv_bytes", 2147483647),
