@@ -197,6 +197,9 @@ class _Container:
     # then dropped (``failed``) must not make the engine forget that the committed list showed it;
     # 0 while no committed list has shown it (known from the stream, or new in the list begun now)
     base: int = 0
+    # a successful list has shown this incarnation (False: known from the stream only): then it
+    # existed after that list's sent_ns, which bounds its end (an unlisted one may predate it)
+    was_listed: bool = False
 
 
 @dataclass(slots=True)
@@ -210,6 +213,7 @@ class _Sandbox:
     gen: int
     created_ns: int = 0
     base: int = 0  # as _Container.base
+    was_listed: bool = False  # as _Container.was_listed
     gone_lo: int | None = None  # set while its end waits for its listed containers
     child_ns: int = 0  # latest time_ns of its containers' events: its end is placed no earlier
     ready_ns: int = 0  # time_ns of its ready event: its containers' estimates are placed no earlier
@@ -326,11 +330,13 @@ class DiffEngine:
             p.sb_matched += 1
             same = _same_sandbox(st.snap, s)
             if same and s.state == st.listed and s.created_at == st.snap.created_at:
+                st.was_listed = True
                 continue
             if not same or _reused(st.created_ns, s.created_at, hi) or (
                     is_regression("sandbox", st.announced, s.state) and not _known_same(st.created_ns, s.created_at)):
                 p.sb_replaced.append((st, s))
             else:
+                st.was_listed = True
                 p.sb_changed.append((st, s))
 
         need: list[str] = []
@@ -351,6 +357,7 @@ class DiffEngine:
             p.c_matched += 1
             same = _same_container(t.snap, c)
             if same and c.state == t.listed and c.created_at == t.snap.created_at:
+                t.was_listed = True
                 continue  # the steady state: nothing built
             if not same or _reused(t.created_ns, c.created_at, hi) or (
                     is_regression("container", t.announced, c.state) and not _known_same(t.created_ns, c.created_at)):
@@ -358,6 +365,7 @@ class DiffEngine:
                 if c.state in _NEEDS_STATUS:
                     need.append(c.id)
             else:
+                t.was_listed = True
                 p.c_changed.append((t, c))
                 if c.state in _NEEDS_STATUS and _RANK[c.state] > _RANK[t.announced]:
                     need.append(c.id)
@@ -417,9 +425,9 @@ class DiffEngine:
                 del containers[t.snap.id]
                 _bury(self._tombs, t.snap.id, t.created_ns)
         fresh = list(p.c_new.values())
-        for t, c in p.c_replaced:  # never in a committed list (known from the stream): only its floor bounds its end
-            self._end_container(t, container_steps(t.announced, "replaced"), ctx if t.base else replace(ctx, lo=0),
-                                c.created_at, out)
+        for t, c in p.c_replaced:  # never in a list (known from the stream): only its floor bounds its end
+            end_ctx = ctx if t.was_listed else replace(ctx, lo=0)
+            self._end_container(t, container_steps(t.announced, "replaced"), end_ctx, c.created_at, out)
             del containers[t.snap.id]
             _bury(self._tombs, t.snap.id, t.created_ns)  # late stream events about it stay ignored
             fresh.append(c)
@@ -434,6 +442,7 @@ class DiffEngine:
                 if st.snap.id in named:
                     if st.gone_lo is None:
                         st.gone_lo = ctx.lo  # its end waits until no listed container names it
+                    st.base = 0  # this committed list does not show it (the delta reuses gen numbers)
                     continue
                 lo = (ctx.lo if st.gen else 0) if st.gone_lo is None else st.gone_lo
                 self._end_sandbox(st, sandbox_steps(st.announced, "gone", vanished_why=s_why), lo, 0, ctx, out)
@@ -441,8 +450,8 @@ class DiffEngine:
                 _bury(self._sb_tombs, st.snap.id, st.created_ns)
         sb_fresh = list(p.sb_new.values())
         for st, s in p.sb_replaced:
-            self._end_sandbox(st, sandbox_steps(st.announced, "replaced"), ctx.lo if st.base else 0, s.created_at, ctx,
-                              out)
+            lo = ctx.lo if st.was_listed else 0
+            self._end_sandbox(st, sandbox_steps(st.announced, "replaced"), lo, s.created_at, ctx, out)
             del sandboxes[st.snap.id]
             _bury(self._sb_tombs, st.snap.id, st.created_ns)
             sb_fresh.append(s)
@@ -464,6 +473,7 @@ class DiffEngine:
                 last,
                 p.gen,
                 _past(s.created_at, ctx.hi),
+                was_listed=True,
                 ready_ns=out[first].time_ns,
             )
         for st, s in p.sb_changed:
@@ -484,7 +494,8 @@ class DiffEngine:
             steps, reported, detail, newer = _container_plan(None, c, details)
             cctx = replace(ctx, hi=max(ctx.hi, ctx.now)) if newer else ctx
             floor, last = self._container_events(c, steps, reported, detail, cctx, 0, 0, 0, out)
-            containers[c.id] = _Container(c, c.state, steps[-1].state, floor, last, p.gen, _past(c.created_at, ctx.hi))
+            containers[c.id] = _Container(c, c.state, steps[-1].state, floor, last, p.gen, _past(c.created_at, ctx.hi),
+                                          was_listed=True)
         for t, c in p.c_changed:
             steps, reported, detail, newer = _container_plan(t.announced, c, details)
             cctx = replace(ctx, hi=max(ctx.hi, ctx.now)) if newer else ctx
@@ -568,7 +579,7 @@ class DiffEngine:
             if t is not None and t.gen == gen:
                 t.gen, t.base = -1, gen
                 unlisted += 1
-        for c in changes.containers:
+        for c in changes.containers:  # base: shown in the committed list (a replaced one's end needs it)
             t = containers.get(c.id)
             if t is not None:
                 t.gen, t.base = -1, gen
@@ -635,9 +646,7 @@ class DiffEngine:
                 if tomb is not None and s is not None:  # a new incarnation, gone before it was seen
                     _bury(self._sb_tombs, sid, _past(s.created_at, now))
                 return  # nothing known about it but its end
-            if s is None:
-                self._want_list = True
-                return
+            assert s is not None  # untracked and unburied: routed here by its own status (_apply_stream)
             self._stream_new_sandbox(s, "notready" if s.state == "notready" else observation, ev.time_ns, now, out)
             return
         if observation == "gone":

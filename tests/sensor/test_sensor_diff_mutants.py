@@ -164,7 +164,7 @@ def test_an_unseen_incarnation_that_ended_stays_ended() -> None:
     """A new incarnation created and deleted before the sensor saw it is buried: its late events
     announce nothing."""
     e = DiffEngine()
-    poll(e, T0, containers=[csnap("c1", "created", T0 + 5 * MS)])
+    poll(e, T0 + 10 * MS, containers=[csnap("c1", "created", T0 + 5 * MS)])
     poll(e, T0 + 100 * MS)  # c1 destroyed
     c_new = T0 + 120 * MS
     status = csnap("c1", "exited", c_new)
@@ -175,6 +175,28 @@ def test_an_unseen_incarnation_that_ended_stays_ended() -> None:
     assert e.stream(StreamEvent("s1", "deleted", T0 + 230 * MS, None, None, sb_new), T0 + 231 * MS) == []
     assert e.stream(StreamEvent("s1", "created", T0 + 220 * MS, None, None, sb_new), T0 + 232 * MS) == []
     assert e.table_sizes() == (0, 0)
+
+
+def test_a_streamed_new_incarnation_that_cannot_be_attributed_still_unsettles() -> None:
+    """The old incarnation's end is forged from the stream; the new one has no pod sandbox status."""
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS, containers=[csnap("c1", "created", T0 + 5 * MS)])
+    out = e.stream(ev("c1", "created", T0 + 50 * MS, created=T0 + 50 * MS, sandbox=None), T0 + 51 * MS)
+    assert types(out) == ["container.exited", "container.destroyed"]
+    assert e.resync_wanted and not e.settled and e.table_sizes() == (0, 1)
+
+
+def test_a_sandbox_listed_in_an_earlier_state_is_lag_or_reuse_by_its_creation_time() -> None:
+    stopped = SandboxSnap("s1", "pod", "ns", "uid-1", 0, "notready", T0 + 1 * MS)
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS, sandboxes=(stopped,))
+    assert poll(e, T0 + 20 * MS, sandboxes=(SB,)) == []  # the same created_at: lag, not a new sandbox
+    zero_stopped = SandboxSnap("s1", "pod", "ns", "uid-1", 0, "notready", 0)
+    zero = SandboxSnap("s1", "pod", "ns", "uid-1", 0, "ready", 0)
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS, sandboxes=(zero_stopped,))
+    assert [x.why for x in poll(e, T0 + 20 * MS, sandboxes=(zero,))] == [
+        "sandbox ID reused", None]  # no creation time: an earlier state is a new sandbox
 
 
 def test_an_unknown_sandbox_without_status_asks_for_a_list() -> None:
