@@ -302,3 +302,22 @@ def test_a_relisted_id_without_a_creation_time_forgets_its_tombstone() -> None:
     poll(e, T0 + 30 * MS, containers=[csnap("c1", "created", 0)])  # listed again, created_at unknown
     out = e.stream(ev("c1", "started", T0 + 40 * MS, created=0, started=T0 + 40 * MS), T0 + 41 * MS)
     assert types(out) == ["container.running"] and not e.resync_wanted
+
+
+def test_a_streamed_sandbox_end_is_placed_after_its_containers_ends() -> None:
+    e = DiffEngine()
+    poll(e, T0)
+    e.stream(ev("c1", "created", T0 + 5 * MS, created=T0 + 5 * MS), T0 + 6 * MS)
+    (_, destroyed) = e.stream(gone("c1", T0 + 90 * MS, SB), T0 + 91 * MS)
+    out = e.stream(gone("s1", 0), T0 + 100 * MS)
+    assert types(out) == ["sandbox.notready", "sandbox.destroyed"]
+    assert all(x.time_ns >= destroyed.time_ns == T0 + 90 * MS for x in out)
+
+
+def test_a_sandbox_the_stream_destroyed_stays_destroyed() -> None:
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS)
+    assert types(e.stream(gone("s1", T0 + 20 * MS), T0 + 21 * MS)) == ["sandbox.notready", "sandbox.destroyed"]
+    stopped = SandboxSnap("s1", "pod", "ns", "uid-1", 0, "notready", T0 + 1 * MS)
+    assert e.stream(StreamEvent("s1", "stopped", T0 + 15 * MS, None, None, stopped), T0 + 22 * MS) == []
+    assert e.table_sizes() == (0, 0)
