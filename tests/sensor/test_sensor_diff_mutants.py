@@ -321,3 +321,58 @@ def test_a_sandbox_the_stream_destroyed_stays_destroyed() -> None:
     stopped = SandboxSnap("s1", "pod", "ns", "uid-1", 0, "notready", T0 + 1 * MS)
     assert e.stream(StreamEvent("s1", "stopped", T0 + 15 * MS, None, None, stopped), T0 + 22 * MS) == []
     assert e.table_sizes() == (0, 0)
+
+
+def test_a_list_lagging_behind_a_streamed_exit_needs_no_status() -> None:
+    e = DiffEngine()
+    created = T0 + 5 * MS
+    poll(e, T0 + 10 * MS, containers=[csnap("c1", "created", created)])
+    e.stream(ev("c1", "stopped", T0 + 15 * MS, created=created, started=T0 + 12 * MS, finished=T0 + 15 * MS),
+             T0 + 16 * MS)
+    assert e.begin(Snapshot((SB,), (csnap("c1", "running", created),), T0 + 20 * MS, T0 + 21 * MS)) == []
+    assert e.finish({}, T0 + 22 * MS) == []
+
+
+def test_a_replaced_then_destroyed_id_keeps_both_incarnations_buried() -> None:
+    e = DiffEngine()
+    old, new = T0 + 5 * MS, T0 + 50 * MS
+    poll(e, T0 + 10 * MS, containers=[csnap("c1", "created", old)])
+    poll(e, T0 + 60 * MS, containers=[csnap("c1", "created", new)])  # replaced
+    poll(e, T0 + 100 * MS)  # the new one destroyed
+    assert e.stream(ev("c1", "started", T0 + 20 * MS, created=old, started=T0 + 20 * MS), T0 + 101 * MS) == []
+    assert e.stream(ev("c1", "started", T0 + 70 * MS, created=new, started=T0 + 70 * MS), T0 + 102 * MS) == []
+    assert e.table_sizes() == (0, 1)
+
+
+def test_a_pending_sandbox_end_is_not_shown_by_the_committed_delta() -> None:
+    """The delta path reuses generation numbers: a sandbox whose end waits for its containers must
+    not look listed in the committed list; plain and fast engines place its streamed stop alike."""
+    early = SandboxSnap("s2", "pod2", "ns", "uid-2", 0, "ready", T0 - 50 * MS)
+    child = csnap("c1", "created", T0 - 40 * MS, "s2")
+    outs = []
+    for fast in (False, True):
+        e = DiffEngine()
+        poll(e, T0, sandboxes=(SB, early), containers=[child])
+        if fast:
+            e.begin_changes(Snapshot((), (), T0 + 100 * MS, T0 + 101 * MS), gone_containers=(),
+                            gone_sandboxes=("s2",), named=lambda: {"s2"})
+        else:
+            e.begin(Snapshot((SB,), (child,), T0 + 100 * MS, T0 + 101 * MS))
+        assert e.finish({}, T0 + 102 * MS) == []  # its end waits for c1
+        stopped = SandboxSnap("s2", "pod2", "ns", "uid-2", 0, "notready", T0 - 50 * MS)
+        out = e.stream(StreamEvent("s2", "stopped", 0, None, None, stopped), T0 + 110 * MS)
+        assert [x.window_ns[0] for x in out] == [T0 - 50 * MS]  # not the committed list's sent_ns
+        outs.append(out)
+    assert outs[0] == outs[1]
+
+
+def test_a_late_streamed_sandbox_a_list_replaces_ends_within_its_own_times() -> None:
+    e = DiffEngine()
+    poll(e, T0 + 16 * MS, sandboxes=())
+    s9 = SandboxSnap("s9", "pod9", "ns", "uid-9", 0, "ready", T0 + 9 * MS)
+    e.stream(StreamEvent("s9", "created", T0 + 9 * MS, None, None, s9), T0 + 20 * MS)
+    s9_new = SandboxSnap("s9", "pod9", "ns", "uid-9", 0, "ready", T0 + 22 * MS)
+    out = poll(e, T0 + 30 * MS, sandboxes=(s9_new,))
+    assert [(x.type, x.why) for x in out][:2] == [("sandbox.notready", "sandbox ID reused"),
+                                                  ("sandbox.destroyed", "sandbox ID reused")]
+    assert out[0].window_ns[0] <= T0 + 9 * MS
