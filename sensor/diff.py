@@ -643,8 +643,8 @@ class DiffEngine:
             if tomb is not None and (s is None or _dead(tomb, s.created_at, now)):
                 return  # a late event about a sandbox already destroyed (or one it cannot be told from)
             if observation == "gone":
-                if tomb is not None and s is not None:  # a new incarnation, gone before it was seen
-                    _bury(self._sb_tombs, sid, _past(s.created_at, now))
+                if s is not None and _past(s.created_at, now):  # gone before it was seen: late events
+                    _bury(self._sb_tombs, sid, s.created_at)  # about this incarnation announce nothing
                 return  # nothing known about it but its end
             assert s is not None  # untracked and unburied: routed here by its own status (_apply_stream)
             self._stream_new_sandbox(s, "notready" if s.state == "notready" else observation, ev.time_ns, now, out)
@@ -714,8 +714,8 @@ class DiffEngine:
             if tomb is not None and (c is None or _dead(tomb, c.created_at, now)):
                 return  # a late event about a container already destroyed (or one it cannot be told from)
             if observation == "gone":
-                if tomb is not None and c is not None:  # a new incarnation, gone before it was seen
-                    _bury(self._tombs, cid, _past(c.created_at, now))
+                if c is not None and _past(c.created_at, now):  # gone before it was seen: late events
+                    _bury(self._tombs, cid, c.created_at)  # about this incarnation announce nothing
                 return  # nothing known about it but its end
             if c is None or not c.sandbox_id:
                 self._want_list = True  # no status, or a nil pod sandbox status: cannot attribute it

@@ -376,3 +376,59 @@ def test_a_late_streamed_sandbox_a_list_replaces_ends_within_its_own_times() -> 
     assert [(x.type, x.why) for x in out][:2] == [("sandbox.notready", "sandbox ID reused"),
                                                   ("sandbox.destroyed", "sandbox ID reused")]
     assert out[0].window_ns[0] <= T0 + 9 * MS
+
+
+def test_begin_changes_ends_every_gone_container_and_sees_changed_sandboxes() -> None:
+    e = DiffEngine()
+    cs = [csnap(f"c{i}", "created", T0 - 10 * MS) for i in range(3)]
+    poll(e, T0, sandboxes=(SB, SB2), containers=cs)
+    stopped = SandboxSnap("s2", "pod2", "ns", "uid-2", 0, "notready", T0 + 2 * MS)
+    assert e.begin_changes(Snapshot((stopped,), (), T0 + 100 * MS, T0 + 101 * MS), gone_containers=("c0", "c1"),
+                           gone_sandboxes=(), named=lambda: {"s1"}) == []
+    out = e.finish({}, T0 + 102 * MS)
+    assert sorted((x.container_id or x.sandbox_id, x.type) for x in out) == [
+        ("c0", "container.destroyed"), ("c0", "container.exited"), ("c1", "container.destroyed"),
+        ("c1", "container.exited"), ("s2", "sandbox.notready")]
+    assert e.table_sizes() == (1, 2)
+
+
+def test_sandbox_events_predating_the_tracked_incarnation_are_ignored() -> None:
+    e = DiffEngine()
+    s1 = SandboxSnap("s1", "pod", "ns", "uid-1", 0, "ready", T0 + 11 * MS)
+    poll(e, T0 + 12 * MS, sandboxes=(s1,))
+    earlier = SandboxSnap("s1", "pod", "ns", "uid-1", 0, "notready", T0 + 8 * MS)
+    assert e.stream(StreamEvent("s1", "stopped", T0 + 9 * MS, None, None, earlier), T0 + 20 * MS) == []
+    assert e.stream(StreamEvent("s1", "stopped", 0, None, None, earlier), T0 + 21 * MS) == []  # by its status
+    assert e.stream(StreamEvent("s1", "deleted", T0 + 10 * MS, None, None, None), T0 + 22 * MS) == []  # by time
+    assert e.table_sizes() == (0, 1) and not e.resync_wanted
+
+
+def test_a_buried_sandbox_id_ignores_statusless_events_and_admits_a_proven_new_one() -> None:
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS)
+    poll(e, T0 + 20 * MS, sandboxes=())  # s1 destroyed: buried
+    assert e.stream(StreamEvent("s1", "stopped", T0 + 15 * MS, None, None, None), T0 + 21 * MS) == []
+    s1_new = SandboxSnap("s1", "pod", "ns", "uid-1", 0, "ready", T0 + 30 * MS)
+    out = e.stream(StreamEvent("s1", "created", T0 + 30 * MS, None, None, s1_new), T0 + 31 * MS)
+    assert types(out) == ["sandbox.ready"] and out[0].window_ns[0] == T0 + 30 * MS == out[0].time_ns
+
+
+def test_a_deleted_event_buries_an_unknown_incarnation() -> None:
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS)
+    s9 = SandboxSnap("s9", "pod9", "ns", "uid-9", 0, "notready", T0 + 12 * MS)
+    assert e.stream(StreamEvent("s9", "deleted", T0 + 14 * MS, None, None, s9), T0 + 15 * MS) == []
+    assert e.stream(StreamEvent("s9", "created", T0 + 12 * MS, None, None, s9), T0 + 16 * MS) == []  # late
+    c9 = csnap("c9", "exited", T0 + 12 * MS)
+    assert e.stream(StreamEvent("c9", "deleted", T0 + 14 * MS, c9, None, SB), T0 + 17 * MS) == []
+    assert e.stream(ev("c9", "created", T0 + 12 * MS, created=T0 + 12 * MS), T0 + 18 * MS) == []  # late
+    assert e.table_sizes() == (0, 1)
+
+
+def test_containers_listed_in_a_streamed_sandbox_are_placed_after_its_ready() -> None:
+    e = DiffEngine()
+    poll(e, T0, sandboxes=())
+    s9 = SandboxSnap("s9", "pod9", "ns", "uid-9", 0, "ready", T0 + 80 * MS)
+    (ready,) = e.stream(StreamEvent("s9", "created", T0 + 80 * MS, None, None, s9), T0 + 81 * MS)
+    out = poll(e, T0 + 100 * MS, sandboxes=(s9,), containers=[csnap("c1", "created", 0, "s9")])
+    assert types(out) == ["container.created"] and out[0].time_ns >= ready.time_ns == T0 + 80 * MS
