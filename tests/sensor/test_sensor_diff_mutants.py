@@ -235,7 +235,7 @@ def test_a_late_streamed_sandbox_ends_within_its_own_times() -> None:
 # --- polls ------------------------------------------------------------------------------------------
 
 
-def test_a_list_catching_up_with_the_stream_needs_no_status() -> None:
+def test_a_list_catching_up_with_the_stream_asks_no_status() -> None:
     e = DiffEngine()
     poll(e, T0 + 10 * MS, containers=[csnap("c1", "created", T0 + 5 * MS)])
     e.stream(ev("c1", "started", T0 + 12 * MS, created=T0 + 5 * MS, started=T0 + 12 * MS), T0 + 13 * MS)
@@ -323,7 +323,7 @@ def test_a_sandbox_the_stream_destroyed_stays_destroyed() -> None:
     assert e.table_sizes() == (0, 0)
 
 
-def test_a_list_lagging_behind_a_streamed_exit_needs_no_status() -> None:
+def test_a_list_lagging_behind_a_streamed_exit_asks_no_status() -> None:
     e = DiffEngine()
     created = T0 + 5 * MS
     poll(e, T0 + 10 * MS, containers=[csnap("c1", "created", created)])
@@ -432,3 +432,94 @@ def test_containers_listed_in_a_streamed_sandbox_are_placed_after_its_ready() ->
     (ready,) = e.stream(StreamEvent("s9", "created", T0 + 80 * MS, None, None, s9), T0 + 81 * MS)
     out = poll(e, T0 + 100 * MS, sandboxes=(s9,), containers=[csnap("c1", "created", 0, "s9")])
     assert types(out) == ["container.created"] and out[0].time_ns >= ready.time_ns == T0 + 80 * MS
+
+
+def test_stream_and_list_details_survivors_pin() -> None:
+    """Small rules, one assertion each (the second mutation run's survivors)."""
+    # a vanished sandbox ends after the last list that showed it; a forged notready says why
+    e = DiffEngine()
+    early = SandboxSnap("s1", "pod", "ns", "uid-1", 0, "ready", T0 - 50 * MS)
+    poll(e, T0, sandboxes=(early,))
+    out = poll(e, T0 + 100 * MS, sandboxes=())
+    assert out[0].window_ns[0] == T0
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS)
+    out = e.stream(gone("s1", T0 + 20 * MS), T0 + 21 * MS)
+    assert [(x.synthetic, x.why) for x in out] == [(True, "stopped and removed between polls"), (False, None)]
+    # a streamed stop bounds nothing after it by when it was received
+    e = DiffEngine()
+    poll(e, T0)
+    stopped = SandboxSnap("s1", "pod", "ns", "uid-1", 0, "notready", T0 + 1 * MS)
+    e.stream(StreamEvent("s1", "stopped", T0 + 40 * MS, None, None, stopped), T0 + 41 * MS)
+    (destroyed,) = poll(e, T0 + 100 * MS, sandboxes=())
+    assert destroyed.window_ns[0] <= T0 + 40 * MS
+    # a container first seen in the stream: window from its created_at, its exit code, its attempt
+    e = DiffEngine()
+    poll(e, T0)
+    out = e.stream(ev("c1", "stopped", T0 + 30 * MS, created=T0 + 10 * MS, started=T0 + 20 * MS,
+                      finished=T0 + 30 * MS), T0 + 31 * MS)
+    assert out[0].window_ns[0] == T0 + 10 * MS and out[-1].exit_code == 0 and out[0].attempt == 0
+    # a sandbox first seen stopped, through a container's event
+    e = DiffEngine()
+    poll(e, T0, sandboxes=())
+    s9 = SandboxSnap("s9", "pod9", "ns", "uid-9", 0, "notready", T0 + 5 * MS)
+    out = e.stream(ev("c1", "created", T0 + 6 * MS, created=T0 + 6 * MS, sandbox=s9), T0 + 9 * MS)
+    assert types(out) == ["sandbox.ready", "sandbox.notready", "container.created"]
+    assert out[1].time_ns == T0 + 6 * MS
+
+
+def test_stream_changes_of_listed_containers_survivors_pin() -> None:
+    created, started = T0 - 50 * MS, T0 - 40 * MS
+    c1 = csnap("c1", "running", created)
+    # a listed container's streamed end: its forged exit is bounded by the last list
+    e = DiffEngine()
+    poll(e, T0, containers=[c1], details={"c1": ContainerDetail("c1", started, 0, None, None)})
+    out = e.stream(gone("c1", T0 + 50 * MS, SB), T0 + 51 * MS)
+    assert out[0].window_ns[0] == T0
+    # ... and stays destroyed
+    assert e.stream(ev("c1", "stopped", T0 + 45 * MS, created=created, started=started, finished=T0 + 45 * MS),
+                    T0 + 52 * MS) == []
+    # a streamed reuse, then the new incarnation destroyed: the old one stays buried
+    e = DiffEngine()
+    poll(e, T0, containers=[c1], details={"c1": ContainerDetail("c1", started, 0, None, None)})
+    e.stream(ev("c1", "created", T0 + 20 * MS, created=T0 + 20 * MS), T0 + 21 * MS)
+    poll(e, T0 + 100 * MS)
+    assert e.stream(ev("c1", "stopped", T0 + 10 * MS, created=created, started=started, finished=T0 + 10 * MS),
+                    T0 + 101 * MS) == []
+    # a container whose sandbox's end waits for it: its streamed end asks for the list that completes it
+    e = DiffEngine()
+    poll(e, T0, containers=[c1], details={"c1": ContainerDetail("c1", started, 0, None, None)})
+    poll(e, T0 + 100 * MS, sandboxes=(), containers=[c1])  # s1 gone from the list, c1 still names it
+    e.stream(gone("c1", T0 + 120 * MS, None), T0 + 121 * MS)
+    assert e.resync_wanted
+
+
+def test_list_identity_survivors_pin() -> None:
+    # another name under a known ID is another container (zero timestamps)
+    e = DiffEngine()
+    poll(e, T0, containers=[csnap("c1", "created", 0)])
+    renamed = ContainerSnap("c1", "s1", "other", 0, "busybox", "sha256:b", "created", 0)
+    assert [x.why for x in poll(e, T0 + 100 * MS, containers=[renamed])][:1] == ["container ID reused"]
+    # a real created_at that turns zero (a quirk) is the same container
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS, containers=[csnap("c1", "created", T0 + 5 * MS)])
+    assert poll(e, T0 + 100 * MS, containers=[csnap("c1", "created", 0)]) == []
+    # a list lagging behind a streamed exit, with a status that shows it: nothing new
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS, containers=[csnap("c1", "created", T0 + 5 * MS)])
+    e.stream(ev("c1", "stopped", T0 + 15 * MS, created=T0 + 5 * MS, started=T0 + 12 * MS, finished=T0 + 15 * MS),
+             T0 + 16 * MS)
+    e.begin(Snapshot((SB,), (csnap("c1", "running", T0 + 5 * MS),), T0 + 20 * MS, T0 + 21 * MS))
+    assert e.finish({"c1": ContainerDetail("c1", T0 + 12 * MS, T0 + 15 * MS, 0, None)}, T0 + 22 * MS) == []
+
+
+def test_stream_during_a_poll_says_how_to_use_it() -> None:
+    import pytest
+
+    from sensor.diff import EngineStateError
+
+    e = DiffEngine()
+    poll(e, T0)
+    e.begin(Snapshot((SB,), (), T0 + 10 * MS, T0 + 11 * MS))
+    with pytest.raises(EngineStateError, match="apply stream events before or after a poll, under the same lock"):
+        e.stream(ev("c1", "created", T0 + 10 * MS, created=T0 + 10 * MS), T0 + 12 * MS)
