@@ -104,7 +104,8 @@ sandbox that vanished while a listed container still names it (the two lists are
 keeps its end pending until no listed container names it. Duplicate IDs in one list: the first
 wins. ID reuse (a known ID listed with a different ``created_at``, both non-zero and in the past --
 a zero or future one is a timestamp quirk and proves nothing -- or, unless its known ``created_at``
-is unchanged (then it is state lag), in a state earlier than already announced): the old
+is unchanged, in a state earlier than the last list showed; an earlier state than the *stream*
+announced is state lag, DESIGN.md section 6, and gives no steps): the old
 incarnation's end is forged (``why: "container ID reused"``) and
 the new one starts from scratch. Sandboxes alike: a pod sandbox never changes its pod's name,
 namespace, UID or attempt, so other metadata under a known ID is a reused ID too (missing metadata
@@ -333,7 +334,7 @@ class DiffEngine:
                 st.was_listed = True
                 continue
             if not same or _reused(st.created_ns, s.created_at, hi) or (
-                    is_regression("sandbox", st.announced, s.state) and not _known_same(st.created_ns, s.created_at)):
+                    is_regression("sandbox", st.listed, s.state) and not _known_same(st.created_ns, s.created_at)):
                 p.sb_replaced.append((st, s))
             else:
                 st.was_listed = True
@@ -360,7 +361,7 @@ class DiffEngine:
                 t.was_listed = True
                 continue  # the steady state: nothing built
             if not same or _reused(t.created_ns, c.created_at, hi) or (
-                    is_regression("container", t.announced, c.state) and not _known_same(t.created_ns, c.created_at)):
+                    is_regression("container", t.listed, c.state) and not _known_same(t.created_ns, c.created_at)):
                 p.c_replaced.append((t, c))
                 if c.state in _NEEDS_STATUS:
                     need.append(c.id)
@@ -668,7 +669,7 @@ class DiffEngine:
             _bury(self._sb_tombs, sid, st.created_ns)
             return
         st.floor_ns = max(st.floor_ns, out[-1].window_ns[0])
-        st.announced = st.listed = steps[-1].state
+        st.announced = steps[-1].state  # listed stays what the last list showed: a lagging list is not a change
         if s is not None:
             st.snap = s
 
@@ -683,7 +684,7 @@ class DiffEngine:
         first = len(out)
         floor, last = self._sandbox_events(s, pod, steps, reported, 0, 0, 0, 0, self._stream_ctx(None, 0, now), out)
         floor = max(_past(s.created_at, now), out[-1].window_ns[0])
-        self._sandboxes[s.id] = _Sandbox(s, steps[-1].state, steps[-1].state, pod, floor, last, 0,
+        self._sandboxes[s.id] = _Sandbox(s, "", steps[-1].state, pod, floor, last, 0,  # "": never listed
                                          _past(s.created_at, now), ready_ns=out[first].time_ns)
 
     def _stream_container(self, ev: StreamEvent, now: int, out: list[Event]) -> None:
@@ -733,10 +734,10 @@ class DiffEngine:
                 return
             self._streamed = True
             steps = container_steps(None, observation)
-            reported, exact = _stream_reported(steps, c, d, ev.time_ns)
+            reported, exact = _stream_reported(steps, c, d, ev.time_ns, now)
             _, last = self._container_events(c, steps, reported, d, self._stream_ctx(None, 0, now), 0, 0, 0, out)
             floor = _stream_floor(0, reported, exact, out[-1], now)
-            containers[cid] = _Container(c, steps[-1].state, steps[-1].state, floor, last, 0, _past(c.created_at, now))
+            containers[cid] = _Container(c, "", steps[-1].state, floor, last, 0, _past(c.created_at, now))  # unlisted
             return
         steps = container_steps(t.announced, observation)
         if not steps:
@@ -745,7 +746,7 @@ class DiffEngine:
         meta = t.snap if c is None else c
         if meta.sandbox_id != t.snap.sandbox_id:
             meta = replace(meta, sandbox_id=t.snap.sandbox_id)
-        reported, exact = _stream_reported(steps, meta, d, ev.time_ns)
+        reported, exact = _stream_reported(steps, meta, d, ev.time_ns, now)
         ctx = self._stream_ctx(t, t.floor_ns, now)
         _, t.last_ns = self._container_events(meta, steps, reported, d, ctx, t.floor_ns, t.last_ns, 0, out)
         if observation == "gone":
@@ -757,7 +758,7 @@ class DiffEngine:
             return
         t.floor_ns = _stream_floor(t.floor_ns, reported, exact, out[-1], now)
         t.snap = meta
-        t.announced = t.listed = steps[-1].state
+        t.announced = steps[-1].state  # listed stays what the last list showed: a lagging list is not a change
         t.created_ns = t.created_ns or _past(meta.created_at, now)
 
     # --- event building -----------------------------------------------------------------------
@@ -951,10 +952,11 @@ def _dead(tomb: tuple[int, ...], created_at: int, hi: int) -> bool:
 
 
 def _stream_reported(steps: Sequence[Step], c: ContainerSnap, d: ContainerDetail | None,
-                     event_ns: int) -> tuple[list[int], int]:
+                     event_ns: int, now: int) -> tuple[list[int], int]:
     """Runtime-reported times per step from a streamed status (0: none), and how many of them are
-    the runtime's own transition times: a last step without one takes the event's time (the
-    response's ``created_at``), which comes after the transition."""
+    the runtime's own transition times: a last step without one -- or with one in the future of
+    ``now``, a clock quirk -- takes the event's time (the response's ``created_at``), which comes
+    after the transition."""
     reported: list[int] = []
     for step in steps:
         if step.state == "created":
@@ -966,7 +968,7 @@ def _stream_reported(steps: Sequence[Step], c: ContainerSnap, d: ContainerDetail
         else:  # exited
             reported.append(d.finished_at)
     exact = len(reported)
-    if reported and reported[-1] == 0:
+    if reported and not 0 < reported[-1] <= now:
         reported[-1] = event_ns
         exact -= 1
     return reported, exact
