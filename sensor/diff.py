@@ -104,7 +104,8 @@ sandbox that vanished while a listed container still names it (the two lists are
 keeps its end pending until no listed container names it. Duplicate IDs in one list: the first
 wins. ID reuse (a known ID listed with a different ``created_at``, both non-zero and in the past --
 a zero or future one is a timestamp quirk and proves nothing -- or, unless its known ``created_at``
-is unchanged (then it is state lag), in a state earlier than already announced): the old
+is unchanged, in a state earlier than the last list showed; an earlier state than the *stream*
+announced is state lag, DESIGN.md section 6, and gives no steps): the old
 incarnation's end is forged (``why: "container ID reused"``) and
 the new one starts from scratch. Sandboxes alike: a pod sandbox never changes its pod's name,
 namespace, UID or attempt, so other metadata under a known ID is a reused ID too (missing metadata
@@ -197,6 +198,9 @@ class _Container:
     # then dropped (``failed``) must not make the engine forget that the committed list showed it;
     # 0 while no committed list has shown it (known from the stream, or new in the list begun now)
     base: int = 0
+    # a successful list has shown this incarnation (False: known from the stream only): then it
+    # existed after that list's sent_ns, which bounds its end (an unlisted one may predate it)
+    was_listed: bool = False
 
 
 @dataclass(slots=True)
@@ -210,6 +214,7 @@ class _Sandbox:
     gen: int
     created_ns: int = 0
     base: int = 0  # as _Container.base
+    was_listed: bool = False  # as _Container.was_listed
     gone_lo: int | None = None  # set while its end waits for its listed containers
     child_ns: int = 0  # latest time_ns of its containers' events: its end is placed no earlier
     ready_ns: int = 0  # time_ns of its ready event: its containers' estimates are placed no earlier
@@ -328,11 +333,13 @@ class DiffEngine:
             p.sb_matched += 1
             same = _same_sandbox(st.snap, s)
             if same and s.state == st.listed and s.created_at == st.snap.created_at:
+                st.was_listed = True
                 continue
             if not same or _reused(st.created_ns, s.created_at, hi) or (
-                    is_regression("sandbox", st.announced, s.state) and not _known_same(st.created_ns, s.created_at)):
+                    is_regression("sandbox", st.listed, s.state) and not _known_same(st.created_ns, s.created_at)):
                 p.sb_replaced.append((st, s))
             else:
+                st.was_listed = True
                 p.sb_changed.append((st, s))
 
         need: list[str] = []
@@ -353,13 +360,15 @@ class DiffEngine:
             p.c_matched += 1
             same = _same_container(t.snap, c)
             if same and c.state == t.listed and c.created_at == t.snap.created_at:
+                t.was_listed = True
                 continue  # the steady state: nothing built
             if not same or _reused(t.created_ns, c.created_at, hi) or (
-                    is_regression("container", t.announced, c.state) and not _known_same(t.created_ns, c.created_at)):
+                    is_regression("container", t.listed, c.state) and not _known_same(t.created_ns, c.created_at)):
                 p.c_replaced.append((t, c))
                 if c.state in _NEEDS_STATUS:
                     need.append(c.id)
             else:
+                t.was_listed = True
                 p.c_changed.append((t, c))
                 if c.state in _NEEDS_STATUS and _RANK[c.state] > _RANK[t.announced]:
                     need.append(c.id)
@@ -419,9 +428,9 @@ class DiffEngine:
                 del containers[t.snap.id]
                 _bury(self._tombs, t.snap.id, t.created_ns)
         fresh = list(p.c_new.values())
-        for t, c in p.c_replaced:  # never in a committed list (known from the stream): only its floor bounds its end
-            self._end_container(t, container_steps(t.announced, "replaced"), ctx if t.base else replace(ctx, lo=0),
-                                c.created_at, out)
+        for t, c in p.c_replaced:  # never in a list (known from the stream): only its floor bounds its end
+            end_ctx = ctx if t.was_listed else replace(ctx, lo=0)
+            self._end_container(t, container_steps(t.announced, "replaced"), end_ctx, c.created_at, out)
             del containers[t.snap.id]
             _bury(self._tombs, t.snap.id, t.created_ns)  # late stream events about it stay ignored
             fresh.append(c)
@@ -436,6 +445,7 @@ class DiffEngine:
                 if st.snap.id in named:
                     if st.gone_lo is None:
                         st.gone_lo = ctx.lo  # its end waits until no listed container names it
+                    st.base = 0  # this committed list does not show it (the delta reuses gen numbers)
                     continue
                 lo = (ctx.lo if st.gen else 0) if st.gone_lo is None else st.gone_lo
                 self._end_sandbox(st, sandbox_steps(st.announced, "gone", vanished_why=s_why), lo, 0, ctx, out)
@@ -443,8 +453,8 @@ class DiffEngine:
                 _bury(self._sb_tombs, st.snap.id, st.created_ns)
         sb_fresh = list(p.sb_new.values())
         for st, s in p.sb_replaced:
-            self._end_sandbox(st, sandbox_steps(st.announced, "replaced"), ctx.lo if st.base else 0, s.created_at, ctx,
-                              out)
+            lo = ctx.lo if st.was_listed else 0
+            self._end_sandbox(st, sandbox_steps(st.announced, "replaced"), lo, s.created_at, ctx, out)
             del sandboxes[st.snap.id]
             _bury(self._sb_tombs, st.snap.id, st.created_ns)
             sb_fresh.append(s)
@@ -466,6 +476,7 @@ class DiffEngine:
                 last,
                 p.gen,
                 _past(s.created_at, ctx.hi),
+                was_listed=True,
                 ready_ns=out[first].time_ns,
             )
         for st, s in p.sb_changed:
@@ -486,7 +497,8 @@ class DiffEngine:
             steps, reported, detail, newer = _container_plan(None, c, details)
             cctx = replace(ctx, hi=max(ctx.hi, ctx.now)) if newer else ctx
             floor, last = self._container_events(c, steps, reported, detail, cctx, 0, 0, 0, out)
-            containers[c.id] = _Container(c, c.state, steps[-1].state, floor, last, p.gen, _past(c.created_at, ctx.hi))
+            containers[c.id] = _Container(c, c.state, steps[-1].state, floor, last, p.gen, _past(c.created_at, ctx.hi),
+                                          was_listed=True)
         for t, c in p.c_changed:
             steps, reported, detail, newer = _container_plan(t.announced, c, details)
             cctx = replace(ctx, hi=max(ctx.hi, ctx.now)) if newer else ctx
@@ -578,7 +590,7 @@ class DiffEngine:
             if t is not None and t.gen == gen:
                 t.gen, t.base = -1, gen
                 unlisted += 1
-        for c in changes.containers:
+        for c in changes.containers:  # base: shown in the committed list (a replaced one's end needs it)
             t = containers.get(c.id)
             if t is not None:
                 t.gen, t.base = -1, gen
@@ -643,12 +655,10 @@ class DiffEngine:
             if tomb is not None and (s is None or _dead(tomb, s.created_at, now)):
                 return  # a late event about a sandbox already destroyed (or one it cannot be told from)
             if observation == "gone":
-                if tomb is not None and s is not None:  # a new incarnation, gone before it was seen
-                    _bury(self._sb_tombs, sid, _past(s.created_at, now))
+                if s is not None and _past(s.created_at, now):  # gone before it was seen: late events
+                    _bury(self._sb_tombs, sid, s.created_at)  # about this incarnation announce nothing
                 return  # nothing known about it but its end
-            if s is None:
-                self._want_list = True
-                return
+            assert s is not None  # untracked and unburied: routed here by its own status (_apply_stream)
             self._stream_new_sandbox(s, "notready" if s.state == "notready" else observation, ev.time_ns, now, out)
             return
         if observation == "gone":
@@ -670,7 +680,7 @@ class DiffEngine:
             _bury(self._sb_tombs, sid, st.created_ns)
             return
         st.floor_ns = max(st.floor_ns, out[-1].window_ns[0])
-        st.announced = st.listed = steps[-1].state
+        st.announced = steps[-1].state  # listed stays what the last list showed: a lagging list is not a change
         if s is not None:
             st.snap = s
 
@@ -685,7 +695,7 @@ class DiffEngine:
         first = len(out)
         floor, last = self._sandbox_events(s, pod, steps, reported, 0, 0, 0, 0, self._stream_ctx(None, 0, now), out)
         floor = max(_past(s.created_at, now), out[-1].window_ns[0])
-        self._sandboxes[s.id] = _Sandbox(s, steps[-1].state, steps[-1].state, pod, floor, last, 0,
+        self._sandboxes[s.id] = _Sandbox(s, "", steps[-1].state, pod, floor, last, 0,  # "": never listed
                                          _past(s.created_at, now), ready_ns=out[first].time_ns)
 
     def _stream_container(self, ev: StreamEvent, now: int, out: list[Event]) -> None:
@@ -716,8 +726,8 @@ class DiffEngine:
             if tomb is not None and (c is None or _dead(tomb, c.created_at, now)):
                 return  # a late event about a container already destroyed (or one it cannot be told from)
             if observation == "gone":
-                if tomb is not None and c is not None:  # a new incarnation, gone before it was seen
-                    _bury(self._tombs, cid, _past(c.created_at, now))
+                if c is not None and _past(c.created_at, now):  # gone before it was seen: late events
+                    _bury(self._tombs, cid, c.created_at)  # about this incarnation announce nothing
                 return  # nothing known about it but its end
             if c is None or not c.sandbox_id:
                 self._want_list = True  # no status, or a nil pod sandbox status: cannot attribute it
@@ -735,10 +745,10 @@ class DiffEngine:
                 return
             self._streamed = True
             steps = container_steps(None, observation)
-            reported, exact = _stream_reported(steps, c, d, ev.time_ns)
+            reported, exact = _stream_reported(steps, c, d, ev.time_ns, now)
             _, last = self._container_events(c, steps, reported, d, self._stream_ctx(None, 0, now), 0, 0, 0, out)
             floor = _stream_floor(0, reported, exact, out[-1], now)
-            containers[cid] = _Container(c, steps[-1].state, steps[-1].state, floor, last, 0, _past(c.created_at, now))
+            containers[cid] = _Container(c, "", steps[-1].state, floor, last, 0, _past(c.created_at, now))  # unlisted
             return
         steps = container_steps(t.announced, observation)
         if not steps:
@@ -747,7 +757,7 @@ class DiffEngine:
         meta = t.snap if c is None else c
         if meta.sandbox_id != t.snap.sandbox_id:
             meta = replace(meta, sandbox_id=t.snap.sandbox_id)
-        reported, exact = _stream_reported(steps, meta, d, ev.time_ns)
+        reported, exact = _stream_reported(steps, meta, d, ev.time_ns, now)
         ctx = self._stream_ctx(t, t.floor_ns, now)
         _, t.last_ns = self._container_events(meta, steps, reported, d, ctx, t.floor_ns, t.last_ns, 0, out)
         if observation == "gone":
@@ -759,7 +769,7 @@ class DiffEngine:
             return
         t.floor_ns = _stream_floor(t.floor_ns, reported, exact, out[-1], now)
         t.snap = meta
-        t.announced = t.listed = steps[-1].state
+        t.announced = steps[-1].state  # listed stays what the last list showed: a lagging list is not a change
         t.created_ns = t.created_ns or _past(meta.created_at, now)
 
     # --- event building -----------------------------------------------------------------------
@@ -953,10 +963,11 @@ def _dead(tomb: tuple[int, ...], created_at: int, hi: int) -> bool:
 
 
 def _stream_reported(steps: Sequence[Step], c: ContainerSnap, d: ContainerDetail | None,
-                     event_ns: int) -> tuple[list[int], int]:
+                     event_ns: int, now: int) -> tuple[list[int], int]:
     """Runtime-reported times per step from a streamed status (0: none), and how many of them are
-    the runtime's own transition times: a last step without one takes the event's time (the
-    response's ``created_at``), which comes after the transition."""
+    the runtime's own transition times: a last step without one -- or with one in the future of
+    ``now``, a clock quirk -- takes the event's time (the response's ``created_at``), which comes
+    after the transition."""
     reported: list[int] = []
     for step in steps:
         if step.state == "created":
@@ -968,7 +979,7 @@ def _stream_reported(steps: Sequence[Step], c: ContainerSnap, d: ContainerDetail
         else:  # exited
             reported.append(d.finished_at)
     exact = len(reported)
-    if reported and reported[-1] == 0:
+    if reported and not 0 < reported[-1] <= now:
         reported[-1] = event_ns
         exact -= 1
     return reported, exact

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -219,6 +219,7 @@ def run_both(ops: list[object]) -> FastPath:
 
 
 _WEB_A = ContainerSnap("a", "s1", "web", 0, "img", "sha256:1", "created", 0, {})
+_S1_NOTREADY = SandboxSnap("s1", "pod", "ns", "u1", 0, "notready", 0, {})
 
 
 @settings(max_examples=3 * settings.default.max_examples)  # 600 in the ci profile, 60 in dev
@@ -227,6 +228,12 @@ _WEB_A = ContainerSnap("a", "s1", "web", 0, "img", "sha256:1", "created", 0, {})
 # the committed list showed "a" (the fast path's delta kept its mark), so a streamed "started" got the
 # window [0, now] from one and [last list sent, now] from the other
 @example([Poll([], [_WEB_A], {}), Poll([], [_WEB_A], {}, drop=True), StreamEvent("a", "started", 0)])
+# found by `make deep`: a sandbox whose end waited for its containers, then listed in an earlier state
+# (ID reuse): the plain and the fast engine disagreed whether a list had shown the old incarnation
+@example([Poll([_S1_NOTREADY], [], {}, drop=True), Poll([_S1_NOTREADY], [], {}), StreamEvent("a", "created", 0),
+          Poll([], [_WEB_A, replace(_WEB_A, id="b"), replace(_WEB_A, id="c")], {}),
+          Poll([replace(_S1_NOTREADY, state="ready")], [], {}, drop=True),
+          Poll([replace(_S1_NOTREADY, state="ready")], [], {})])
 def test_fast_path_emits_what_the_plain_path_emits(ops: list[object]) -> None:
     run_both(ops)
 

@@ -213,6 +213,23 @@ def test_state_lag_after_a_streamed_exit_is_not_id_reuse() -> None:
     assert types(poll(e, T0 + 100 * MS)) == ["container.destroyed"]
 
 
+def test_state_lag_with_future_timestamps_after_a_streamed_exit() -> None:
+    """Found by `make deep`: the runtime stamps every time an hour ahead (a quirk) and its List lags
+    behind the exit the stream announced. The changing created_at proves nothing; the list did not
+    go back from what the last list showed: no phantom new incarnation. The stream event's own time
+    places the exit, not the status's future finished_at."""
+    e = DiffEngine()
+    hour = 3_600_000 * MS
+    created, started, finished = T0 + 10 * MS, T0 + 11 * MS, T0 + 50 * MS
+    poll(e, T0 + 20 * MS, containers=[csnap("c1", "running", created)],
+         details={"c1": ContainerDetail("c1", started, 0, None, None)})
+    quirky = ev("c1", "stopped", finished, created=created + hour, started=started + hour, finished=finished + hour)
+    (exited,) = checked(e.stream(quirky, T0 + 60 * MS))
+    assert exited.type == "container.exited" and exited.time_ns == finished
+    assert poll(e, T0 + 70 * MS, containers=[csnap("c1", "running", T0 + 70 * MS + hour)]) == []  # lagging
+    assert types(poll(e, T0 + 100 * MS)) == ["container.destroyed"]
+
+
 # --- G3: a status that shows the exit is an observation of it ----------------------------------------
 
 

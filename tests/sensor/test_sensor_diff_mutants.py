@@ -164,7 +164,7 @@ def test_an_unseen_incarnation_that_ended_stays_ended() -> None:
     """A new incarnation created and deleted before the sensor saw it is buried: its late events
     announce nothing."""
     e = DiffEngine()
-    poll(e, T0, containers=[csnap("c1", "created", T0 + 5 * MS)])
+    poll(e, T0 + 10 * MS, containers=[csnap("c1", "created", T0 + 5 * MS)])
     poll(e, T0 + 100 * MS)  # c1 destroyed
     c_new = T0 + 120 * MS
     status = csnap("c1", "exited", c_new)
@@ -175,6 +175,28 @@ def test_an_unseen_incarnation_that_ended_stays_ended() -> None:
     assert e.stream(StreamEvent("s1", "deleted", T0 + 230 * MS, None, None, sb_new), T0 + 231 * MS) == []
     assert e.stream(StreamEvent("s1", "created", T0 + 220 * MS, None, None, sb_new), T0 + 232 * MS) == []
     assert e.table_sizes() == (0, 0)
+
+
+def test_a_streamed_new_incarnation_that_cannot_be_attributed_still_unsettles() -> None:
+    """The old incarnation's end is forged from the stream; the new one has no pod sandbox status."""
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS, containers=[csnap("c1", "created", T0 + 5 * MS)])
+    out = e.stream(ev("c1", "created", T0 + 50 * MS, created=T0 + 50 * MS, sandbox=None), T0 + 51 * MS)
+    assert types(out) == ["container.exited", "container.destroyed"]
+    assert e.resync_wanted and not e.settled and e.table_sizes() == (0, 1)
+
+
+def test_a_sandbox_listed_in_an_earlier_state_is_lag_or_reuse_by_its_creation_time() -> None:
+    stopped = SandboxSnap("s1", "pod", "ns", "uid-1", 0, "notready", T0 + 1 * MS)
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS, sandboxes=(stopped,))
+    assert poll(e, T0 + 20 * MS, sandboxes=(SB,)) == []  # the same created_at: lag, not a new sandbox
+    zero_stopped = SandboxSnap("s1", "pod", "ns", "uid-1", 0, "notready", 0)
+    zero = SandboxSnap("s1", "pod", "ns", "uid-1", 0, "ready", 0)
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS, sandboxes=(zero_stopped,))
+    assert [x.why for x in poll(e, T0 + 20 * MS, sandboxes=(zero,))] == [
+        "sandbox ID reused", None]  # no creation time: an earlier state is a new sandbox
 
 
 def test_an_unknown_sandbox_without_status_asks_for_a_list() -> None:
@@ -213,7 +235,7 @@ def test_a_late_streamed_sandbox_ends_within_its_own_times() -> None:
 # --- polls ------------------------------------------------------------------------------------------
 
 
-def test_a_list_catching_up_with_the_stream_needs_no_status() -> None:
+def test_a_list_catching_up_with_the_stream_asks_no_status() -> None:
     e = DiffEngine()
     poll(e, T0 + 10 * MS, containers=[csnap("c1", "created", T0 + 5 * MS)])
     e.stream(ev("c1", "started", T0 + 12 * MS, created=T0 + 5 * MS, started=T0 + 12 * MS), T0 + 13 * MS)
@@ -280,3 +302,224 @@ def test_a_relisted_id_without_a_creation_time_forgets_its_tombstone() -> None:
     poll(e, T0 + 30 * MS, containers=[csnap("c1", "created", 0)])  # listed again, created_at unknown
     out = e.stream(ev("c1", "started", T0 + 40 * MS, created=0, started=T0 + 40 * MS), T0 + 41 * MS)
     assert types(out) == ["container.running"] and not e.resync_wanted
+
+
+def test_a_streamed_sandbox_end_is_placed_after_its_containers_ends() -> None:
+    e = DiffEngine()
+    poll(e, T0)
+    e.stream(ev("c1", "created", T0 + 5 * MS, created=T0 + 5 * MS), T0 + 6 * MS)
+    (_, destroyed) = e.stream(gone("c1", T0 + 90 * MS, SB), T0 + 91 * MS)
+    out = e.stream(gone("s1", 0), T0 + 100 * MS)
+    assert types(out) == ["sandbox.notready", "sandbox.destroyed"]
+    assert all(x.time_ns >= destroyed.time_ns == T0 + 90 * MS for x in out)
+
+
+def test_a_sandbox_the_stream_destroyed_stays_destroyed() -> None:
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS)
+    assert types(e.stream(gone("s1", T0 + 20 * MS), T0 + 21 * MS)) == ["sandbox.notready", "sandbox.destroyed"]
+    stopped = SandboxSnap("s1", "pod", "ns", "uid-1", 0, "notready", T0 + 1 * MS)
+    assert e.stream(StreamEvent("s1", "stopped", T0 + 15 * MS, None, None, stopped), T0 + 22 * MS) == []
+    assert e.table_sizes() == (0, 0)
+
+
+def test_a_list_lagging_behind_a_streamed_exit_asks_no_status() -> None:
+    e = DiffEngine()
+    created = T0 + 5 * MS
+    poll(e, T0 + 10 * MS, containers=[csnap("c1", "created", created)])
+    e.stream(ev("c1", "stopped", T0 + 15 * MS, created=created, started=T0 + 12 * MS, finished=T0 + 15 * MS),
+             T0 + 16 * MS)
+    assert e.begin(Snapshot((SB,), (csnap("c1", "running", created),), T0 + 20 * MS, T0 + 21 * MS)) == []
+    assert e.finish({}, T0 + 22 * MS) == []
+
+
+def test_a_replaced_then_destroyed_id_keeps_both_incarnations_buried() -> None:
+    e = DiffEngine()
+    old, new = T0 + 5 * MS, T0 + 50 * MS
+    poll(e, T0 + 10 * MS, containers=[csnap("c1", "created", old)])
+    poll(e, T0 + 60 * MS, containers=[csnap("c1", "created", new)])  # replaced
+    poll(e, T0 + 100 * MS)  # the new one destroyed
+    assert e.stream(ev("c1", "started", T0 + 20 * MS, created=old, started=T0 + 20 * MS), T0 + 101 * MS) == []
+    assert e.stream(ev("c1", "started", T0 + 70 * MS, created=new, started=T0 + 70 * MS), T0 + 102 * MS) == []
+    assert e.table_sizes() == (0, 1)
+
+
+def test_a_pending_sandbox_end_is_not_shown_by_the_committed_delta() -> None:
+    """The delta path reuses generation numbers: a sandbox whose end waits for its containers must
+    not look listed in the committed list; plain and fast engines place its streamed stop alike."""
+    early = SandboxSnap("s2", "pod2", "ns", "uid-2", 0, "ready", T0 - 50 * MS)
+    child = csnap("c1", "created", T0 - 40 * MS, "s2")
+    outs = []
+    for fast in (False, True):
+        e = DiffEngine()
+        poll(e, T0, sandboxes=(SB, early), containers=[child])
+        if fast:
+            e.begin_changes(Snapshot((), (), T0 + 100 * MS, T0 + 101 * MS), gone_containers=(),
+                            gone_sandboxes=("s2",), named=lambda: {"s2"})
+        else:
+            e.begin(Snapshot((SB,), (child,), T0 + 100 * MS, T0 + 101 * MS))
+        assert e.finish({}, T0 + 102 * MS) == []  # its end waits for c1
+        stopped = SandboxSnap("s2", "pod2", "ns", "uid-2", 0, "notready", T0 - 50 * MS)
+        out = e.stream(StreamEvent("s2", "stopped", 0, None, None, stopped), T0 + 110 * MS)
+        assert [x.window_ns[0] for x in out] == [T0 - 50 * MS]  # not the committed list's sent_ns
+        outs.append(out)
+    assert outs[0] == outs[1]
+
+
+def test_a_late_streamed_sandbox_a_list_replaces_ends_within_its_own_times() -> None:
+    e = DiffEngine()
+    poll(e, T0 + 16 * MS, sandboxes=())
+    s9 = SandboxSnap("s9", "pod9", "ns", "uid-9", 0, "ready", T0 + 9 * MS)
+    e.stream(StreamEvent("s9", "created", T0 + 9 * MS, None, None, s9), T0 + 20 * MS)
+    s9_new = SandboxSnap("s9", "pod9", "ns", "uid-9", 0, "ready", T0 + 22 * MS)
+    out = poll(e, T0 + 30 * MS, sandboxes=(s9_new,))
+    assert [(x.type, x.why) for x in out][:2] == [("sandbox.notready", "sandbox ID reused"),
+                                                  ("sandbox.destroyed", "sandbox ID reused")]
+    assert out[0].window_ns[0] <= T0 + 9 * MS
+
+
+def test_begin_changes_ends_every_gone_container_and_sees_changed_sandboxes() -> None:
+    e = DiffEngine()
+    cs = [csnap(f"c{i}", "created", T0 - 10 * MS) for i in range(3)]
+    poll(e, T0, sandboxes=(SB, SB2), containers=cs)
+    stopped = SandboxSnap("s2", "pod2", "ns", "uid-2", 0, "notready", T0 + 2 * MS)
+    assert e.begin_changes(Snapshot((stopped,), (), T0 + 100 * MS, T0 + 101 * MS), gone_containers=("c0", "c1"),
+                           gone_sandboxes=(), named=lambda: {"s1"}) == []
+    out = e.finish({}, T0 + 102 * MS)
+    assert sorted((x.container_id or x.sandbox_id, x.type) for x in out) == [
+        ("c0", "container.destroyed"), ("c0", "container.exited"), ("c1", "container.destroyed"),
+        ("c1", "container.exited"), ("s2", "sandbox.notready")]
+    assert e.table_sizes() == (1, 2)
+
+
+def test_sandbox_events_predating_the_tracked_incarnation_are_ignored() -> None:
+    e = DiffEngine()
+    s1 = SandboxSnap("s1", "pod", "ns", "uid-1", 0, "ready", T0 + 11 * MS)
+    poll(e, T0 + 12 * MS, sandboxes=(s1,))
+    earlier = SandboxSnap("s1", "pod", "ns", "uid-1", 0, "notready", T0 + 8 * MS)
+    assert e.stream(StreamEvent("s1", "stopped", T0 + 9 * MS, None, None, earlier), T0 + 20 * MS) == []
+    assert e.stream(StreamEvent("s1", "stopped", 0, None, None, earlier), T0 + 21 * MS) == []  # by its status
+    assert e.stream(StreamEvent("s1", "deleted", T0 + 10 * MS, None, None, None), T0 + 22 * MS) == []  # by time
+    assert e.table_sizes() == (0, 1) and not e.resync_wanted
+
+
+def test_a_buried_sandbox_id_ignores_statusless_events_and_admits_a_proven_new_one() -> None:
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS)
+    poll(e, T0 + 20 * MS, sandboxes=())  # s1 destroyed: buried
+    assert e.stream(StreamEvent("s1", "stopped", T0 + 15 * MS, None, None, None), T0 + 21 * MS) == []
+    s1_new = SandboxSnap("s1", "pod", "ns", "uid-1", 0, "ready", T0 + 30 * MS)
+    out = e.stream(StreamEvent("s1", "created", T0 + 30 * MS, None, None, s1_new), T0 + 31 * MS)
+    assert types(out) == ["sandbox.ready"] and out[0].window_ns[0] == T0 + 30 * MS == out[0].time_ns
+
+
+def test_a_deleted_event_buries_an_unknown_incarnation() -> None:
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS)
+    s9 = SandboxSnap("s9", "pod9", "ns", "uid-9", 0, "notready", T0 + 12 * MS)
+    assert e.stream(StreamEvent("s9", "deleted", T0 + 14 * MS, None, None, s9), T0 + 15 * MS) == []
+    assert e.stream(StreamEvent("s9", "created", T0 + 12 * MS, None, None, s9), T0 + 16 * MS) == []  # late
+    c9 = csnap("c9", "exited", T0 + 12 * MS)
+    assert e.stream(StreamEvent("c9", "deleted", T0 + 14 * MS, c9, None, SB), T0 + 17 * MS) == []
+    assert e.stream(ev("c9", "created", T0 + 12 * MS, created=T0 + 12 * MS), T0 + 18 * MS) == []  # late
+    assert e.table_sizes() == (0, 1)
+
+
+def test_containers_listed_in_a_streamed_sandbox_are_placed_after_its_ready() -> None:
+    e = DiffEngine()
+    poll(e, T0, sandboxes=())
+    s9 = SandboxSnap("s9", "pod9", "ns", "uid-9", 0, "ready", T0 + 80 * MS)
+    (ready,) = e.stream(StreamEvent("s9", "created", T0 + 80 * MS, None, None, s9), T0 + 81 * MS)
+    out = poll(e, T0 + 100 * MS, sandboxes=(s9,), containers=[csnap("c1", "created", 0, "s9")])
+    assert types(out) == ["container.created"] and out[0].time_ns >= ready.time_ns == T0 + 80 * MS
+
+
+def test_stream_and_list_details_survivors_pin() -> None:
+    """Small rules, one assertion each (the second mutation run's survivors)."""
+    # a vanished sandbox ends after the last list that showed it; a forged notready says why
+    e = DiffEngine()
+    early = SandboxSnap("s1", "pod", "ns", "uid-1", 0, "ready", T0 - 50 * MS)
+    poll(e, T0, sandboxes=(early,))
+    out = poll(e, T0 + 100 * MS, sandboxes=())
+    assert out[0].window_ns[0] == T0
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS)
+    out = e.stream(gone("s1", T0 + 20 * MS), T0 + 21 * MS)
+    assert [(x.synthetic, x.why) for x in out] == [(True, "stopped and removed between polls"), (False, None)]
+    # a streamed stop bounds nothing after it by when it was received
+    e = DiffEngine()
+    poll(e, T0)
+    stopped = SandboxSnap("s1", "pod", "ns", "uid-1", 0, "notready", T0 + 1 * MS)
+    e.stream(StreamEvent("s1", "stopped", T0 + 40 * MS, None, None, stopped), T0 + 41 * MS)
+    (destroyed,) = poll(e, T0 + 100 * MS, sandboxes=())
+    assert destroyed.window_ns[0] <= T0 + 40 * MS
+    # a container first seen in the stream: window from its created_at, its exit code, its attempt
+    e = DiffEngine()
+    poll(e, T0)
+    out = e.stream(ev("c1", "stopped", T0 + 30 * MS, created=T0 + 10 * MS, started=T0 + 20 * MS,
+                      finished=T0 + 30 * MS), T0 + 31 * MS)
+    assert out[0].window_ns[0] == T0 + 10 * MS and out[-1].exit_code == 0 and out[0].attempt == 0
+    # a sandbox first seen stopped, through a container's event
+    e = DiffEngine()
+    poll(e, T0, sandboxes=())
+    s9 = SandboxSnap("s9", "pod9", "ns", "uid-9", 0, "notready", T0 + 5 * MS)
+    out = e.stream(ev("c1", "created", T0 + 6 * MS, created=T0 + 6 * MS, sandbox=s9), T0 + 9 * MS)
+    assert types(out) == ["sandbox.ready", "sandbox.notready", "container.created"]
+    assert out[1].time_ns == T0 + 6 * MS
+
+
+def test_stream_changes_of_listed_containers_survivors_pin() -> None:
+    created, started = T0 - 50 * MS, T0 - 40 * MS
+    c1 = csnap("c1", "running", created)
+    # a listed container's streamed end: its forged exit is bounded by the last list
+    e = DiffEngine()
+    poll(e, T0, containers=[c1], details={"c1": ContainerDetail("c1", started, 0, None, None)})
+    out = e.stream(gone("c1", T0 + 50 * MS, SB), T0 + 51 * MS)
+    assert out[0].window_ns[0] == T0
+    # ... and stays destroyed
+    assert e.stream(ev("c1", "stopped", T0 + 45 * MS, created=created, started=started, finished=T0 + 45 * MS),
+                    T0 + 52 * MS) == []
+    # a streamed reuse, then the new incarnation destroyed: the old one stays buried
+    e = DiffEngine()
+    poll(e, T0, containers=[c1], details={"c1": ContainerDetail("c1", started, 0, None, None)})
+    e.stream(ev("c1", "created", T0 + 20 * MS, created=T0 + 20 * MS), T0 + 21 * MS)
+    poll(e, T0 + 100 * MS)
+    assert e.stream(ev("c1", "stopped", T0 + 10 * MS, created=created, started=started, finished=T0 + 10 * MS),
+                    T0 + 101 * MS) == []
+    # a container whose sandbox's end waits for it: its streamed end asks for the list that completes it
+    e = DiffEngine()
+    poll(e, T0, containers=[c1], details={"c1": ContainerDetail("c1", started, 0, None, None)})
+    poll(e, T0 + 100 * MS, sandboxes=(), containers=[c1])  # s1 gone from the list, c1 still names it
+    e.stream(gone("c1", T0 + 120 * MS, None), T0 + 121 * MS)
+    assert e.resync_wanted
+
+
+def test_list_identity_survivors_pin() -> None:
+    # another name under a known ID is another container (zero timestamps)
+    e = DiffEngine()
+    poll(e, T0, containers=[csnap("c1", "created", 0)])
+    renamed = ContainerSnap("c1", "s1", "other", 0, "busybox", "sha256:b", "created", 0)
+    assert [x.why for x in poll(e, T0 + 100 * MS, containers=[renamed])][:1] == ["container ID reused"]
+    # a real created_at that turns zero (a quirk) is the same container
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS, containers=[csnap("c1", "created", T0 + 5 * MS)])
+    assert poll(e, T0 + 100 * MS, containers=[csnap("c1", "created", 0)]) == []
+    # a list lagging behind a streamed exit, with a status that shows it: nothing new
+    e = DiffEngine()
+    poll(e, T0 + 10 * MS, containers=[csnap("c1", "created", T0 + 5 * MS)])
+    e.stream(ev("c1", "stopped", T0 + 15 * MS, created=T0 + 5 * MS, started=T0 + 12 * MS, finished=T0 + 15 * MS),
+             T0 + 16 * MS)
+    e.begin(Snapshot((SB,), (csnap("c1", "running", T0 + 5 * MS),), T0 + 20 * MS, T0 + 21 * MS))
+    assert e.finish({"c1": ContainerDetail("c1", T0 + 12 * MS, T0 + 15 * MS, 0, None)}, T0 + 22 * MS) == []
+
+
+def test_stream_during_a_poll_says_how_to_use_it() -> None:
+    import pytest
+
+    from sensor.diff import EngineStateError
+
+    e = DiffEngine()
+    poll(e, T0)
+    e.begin(Snapshot((SB,), (), T0 + 10 * MS, T0 + 11 * MS))
+    with pytest.raises(EngineStateError, match="apply stream events before or after a poll, under the same lock"):
+        e.stream(ev("c1", "created", T0 + 10 * MS, created=T0 + 10 * MS), T0 + 12 * MS)
