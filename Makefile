@@ -31,10 +31,8 @@ test: setup system-deps
 #   5,000 examples -- 25x ci -- for tests that take the profile's count; the checker properties 10x
 #   via CHECK_EXAMPLES). Run it before resolving any issue that touches a pure core; every
 #   counterexample becomes an explicit @example. Scoped to the pure cores' properties (diff engine,
-#   fast path, stream engine, durations, checker, reorder, enrichment, runtime model). Measured on 2
-#   shared cores (wall, ~5x the CPU time): diff stateful 9 min, fast path 11 min, stream engine +
-#   reorder + diff unit tests 8.5 min; the checker/enrichment/duration/model part was not timed here.
-#   Expect ~30-40 min on a busy 2-core box, a fraction of that idle. Left out:
+#   fast path, stream engine, durations, checker, reorder, enrichment, runtime model). Measured here:
+#   7 min on 2 otherwise idle cores (one core busy); 25-40 min while other jobs shared them. Left out:
 #   tests/guarantees/test_histories.py, which drives the real sensor over sockets (1,250 histories in
 #   deep: hours) -- run it alone when the sensor's shells change:
 #   HYPOTHESIS_PROFILE=deep pytest tests/guarantees/test_histories.py
