@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.output_checks import assert_one_line, assert_quiet
+
 ROOT = Path(__file__).resolve().parents[2]
 FAKECRI = [sys.executable, "-m", "fakecri.cli"]
 SCENARIO = str(ROOT / "scenarios" / "fast_exit.yaml")
@@ -35,21 +37,6 @@ def closed_pipe() -> Iterator[int]:
 def run(args: list[str], stdout: int, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*FAKECRI, *args], stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                           text=True, timeout=timeout, cwd=ROOT)
-
-
-def assert_quiet(r: subprocess.CompletedProcess[str], code: int = 0) -> None:
-    assert r.returncode == code, r.stderr
-    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
-    assert "cannot write" not in r.stderr, r.stderr
-
-
-def assert_one_line(r: subprocess.CompletedProcess[str], output: str) -> str:
-    assert r.returncode == 1, r.stderr
-    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
-    lines = [line for line in r.stderr.splitlines() if "cannot write" in line]
-    assert len(lines) == 1, r.stderr
-    assert f"to {output}: [Errno 28] No space left on device" in lines[0], lines[0]
-    return lines[0]
 
 
 STDOUT_COMMANDS = {

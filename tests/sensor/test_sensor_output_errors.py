@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from sensor.events import Event
 from sensor.metrics import Metrics
 from sensor.output import Emitter, GuardedOutput, OutputError, run_guarded
+from tests.output_checks import assert_one_line, assert_quiet
 
 ROOT = Path(__file__).resolve().parents[2]
 CRISENSOR = [sys.executable, "-m", "sensor.cli"]
@@ -72,21 +73,6 @@ def addr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def run(args: list[str], stdout: int, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CRISENSOR, *args], stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                           text=True, timeout=timeout, cwd=ROOT)
-
-
-def assert_quiet(r: subprocess.CompletedProcess[str]) -> None:
-    assert r.returncode == 0, r.stderr
-    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
-    assert "cannot write" not in r.stderr, r.stderr
-
-
-def assert_one_line(r: subprocess.CompletedProcess[str], output: str) -> str:
-    assert r.returncode == 1, r.stderr
-    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
-    lines = [line for line in r.stderr.splitlines() if "cannot write" in line]
-    assert len(lines) == 1, r.stderr
-    assert f"to {output}: [Errno 28] No space left on device" in lines[0], lines[0]
-    return lines[0]
 
 
 def commands(addr: str) -> dict[str, list[str]]:
