@@ -318,10 +318,13 @@ def test_regression_reused_id_under_bad_timestamps_is_a_new_container(fault: str
         hi.assert_holds(FINAL)
 
 
+@pytest.mark.xfail(strict=True, reason="open sensor bug (issue [robustness]): the first incarnation of a reused "
+                   "ID gets no destroyed (G2); suspected: a future created_at, read as no time, hides the reuse; "
+                   "remove this mark with the fix")
 def test_regression_future_timestamps_with_id_reuse_still_destroys() -> None:
-    """Found by a random-seed run of HistoryMachine (G2 failed once: no ``container.destroyed`` for a
-    container visible from +250 ms and gone at +280 ms, under future_timestamps, missing_metadata and
-    id_reuse). It passes when replayed, so it is timing-dependent; kept so that every run replays it."""
+    """Found by a random-seed run of HistoryMachine: no ``container.destroyed`` for a container
+    visible from +250 ms and gone at +280 ms when its ID is reused under future_timestamps and
+    missing_metadata; the destroyed the sensor writes at +750 ms belongs to the reused incarnation."""
     with History(poll_interval_ns=250 * MS, flavor="containerd-1.7") as hi:
         hi.run_pod()
         hi.churn("p1", lifetime_ms=0, removal_ms=118, code=0)
