@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def closed_pipe() -> Iterator[int]:
+    """The write end of a pipe nobody reads any more: every write fails with EPIPE."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        yield w
+    finally:
+        os.close(w)
 
 
 def assert_quiet(r: subprocess.CompletedProcess[str], code: int = 0) -> None:

@@ -7,31 +7,17 @@ Real subprocesses: "closed" is a pipe whose read end is closed before the comman
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.output_checks import assert_one_line, assert_quiet
+from tests.output_checks import assert_one_line, assert_quiet, closed_pipe
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKECRI = [sys.executable, "-m", "fakecri.cli"]
 SCENARIO = str(ROOT / "scenarios" / "fast_exit.yaml")
-
-
-@contextmanager
-def closed_pipe() -> Iterator[int]:
-    """The write end of a pipe nobody reads any more: every write fails with EPIPE."""
-    r, w = os.pipe()
-    os.close(r)
-    try:
-        yield w
-    finally:
-        os.close(w)
 
 
 def run(args: list[str], stdout: int, timeout: float = 120) -> subprocess.CompletedProcess[str]:

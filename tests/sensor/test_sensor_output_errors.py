@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from hypothesis import strategies as st
 from sensor.events import Event
 from sensor.metrics import Metrics
 from sensor.output import Emitter, GuardedOutput, OutputError, run_guarded
-from tests.output_checks import assert_one_line, assert_quiet
+from tests.output_checks import assert_one_line, assert_quiet, closed_pipe
 
 ROOT = Path(__file__).resolve().parents[2]
 CRISENSOR = [sys.executable, "-m", "sensor.cli"]
@@ -40,16 +39,6 @@ timeline:
   - {at: 0s, create: {name: b, pod: web, image: busybox, start: true}}
 end: 1s
 """
-
-
-@contextmanager
-def closed_pipe() -> Iterator[int]:
-    r, w = os.pipe()
-    os.close(r)
-    try:
-        yield w
-    finally:
-        os.close(w)
 
 
 @pytest.fixture(scope="module")
