@@ -202,7 +202,7 @@ def run_rate(containers: int, rate: float, duration_s: float, tuned: bool) -> di
 
 def list_answer_cost(containers: int) -> dict[str, float]:
     """One ListContainers answer at ``containers``, in the server, cached vs the old conversion."""
-    import protos
+    import cri_api
     from fakecri import convert
     from fakecri.clock import VirtualClock
     from fakecri.flavors import get_flavor
@@ -210,7 +210,7 @@ def list_answer_cost(containers: int) -> dict[str, float]:
     from fakecri.model import RuntimeModel
     from fakecri.server import FakeCriServer
 
-    pb = protos.api("v1").pb2
+    pb = cri_api.api("v1").pb2
     model = RuntimeModel(VirtualClock(), get_flavor("containerd-1.7"), seed=1)
     h = FakeCriServer(model, "/tmp/bench-fake-unused.sock").handlers
     populate(model, containers, per_pod=max(1, containers // 100))

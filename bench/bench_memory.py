@@ -45,9 +45,9 @@ class SyntheticNode:
     """The node's current list, as snapshot values and as serialized entries (built on change)."""
 
     def __init__(self, per_poll: int, lifetime: int, encode: bool) -> None:
-        import protos
+        import cri_api
 
-        self.pb = protos.api("v1").pb2
+        self.pb = cri_api.api("v1").pb2
         self.per_poll, self.lifetime, self.encode = per_poll, lifetime, encode
         self.snaps: dict[str, Any] = {}  # ID -> ContainerSnap, in list order
         self.entries: dict[str, bytes] = {}  # ID -> serialized list entry

@@ -1,7 +1,7 @@
 """Translate between the runtime model and CRI protobuf messages.
 
 Both API versions share message shapes for everything the fake serves, so each function takes
-the generated ``pb`` module (``protos.v1.api_pb2`` or ``protos.v1alpha2.api_pb2``) as its first
+the generated ``pb`` module (``cri_api.v1.api_pb2`` or ``cri_api.v1alpha2.api_pb2``) as its first
 argument instead of being written twice.
 """
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-import protos
+import cri_api
 from fakecri import convert
 from fakecri.flavors import Flavor
 from fakecri.model import Container, CriError, RuntimeModel, Sandbox
@@ -564,7 +564,7 @@ class FakeCriServer:
         return GetContainerEvents
 
     def _servicers(self, api: str) -> list[tuple[Any, Callable[[Any, grpc.Server], None]]]:
-        mods = protos.api(api)
+        mods = cri_api.api(api)
         pb, pb_grpc = mods.pb2, mods.pb2_grpc
         runtime_ns: dict[str, Any] = {n: self._unary(n, pb, api) for n in RUNTIME_RPCS}
         if hasattr(pb, "GetEventsRequest"):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 #: What the tests need beside the mutated package (copied, never mutated).
-COPY = ("sensor", "fakecri", "protos", "scenarios", "tests", "pyproject.toml")
+COPY = ("sensor", "fakecri", "cri_api", "protos", "scenarios", "tests", "pyproject.toml")
 
 
 def _cfg_list(items: list[str]) -> str:

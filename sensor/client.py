@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-import protos
+import cri_api
 from sensor.snapshot import ContainerDetail, ContainerSnap, SandboxSnap, Snapshot
 from sensor.wire import (  # noqa: F401 - re-exported: the client's API since before sensor.wire
     CONTAINER_STATE_ENUM,
@@ -74,7 +74,7 @@ class CriClient:
 
     def __init__(self, addr: str, *, rpc_timeout_s: float = 2.0, max_recv_bytes: int = 16 * 1024 * 1024,
                  handshake: str = "require", clock: Callable[[], int] | None = None,
-                 api_preference: Iterable[str] = protos.API_VERSIONS) -> None:
+                 api_preference: Iterable[str] = cri_api.API_VERSIONS) -> None:
         import time
 
         self.addr = addr
@@ -134,7 +134,7 @@ class CriClient:
             raise ConnectError(f"connection error context deadline exceeded{hint}") from None
         last: CriCallError | None = None
         for api in self.api_preference:
-            mods = protos.api(api)
+            mods = cri_api.api(api)
             stub = mods.pb2_grpc.RuntimeServiceStub(self._channel)
             try:
                 v = parse(mods.pb2.VersionResponse, self._call(self._unary(api, "Version", mods.pb2.VersionRequest),

@@ -51,6 +51,16 @@ def test_the_wheel_carries_the_schemas_and_declares_their_package(built: tuple[P
         line for line in log.splitlines() if "absent" in line]
 
 
+def test_the_wheel_ships_the_cri_stubs_under_a_project_specific_name(built: tuple[Path, str]) -> None:
+    """The generated code is ``cri_api``; a generic top-level ``protos`` would collide with other projects."""
+    wheel, _ = built
+    tops = {name.split("/", 1)[0] for name in zipfile.ZipFile(wheel).namelist() if "/" in name}
+    assert {"cri_api", "sensor", "fakecri"} <= tops
+    assert "protos" not in tops
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"cri_api/v1/api_pb2.py", "cri_api/v1/api_pb2_grpc.py", "cri_api/v1alpha2/api_pb2.py"} <= names
+
+
 def test_the_installed_wheel_snapshots_fakecri(built: tuple[Path, str], tmp_path: Path) -> None:
     wheel, _ = built
     venv = tmp_path / "venv"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor_pb2, json_format
 
-from protos import API_VERSIONS, CriApi, api
+from cri_api import API_VERSIONS, CriApi, api
 
 ROOT = Path(__file__).resolve().parent.parent
 REGENERATE = "run `python scripts/gen_protos.py` and commit the result"
@@ -50,8 +50,8 @@ def _load_gen_script():
 
 def _generator_versions(base: Path, version: str) -> tuple[str | None, str | None]:
     """(protobuf gencode version, grpc gencode version) recorded in the stubs under ``base``."""
-    pb2 = (base / "protos" / version / "api_pb2.py").read_text()
-    grpc_mod = (base / "protos" / version / "api_pb2_grpc.py").read_text()
+    pb2 = (base / "cri_api" / version / "api_pb2.py").read_text()
+    grpc_mod = (base / "cri_api" / version / "api_pb2_grpc.py").read_text()
     pb_version = re.search(r"^# Protobuf Python Version: (\S+)$", pb2, re.M)
     grpc_version = re.search(r"^GRPC_GENERATED_VERSION = '([^']+)'$", grpc_mod, re.M)
     return (pb_version and pb_version.group(1), grpc_version and grpc_version.group(1))
@@ -83,6 +83,7 @@ def _fresh_descriptor(tmp_path: Path, version: str) -> descriptor_pb2.FileDescri
     assert result.returncode == 0, result.stderr
     (fdp,) = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file
     _strip_json_names(fdp.message_type)
+    fdp.name = f"cri_api/{version}/api.proto"  # gen_protos.py compiles the source under the package's name
     return fdp
 
 
@@ -120,9 +121,9 @@ class _RecordingChannel:
 def test_committed_stubs_describe_the_current_proto(tmp_path, version):
     """Version-independent staleness check: the descriptor embedded in api_pb2.py equals protoc's."""
     pytest.importorskip("grpc_tools.protoc")
-    committed = _embedded_descriptor(ROOT / "protos" / version / "api_pb2.py")
+    committed = _embedded_descriptor(ROOT / "cri_api" / version / "api_pb2.py")
     assert committed == _fresh_descriptor(tmp_path, version), (
-        f"protos/{version}/api_pb2.py does not match protos/{version}/api.proto: {REGENERATE}"
+        f"cri_api/{version}/api_pb2.py does not match protos/{version}/api.proto: {REGENERATE}"
     )
 
 
@@ -131,9 +132,9 @@ def test_committed_grpc_stubs_cover_exactly_the_proto_services(tmp_path, version
     pytest.importorskip("grpc_tools.protoc")
     fdp = _fresh_descriptor(tmp_path, version)
     expected = {f"/{fdp.package}.{s.name}/{m.name}" for s in fdp.service for m in s.method}
-    text = (ROOT / "protos" / version / "api_pb2_grpc.py").read_text()
+    text = (ROOT / "cri_api" / version / "api_pb2_grpc.py").read_text()
     assert set(re.findall(r"'(/runtime\.[^']+/[^']+)'", text)) == expected, (
-        f"protos/{version}/api_pb2_grpc.py does not match the services in api.proto: {REGENERATE}"
+        f"cri_api/{version}/api_pb2_grpc.py does not match the services in api.proto: {REGENERATE}"
     )
 
 
@@ -157,10 +158,11 @@ def test_committed_stubs_are_byte_identical_to_a_fresh_generation(tmp_path):
     assert not stale, f"stale generated CRI stubs {stale}: {REGENERATE}"
 
 
-def test_grpc_stubs_import_messages_through_the_protos_package():
+def test_grpc_stubs_import_messages_through_the_cri_api_package():
+    """The generated code is importable only as ``cri_api``: no generic top-level ``protos`` module ships."""
     for version in API_VERSIONS:
-        text = (ROOT / "protos" / version / "api_pb2_grpc.py").read_text()
-        assert f"from protos.{version} import api_pb2 as " in text
+        text = (ROOT / "cri_api" / version / "api_pb2_grpc.py").read_text()
+        assert f"from cri_api.{version} import api_pb2 as " in text
 
 
 def test_pyproject_pins_cover_what_the_generated_code_demands():
@@ -186,8 +188,8 @@ def test_api_returns_the_generated_modules_of_each_version():
         cri = api(version)
         assert isinstance(cri, CriApi)
         assert cri.version == version
-        assert cri.pb2.__name__ == f"protos.{version}.api_pb2"
-        assert cri.pb2_grpc.__name__ == f"protos.{version}.api_pb2_grpc"
+        assert cri.pb2.__name__ == f"cri_api.{version}.api_pb2"
+        assert cri.pb2_grpc.__name__ == f"cri_api.{version}.api_pb2_grpc"
         assert cri.pb2.DESCRIPTOR.package == f"runtime.{version}"
 
 

@@ -14,8 +14,8 @@ from .containerd import ContainerdHandle
 
 
 def stubs(api: str) -> tuple[Any, Any]:
-    """``protos.<api>``'s message and service modules (ImportError when they are not generated)."""
-    return importlib.import_module(f"protos.{api}.api_pb2"), importlib.import_module(f"protos.{api}.api_pb2_grpc")
+    """``cri_api.<api>``'s message and service modules (ImportError when they are not generated)."""
+    return importlib.import_module(f"cri_api.{api}.api_pb2"), importlib.import_module(f"cri_api.{api}.api_pb2_grpc")
 
 
 class Cri:

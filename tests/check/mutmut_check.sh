@@ -13,8 +13,8 @@ set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${MUTMUT_WORK:-/tmp/crisensor-mutmut-check}
 mkdir -p "$WORK"
-rm -rf "$WORK/fakecri" "$WORK/sensor" "$WORK/protos" "$WORK/scenarios" "$WORK/tests"
-(cd "$ROOT" && tar --exclude=__pycache__ --exclude=.hypothesis -cf - fakecri sensor protos scenarios tests \
+rm -rf "$WORK/fakecri" "$WORK/sensor" "$WORK/protos" "$WORK/cri_api" "$WORK/scenarios" "$WORK/tests"
+(cd "$ROOT" && tar --exclude=__pycache__ --exclude=.hypothesis -cf - fakecri sensor protos cri_api scenarios tests \
     pyproject.toml) | (cd "$WORK" && tar -xf -)
 cat > "$WORK/setup.cfg" <<'EOF'
 [mutmut]
@@ -25,6 +25,7 @@ only_mutate=
 also_copy=
     sensor/
     protos/
+    cri_api/
     scenarios/
 pytest_add_cli_args_test_selection=
     tests/check/

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-import protos
+import cri_api
 from fakecri.clock import VirtualClock
 from fakecri.flavors import get_flavor
 from fakecri.model import RuntimeModel
@@ -27,7 +27,7 @@ def serve(tmp_path) -> Iterator[Callable[..., SimpleNamespace]]:  # type: ignore
         server = FakeCriServer(model, str(tmp_path / f"cri-{len(started)}.sock")).start()
         channel = grpc.insecure_channel(server.addr, options=list(channel_opts.items()))
         started.append((server, channel))
-        mods = protos.api(api)
+        mods = cri_api.api(api)
         return SimpleNamespace(model=model, clock=clock, server=server, pb=mods.pb2, api=api,
                                rt=mods.pb2_grpc.RuntimeServiceStub(channel),
                                img=mods.pb2_grpc.ImageServiceStub(channel))

@@ -250,10 +250,10 @@ def test_ten_thousand_containers_need_a_raised_limit(serve) -> None:  # type: ig
     resp = f.rt.ListContainers(f.pb.ListContainersRequest(), timeout=30)
     assert len(resp.containers) == 10_000 and resp.ByteSize() > 4 * 1024 * 1024
     # The same call from a client that keeps gRPC's default 4 MiB receive limit:
-    import protos
+    import cri_api
 
     channel = grpc.insecure_channel(f.server.addr)
-    stub = protos.api("v1").pb2_grpc.RuntimeServiceStub(channel)
+    stub = cri_api.api("v1").pb2_grpc.RuntimeServiceStub(channel)
     with pytest.raises(grpc.RpcError) as e:
         stub.ListContainers(f.pb.ListContainersRequest(), timeout=30)
     channel.close()

@@ -23,9 +23,9 @@ from typing import Any
 import grpc
 import jsonschema
 
-import protos
+import cri_api
 
-PB = protos.api("v1").pb2
+PB = cri_api.api("v1").pb2
 SERVICE = "runtime.v1.RuntimeService"
 INT64_MAX = 2**63 - 1
 SCHEMA = json.loads((Path(__file__).parents[2] / "sensor" / "schema" / "event.schema.json").read_text())

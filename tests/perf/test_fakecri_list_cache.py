@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-import protos
+import cri_api
 from fakecri import convert
 from fakecri.clock import VirtualClock
 from fakecri.faults import FaultPolicy
@@ -69,7 +69,7 @@ def churn(model: RuntimeModel, clock: VirtualClock, step: int) -> None:
 
 @pytest.mark.parametrize("api", APIS)
 def test_cached_answers_are_the_old_answers_byte_for_byte(api: str) -> None:
-    pb = protos.api(api).pb2
+    pb = cri_api.api(api).pb2
     clock = VirtualClock()
     model = RuntimeModel(clock, get_flavor("containerd-1.7"), seed=7)
     populate(model, 120, per_pod=12)  # before the server exists: entries are built on first list
@@ -102,7 +102,7 @@ def test_cached_answers_are_the_old_answers_byte_for_byte(api: str) -> None:
 
 
 def test_fault_shaping_still_applies_and_leaves_the_cache_alone() -> None:
-    pb = protos.api("v1").pb2
+    pb = cri_api.api("v1").pb2
     clock = VirtualClock()
     model = RuntimeModel(clock, get_flavor("crio-1.26"), seed=8)
     populate(model, 20, per_pod=5)
@@ -120,7 +120,7 @@ def test_fault_shaping_still_applies_and_leaves_the_cache_alone() -> None:
 
 @pytest.mark.parametrize("api", APIS)
 def test_over_the_socket_the_answer_is_the_old_answer(tmp_path, api: str) -> None:  # type: ignore[no-untyped-def]
-    pb = protos.api(api).pb2
+    pb = cri_api.api(api).pb2
     clock = VirtualClock()
     model = RuntimeModel(clock, get_flavor("containerd-1.6"), seed=9)
     server = FakeCriServer(model, str(tmp_path / "rt.sock")).start()
@@ -141,7 +141,7 @@ def test_over_the_socket_the_answer_is_the_old_answer(tmp_path, api: str) -> Non
 
 
 def test_an_unchanged_node_answers_with_the_answer_it_kept() -> None:
-    pb = protos.api("v1").pb2
+    pb = cri_api.api("v1").pb2
     clock = VirtualClock()
     model = RuntimeModel(clock, get_flavor("containerd-1.7"), seed=10)
     populate(model, 30, per_pod=10)

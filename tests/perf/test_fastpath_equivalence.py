@@ -20,7 +20,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-import protos
+import cri_api
 from fakecri.clock import VirtualClock
 from fakecri.faults import FaultPolicy
 from fakecri.flavors import get_flavor
@@ -34,7 +34,7 @@ from sensor.output import Emitter
 from sensor.poller import Poller
 from sensor.snapshot import STREAM_EVENT_TYPES, ContainerDetail, ContainerSnap, SandboxSnap, Snapshot, StreamEvent
 
-PB = protos.api("v1").pb2
+PB = cri_api.api("v1").pb2
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
 STATES = {"created": 0, "running": 1, "exited": 2, "unknown": 3}

@@ -54,12 +54,12 @@ def test_images_are_the_offline_ones(real_containerd):
 
 def _stubs(api: str):
     try:
-        pb = importlib.import_module(f"protos.{api}.api_pb2")
-        pbg = importlib.import_module(f"protos.{api}.api_pb2_grpc")
+        pb = importlib.import_module(f"cri_api.{api}.api_pb2")
+        pbg = importlib.import_module(f"cri_api.{api}.api_pb2_grpc")
     except ImportError as e:
         if in_ci():
-            pytest.fail(f"generated CRI stubs protos.{api} missing: {e}", pytrace=False)
-        pytest.skip(f"generated CRI stubs protos.{api} missing: {e}")
+            pytest.fail(f"generated CRI stubs cri_api.{api} missing: {e}", pytrace=False)
+        pytest.skip(f"generated CRI stubs cri_api.{api} missing: {e}")
     return pb, pbg
 
 

@@ -24,7 +24,7 @@ import grpc
 import pytest
 from cri_sequences import SEQUENCES, Bundle, Difference, compare, run_sequence
 
-import protos
+import cri_api
 from fakecri.clock import RealClock
 from fakecri.flavors import get_flavor
 from fakecri.model import CriError, RuntimeModel
@@ -90,7 +90,7 @@ def fake_server(real_containerd, tmp_path_factory):
 def _bundle(runtime: str, addr: str, api: str, log_root: str, cgroup_parent: str, busybox: str, pause: str,
             exit_process=None) -> tuple[Bundle, grpc.Channel]:
     channel = grpc.insecure_channel(addr)
-    mods = protos.api(api)
+    mods = cri_api.api(api)
     b = Bundle(runtime=runtime, api=api, pb=mods.pb2, rt=mods.pb2_grpc.RuntimeServiceStub(channel),
                img=mods.pb2_grpc.ImageServiceStub(channel), channel=channel, busybox_image=busybox,
                pause_image=pause, log_root=log_root, cgroup_parent=cgroup_parent)

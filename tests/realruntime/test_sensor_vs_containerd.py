@@ -45,7 +45,7 @@ from typing import Any
 import grpc
 import pytest
 
-import protos
+import cri_api
 from fakecri.check import CheckParams, check
 from fakecri.truth import ContainerTransition, PodRef, RpcServed, SandboxTransition, TruthRecord
 from sensor.client import CriCallError, CriClient
@@ -161,7 +161,7 @@ class Churn:
         self.h = handle
         self.api = api
         self.rng = rng
-        mods = protos.api(api)
+        mods = cri_api.api(api)
         self.pb = mods.pb2
         self.channel = grpc.insecure_channel(handle.addr)
         self.rt = mods.pb2_grpc.RuntimeServiceStub(self.channel)

@@ -17,7 +17,7 @@ import h2.config
 import h2.connection
 import h2.events
 
-import protos
+import cri_api
 
 
 def connect(addr: str, api: str = "v1", **options: Any) -> SimpleNamespace:
@@ -27,7 +27,7 @@ def connect(addr: str, api: str = "v1", **options: Any) -> SimpleNamespace:
     opts = [("grpc.max_receive_message_length", 16 * 1024 * 1024), ("grpc.use_local_subchannel_pool", 1),
             *options.items()]
     channel = grpc.insecure_channel(addr, options=opts)
-    mods = protos.api(api)
+    mods = cri_api.api(api)
     return SimpleNamespace(channel=channel, pb=mods.pb2, rt=mods.pb2_grpc.RuntimeServiceStub(channel),
                            img=mods.pb2_grpc.ImageServiceStub(channel), close=channel.close)
 
@@ -85,4 +85,4 @@ def h2_unary(path: str, method: str, request: Any, response_type: type, timeout:
 
 
 def pb_of(api: str) -> ModuleType:
-    return protos.api(api).pb2
+    return cri_api.api(api).pb2

@@ -25,12 +25,12 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from cri_api.v1 import api_pb2 as v1
+from cri_api.v1alpha2 import api_pb2 as v1alpha2
 from fakecri import convert
 from fakecri import scenario as sc
 from fakecri.harness import Harness
 from fakecri.timeline import Runner
-from protos.v1 import api_pb2 as v1
-from protos.v1alpha2 import api_pb2 as v1alpha2
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -18,7 +18,7 @@ def test_pyproject_lists_every_package_in_the_tree() -> None:
     cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(cfg["packages"])
     found = {str(p.parent.relative_to(ROOT)).replace(os.sep, ".")
-             for top in ("sensor", "fakecri", "protos") for p in (ROOT / top).rglob("__init__.py")}
+             for top in ("sensor", "fakecri", "cri_api") for p in (ROOT / top).rglob("__init__.py")}
     assert found <= listed, f"add these to [tool.setuptools] packages in pyproject.toml: {sorted(found - listed)}"
     assert cfg["package-dir"]["fakecri.bundled"] == "scenarios"
 
@@ -27,7 +27,7 @@ def test_pyproject_lists_every_package_in_the_tree() -> None:
 def test_installed_package_finds_its_bundled_scenarios(tmp_path: Path) -> None:
     src = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis")
-    for name in ("sensor", "fakecri", "protos", "scenarios"):
+    for name in ("sensor", "fakecri", "cri_api", "scenarios"):
         shutil.copytree(ROOT / name, src / name, ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         if (ROOT / name).exists():

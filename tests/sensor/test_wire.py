@@ -16,7 +16,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-import protos
+import cri_api
 from sensor.fastpath import _CONTAINERS, _SANDBOXES
 from sensor.stream import stream_event
 from sensor.wire import (
@@ -31,7 +31,7 @@ from sensor.wire import (
     split_entries,
 )
 
-PB = protos.api("v1").pb2
+PB = cri_api.api("v1").pb2
 KINDS = {"containers": (CONTAINERS, _CONTAINERS, container_snap), "sandboxes": (SANDBOXES, _SANDBOXES, sandbox_snap)}
 IDS = st.sampled_from(["", "a", "b", "c", "abcdef0123"])
 TIMES = st.sampled_from([0, 1, -1, 2**63 - 1, -(2**63), 1_700_000_000_000_000_000])
