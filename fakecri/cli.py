@@ -255,6 +255,29 @@ def _duration_arg(flag: str, text: str) -> int:
     return ns
 
 
+RESTART_ACCEPTED = "Go durations after the scenario's start, comma-separated, e.g. 2s or 2s,5s"
+
+
+def _restart_times(text: str | None) -> tuple[int, ...]:
+    """``--restart-sensor-at 2s,5s``: distinct times > 0, in order."""
+    if text is None:
+        return ()
+    from sensor.duration import DurationError, parse_duration
+
+    out: list[int] = []
+    for part in text.split(","):
+        try:
+            ns = parse_duration(part.strip())
+        except DurationError as e:
+            raise UsageError(f"--restart-sensor-at: {part.strip()!r} is not a Go duration: {e.problem} "
+                             f"(accepted: {RESTART_ACCEPTED})") from None
+        if ns <= 0 or ns in out:
+            raise UsageError(f"--restart-sensor-at: {part.strip()!r} is not a new time > 0 (accepted: "
+                             f"{RESTART_ACCEPTED})")
+        out.append(ns)
+    return tuple(sorted(out))
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from fakecri import verify
 
@@ -271,6 +294,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         speed=args.speed,
         allowance_ns=_duration_arg("--allowance", args.allowance),
         start_timeout_ns=_duration_arg("--start-timeout", args.start_timeout),
+        restart_at_ns=_restart_times(args.restart_sensor_at),
     )
     try:
         return verify.run(opts).exit_code
@@ -325,8 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a sensor against a scenario in real time and check its events against the truth",
         description="Serve SCENARIO on a temporary socket, run COMMAND ({addr}, {socket} and {poll_interval} in "
                     "its arguments are replaced; CRI_ADDR is set), read its JSON-lines events from stdout, stop "
-                    "it after the scenario's end plus a grace period, and check guarantees G1-G8. Exit 0: all "
-                    "hold; 1: one fails; 2: usage error. See docs/verify.md.",
+                    "it after the scenario's end plus a grace period, and check guarantees G1-G8 (and G9 with "
+                    "--restart-sensor-at). Exit 0: all hold; 1: one fails; 2: usage error. See docs/verify.md.",
     )
     ver.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file, or the name of a bundled scenario")
     ver.add_argument("--report", metavar="FILE", help="also write the report as JSON to FILE")
@@ -343,6 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="RPC time + scheduling slack added to every deadline (default 50ms)")
     ver.add_argument("--start-timeout", default="20s", metavar="D",
                      help="fail if the command has not listed the runtime by then (default 20s)")
+    ver.add_argument("--restart-sensor-at", metavar="T[,T...]",
+                     help="kill the command with SIGKILL at these times after the scenario's start and start it "
+                          "again with the same arguments; the runs' outputs are judged as one stream, with G9 "
+                          "(exactly once across sensor restarts), e.g. 2s or 2s,5s")
     ver.set_defaults(func=cmd_verify, command=None)
     return p
 

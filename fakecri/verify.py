@@ -86,6 +86,9 @@ class Options:
     speed: float = 1.0
     allowance_ns: int = 50 * MS
     start_timeout_ns: int = DEFAULT_START_TIMEOUT_NS
+    #: G9: kill the command (SIGKILL) at these scenario times and start it again with the same
+    #: arguments; its runs' outputs are judged as one stream
+    restart_at_ns: tuple[int, ...] = ()
 
     @property
     def nominal_poll_interval_ns(self) -> int:
@@ -312,33 +315,29 @@ def run(opts: Options, out: IO[str] | None = None, err: IO[str] | None = None) -
         print(f"fakecri verify: serving scenario {h.scenario.name} as {h.flavor.name} on {h.addr}", file=err)
         print(f"fakecri verify: starting {' '.join(argv)}", file=err, flush=True)
         try:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                    env=env, encoding="utf-8", errors="replace", bufsize=1,
-                                    start_new_session=True)
+            runs = _Runs(argv, env)
         except OSError as e:
             h.stop()
             raise VerifyUsageError(f"cannot start {command[0]}: {e.strerror or e}") from None
-        stdout = _Lines(proc.stdout, "verify-stdout")  # type: ignore[arg-type]
-        stderr = _Lines(proc.stderr, "verify-stderr")  # type: ignore[arg-type]
         problem: str | None = None
         try:
-            problem = _drive(h, proc, viewed, opts, err)
+            problem = _drive(h, runs, viewed, opts, err)
             end_ns = h.clock.now_ns()
         finally:
-            code = _stop(proc)
-            stdout.join(5)
-            stderr.join(5)
+            code = runs.stop()
             h.stop()
         truth = h.truth.records()
+        stdout, stderr = runs.stdout(), runs.stderr()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    lines, execs, info = split_output(stdout.lines)
+    lines, execs, info = split_output(stdout)
     events, failures = load_events_jsonl(lines)
-    tail = [line.rstrip("\n") for line in stderr.lines[-STDERR_TAIL:]]
+    tail = [line.rstrip("\n") for line in stderr[-STDERR_TAIL:]]
     judged = judged_as(opts, info, truth)
     params = CheckParams(poll_interval_ns=judged.poll_interval_ns, mode=judged.mode,  # type: ignore[arg-type]
-                         latency_allowance_ns=opts.allowance_ns, end_ns=end_ns)
+                         latency_allowance_ns=opts.allowance_ns, end_ns=end_ns,
+                         sensor_restarts=tuple(runs.restarts))
     report: Report | None = None
     unprinted: OutputError | None = None
     if problem is None:
@@ -380,9 +379,58 @@ def _first_line_says(text: str, judged: str, execs: int) -> str:
     return out
 
 
-def _drive(h: Any, proc: subprocess.Popen[str], viewed: threading.Event, opts: Options, err: IO[str]) -> str | None:
-    """Hold the timeline until the sensor's first view, run the scenario, wait the grace period.
-    Returns a problem that makes guarantee checking pointless, or None."""
+class _Runs:
+    """The command's runs: one, plus one per ``--restart-sensor-at`` (each started with the same
+    arguments after the previous one was SIGKILLed). Their outputs are concatenated in run order;
+    ``restarts`` holds ``(killed_ns, started_ns)`` per restart, on the harness's clock."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.argv, self.env = argv, env
+        self.runs: list[tuple[subprocess.Popen[str], _Lines, _Lines]] = []
+        self.restarts: list[tuple[int, int]] = []
+        self._start()
+
+    def _start(self) -> None:
+        proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                env=self.env, encoding="utf-8", errors="replace", bufsize=1, start_new_session=True)
+        self.runs.append((proc, _Lines(proc.stdout, "verify-stdout"),  # type: ignore[arg-type]
+                          _Lines(proc.stderr, "verify-stderr")))  # type: ignore[arg-type]
+
+    @property
+    def proc(self) -> subprocess.Popen[str]:
+        return self.runs[-1][0]
+
+    def restart(self, now_ns: Any) -> None:
+        """SIGKILL the running command's group, collect its output, start it again."""
+        proc, out, errs = self.runs[-1]
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
+        killed = now_ns()
+        out.join(5)
+        errs.join(5)
+        errs.lines.append(f"(fakecri verify: killed with SIGKILL; {_describe_exit(proc.returncode)}; started again)\n")
+        self._start()
+        self.restarts.append((killed, now_ns()))
+
+    def stop(self) -> int:
+        code = _stop(self.proc)
+        for _, out, errs in self.runs:
+            out.join(5)
+            errs.join(5)
+        return code
+
+    def stdout(self) -> list[str]:
+        return [line for _, out, _ in self.runs for line in out.lines]
+
+    def stderr(self) -> list[str]:
+        return [line for _, _, errs in self.runs for line in errs.lines]
+
+
+def _drive(h: Any, runs: _Runs, viewed: threading.Event, opts: Options, err: IO[str]) -> str | None:
+    """Hold the timeline until the sensor's first view, run the scenario (restarting the command at
+    ``opts.restart_at_ns``), wait the grace period. Returns a problem that makes guarantee checking
+    pointless, or None."""
+    proc = runs.proc
     deadline = time.monotonic() + opts.start_timeout_ns / 1e9
     while not viewed.wait(0.05):
         if proc.poll() is not None:
@@ -392,9 +440,16 @@ def _drive(h: Any, proc: subprocess.Popen[str], viewed: threading.Event, opts: O
             return (f"the command did not list the runtime within {format_duration(opts.start_timeout_ns)} "
                     f"(does it take the socket address from {{addr}} or $CRI_ADDR?)")
     h.release()
+    started = time.monotonic()
     print(f"fakecri verify: the sensor listed the runtime; scenario started (runs "
           f"{format_duration(round(h.end_ns / opts.speed))}, then {format_duration(opts.effective_grace_ns)} grace)",
           file=err, flush=True)
+    for at in sorted(opts.restart_at_ns):
+        time.sleep(max(0.0, started + at / 1e9 / opts.speed - time.monotonic()))
+        runs.restart(h.clock.now_ns)
+        print(f"fakecri verify: killed the command with SIGKILL at {format_duration(at)} and started it again",
+              file=err, flush=True)
+    proc = runs.proc
     h.wait_end(None)
     time.sleep(opts.effective_grace_ns / 1e9)
     if proc.poll() is not None:

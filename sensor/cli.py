@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 from sensor.client import ConnectError, CriCallError, CriClient
 from sensor.config import DEFAULT_ANALYTICS_PATH, DEFAULT_SENSOR_PATH, ConfigError, SensorConfig, load_config
 from sensor.processes import ProcessesUnavailable
+from sensor.statedir import StateDirError
 
 log = logging.getLogger("crisensor")
 
@@ -34,7 +35,8 @@ class UsageError(Exception):
 _FLAG_KEYS = (("addr", "crisensor.addr"), ("poll_interval", "crisensor.poll_interval"),
               ("handshake", "crisensor.handshake"), ("events", "crisensor.events"),
               ("processes", "crisensor.processes"), ("lookup_on_miss", "crisensor.lookup_on_miss"),
-              ("processes_scope", "crisensor.processes_scope"), ("reorder_window", "event_reorder_window"))
+              ("processes_scope", "crisensor.processes_scope"), ("reorder_window", "event_reorder_window"),
+              ("state_dir", "crisensor.state_dir"))
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -113,6 +115,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"crisensor: disabled: pass --enable, or set crisensor.enabled: true in {where}; exiting",
               file=sys.stderr)
         return 0
+    keeper = None
+    if cfg.state_dir:  # before anything else: a second sensor on the same state refuses at once
+        from sensor.diff import DiffEngine
+        from sensor.statedir import open_keeper
+
+        keeper = open_keeper(cfg.state_dir, DiffEngine(), socket_path=cfg.socket_path)
     metrics = Metrics()
     if args.metrics_addr:
         host, port = _parse_hostport(args.metrics_addr)
@@ -127,10 +135,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     client = make_client(cfg)
     # A failed output stops the sensor from whichever thread wrote (poll loop or stream reader).
-    emitter = Emitter(out, name=args.output or stream_name(out), on_failure=lambda _: stop.set(),
-                      on_unwritten=metrics.events_unwritten.inc)
+    emitter_kw: dict[str, Any] = {"name": args.output or stream_name(out), "on_failure": lambda _: stop.set(),
+                                  "on_unwritten": metrics.events_unwritten.inc}
+    if keeper is not None:  # every batch is journalled after it is written (docs/state.md)
+        from sensor.statedir import PersistingEmitter
+
+        emitter: Emitter = PersistingEmitter(out, keeper=keeper, **emitter_kw)
+    else:
+        emitter = Emitter(out, **emitter_kw)
     poller = ProgressPoller(client, emitter, poll_interval_ns=cfg.poll_interval_ns, metrics=metrics,
-                            events=cfg.events, resync_interval_ns=cfg.resync_interval_ns)
+                            events=cfg.events, resync_interval_ns=cfg.resync_interval_ns,
+                            engine=None if keeper is None else keeper.engine)
     # The analytics stage (event_reorder_window) sees every lifecycle event; with a process source
     # it holds each exec for the window, enriches it as of its own time and writes it (process.exec).
     from sensor.processes import start_processes
@@ -185,11 +200,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         # What was emitted before the signal is written (a batch being written ends after its
         # current event, and is flushed); events of a poll cut short are not.
         if not emitter.close():  # a write is blocked on a pipe nobody reads: leave without touching it
+            if keeper is not None:
+                keeper.close()
             sys.stderr.flush()
             os._exit(1 if crashed or emitter.failure else 0)
         if worker.ident is not None:  # not started when the signal came during start-up
             worker.join(SHUTDOWN_JOIN_S)
         analytics.close()
+        if keeper is not None and not worker.is_alive():
+            keeper.close()  # the journal synced; the lock released (process exit releases it anyway)
         if not worker.is_alive():
             client.close()
         if emitter.failure is None:
@@ -265,7 +284,8 @@ exit codes:
      and when the output is closed (crisensor run | head -1)
   1  runtime failure: the runtime cannot be reached (snapshot), a write to the output failed
      (full disk, I/O error: one line names the output, the errno and the events not written),
-     or crisensor.processes is proc and the kernel's proc connector cannot be used
+     or crisensor.processes is proc and the kernel's proc connector cannot be used,
+     or another sensor holds the state dir (crisensor.state_dir, --state-dir)
   2  usage or configuration error (one line naming the flag, file or key)"""
 
 
@@ -296,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                "(overrides crisensor.processes_scope)")
     run.add_argument("--lookup-on-miss", help="on | off: ask the runtime at once about a container an exec names "
                                               "before any poll announced it (overrides crisensor.lookup_on_miss)")
+    run.add_argument("--state-dir", help="keep crash-safe state here and resume from it after a restart: seq "
+                                         "continues, nothing is announced twice (overrides crisensor.state_dir; "
+                                         "docs/state.md)")
     run.add_argument("--output", help="append JSON lines to this file instead of stdout")
     run.add_argument("--metrics-addr", help="serve Prometheus metrics on HOST:PORT (:PORT listens on 127.0.0.1; "
                                             "[::1]:PORT for IPv6)")
@@ -352,6 +375,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except ProcessesUnavailable as e:
         print(f"crisensor: {e}", file=sys.stderr)
         return 1
+    except StateDirError as e:  # unusable path: 2; in use by another sensor: 1
+        print(f"crisensor: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:  # Ctrl-C in a one-shot command (run handles SIGINT itself: exit 0)
         return 130
 

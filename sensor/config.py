@@ -115,6 +115,9 @@ class SensorConfig:
     rpc_timeout_ns: int = 2_000_000_000
     resync_interval_ns: int = 10_000_000_000
     event_reorder_window_ns: int = 25_000_000
+    #: crash-safe resume (``sensor.statedir``, docs/state.md): the directory the sensor keeps its state
+    #: in (``""``: off -- a restarted sensor then starts from scratch)
+    state_dir: str = ""
     #: the files actually read (``None``: the default path was missing, defaults used)
     sensor_path: str | None = None
     analytics_path: str | None = None
@@ -232,6 +235,18 @@ def _enum_parser(modes: tuple[str, ...]) -> Callable[[Any, str | None], str]:
 MAX_RECV_BYTES = 2**31 - 1
 
 
+_STATE_DIR_ACCEPTED = 'a directory path, e.g. /var/lib/capsule8/crisensor ("" for none: no resume across restarts)'
+
+
+def _parse_state_dir(value: Any, _raw: str | None) -> str:
+    if not isinstance(value, str):
+        raise _Bad(f"{_show(value)} is not a string", _STATE_DIR_ACCEPTED)
+    if "\x00" in value:
+        raise _Bad(f"{_show(value)} contains a NUL byte", _STATE_DIR_ACCEPTED)
+    path = value.strip()
+    return posixpath.normpath(path) if path else ""
+
+
 def _parse_bytes(value: Any, _raw: str | None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_RECV_BYTES:
         raise _Bad(f"{_show(value)} is not a positive integer <= {MAX_RECV_BYTES}",
@@ -255,6 +270,7 @@ _CRISENSOR_KEYS: dict[str, tuple[str, Callable[[Any, str | None], Any]]] = {
     "max_recv_bytes": ("max_recv_bytes", _parse_bytes),
     "rpc_timeout": ("rpc_timeout_ns", _duration_parser(1, "1h")),
     "resync_interval": ("resync_interval_ns", _duration_parser(1, "24h")),
+    "state_dir": ("state_dir", _parse_state_dir),
 }
 #: top-level key of the analytics file
 _ANALYTICS_KEYS: dict[str, tuple[str, Callable[[Any, str | None], Any]]] = {

@@ -36,6 +36,8 @@ WHY_VANISHED_DURING_OUTAGE = "vanished during outage"
 WHY_CONTAINER_ID_REUSED = "container ID reused"
 #: the same for a sandbox ID
 WHY_SANDBOX_ID_REUSED = "sandbox ID reused"
+#: a restarted sensor resuming from its state directory (docs/state.md) forged what changed meanwhile
+WHY_SENSOR_DOWN = "happened while the sensor was down"
 WHY_STRINGS = (
     WHY_CREATED_BEFORE_FIRST_SEEN,
     WHY_RAN_BETWEEN_POLLS,
@@ -44,6 +46,7 @@ WHY_STRINGS = (
     WHY_VANISHED_DURING_OUTAGE,
     WHY_CONTAINER_ID_REUSED,
     WHY_SANDBOX_ID_REUSED,
+    WHY_SENSOR_DOWN,
 )
 
 

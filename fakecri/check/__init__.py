@@ -39,6 +39,7 @@ from .attribution import check_attribution
 from .observations import LIST_METHODS, NEVER_OPEN, STREAM_METHOD, RpcLog
 from .params import CheckParams
 from .report import GUARANTEES, GuaranteeResult, ParseFailure, Report, TimeFormat, Violation
+from .restarts import g9_restarts
 
 __all__ = [
     "GUARANTEES",
@@ -174,6 +175,8 @@ def check(
     for rule in guarantees.ALL:
         r = rule(ctx)
         results[r.guarantee] = r
+    if params.sensor_restarts:
+        results["G9"] = g9_restarts(ctx)
     if execs is not None:
         results["G10"] = _attribution_result([r for _, r in truth_refs], list(execs))
 

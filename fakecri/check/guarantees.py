@@ -20,6 +20,7 @@ from .incarnations import ABSENT, CONTAINER, Incarnation, Lifecycle, Population
 from .observations import Outage, Ref, RpcLog
 from .params import CheckParams
 from .report import GuaranteeResult, TimeFormat, Violation, ms, offset
+from .restarts import Downtime, across, downtimes, lived_across, past_downtime
 
 VANISHED = "vanished during outage"
 REPORTED_FIELD = {"created": "created_at", "ready": "created_at", "running": "started_at", "exited": "finished_at"}
@@ -31,6 +32,7 @@ class Duplicate:
     first: Event
     again: Event
     outage: Outage | None  # an outage between the two: judged by G6, else G1
+    restart: Downtime | None = None  # a sensor restart between the two: judged by G9 (before G6)
 
 
 @dataclass
@@ -46,6 +48,7 @@ class Context:
 
     def __post_init__(self) -> None:
         self.incs: list[Incarnation] = [inc for pop in self.pops for inc in pop.all]
+        self.downtimes = downtimes(self.params.sensor_restarts, self.log)  # G9: the sensor was killed
         self.duplicates = _duplicates(self)
 
     @property
@@ -78,8 +81,9 @@ def _duplicates(ctx: Context) -> list[Duplicate]:
         for ev in inc.events:
             if ev.type in first:
                 f = first[ev.type]
-                outage = ctx.log.outage_overlapping(f.observed_ns, ev.observed_ns)
-                out.append(Duplicate(inc, f, ev, outage))
+                restart = across(ctx.downtimes, f.observed_ns, ev.observed_ns)
+                outage = None if restart else ctx.log.outage_overlapping(f.observed_ns, ev.observed_ns)
+                out.append(Duplicate(inc, f, ev, outage, restart))
             else:
                 first[ev.type] = ev
     return out
@@ -93,7 +97,7 @@ def g1_order(ctx: Context) -> GuaranteeResult:
     prev: Event | None = None
     seq_breaks = 0
     for ev in ctx.events:
-        if prev is not None and ev.seq <= prev.seq:
+        if prev is not None and ev.seq <= prev.seq and not across(ctx.downtimes, prev.observed_ns, ev.observed_ns):
             seq_breaks += 1
             vs.append(Violation("G1", f"seq {ev.seq} follows seq {prev.seq}: seq must strictly increase", (prev, ev)))
         prev = ev
@@ -120,7 +124,7 @@ def g1_order(ctx: Context) -> GuaranteeResult:
                 )
             else:
                 top = ev
-    dups = [d for d in ctx.duplicates if d.outage is None]
+    dups = [d for d in ctx.duplicates if d.outage is None and d.restart is None]
     for d in dups:
         vs.append(
             Violation(
@@ -181,6 +185,11 @@ def g2_completeness(ctx: Context) -> GuaranteeResult:
         missing, late = [], []
         refs: list[Ref] = []
         for tr, (deadline, ref) in due.items():
+            if ctx.downtimes:  # the sensor was killed before it was due: due after its first list again
+                moved = past_downtime(ctx.downtimes, deadline - slack, deadline, slack)
+                if moved is None:
+                    continue
+                deadline = moved
             if deadline > ctx.end_ns:
                 continue  # the run ended before it was due
             m[f"{k}_events_due"] += 1
@@ -432,7 +441,7 @@ def _describe(o: Outage) -> str:
 def g6_outages(ctx: Context) -> GuaranteeResult:
     log, fmt, p = ctx.log, ctx.fmt, ctx.params
     vs: list[Violation] = []
-    dups = [d for d in ctx.duplicates if d.outage is not None]
+    dups = [d for d in ctx.duplicates if d.outage is not None and d.restart is None]
     for d in dups:
         vs.append(
             Violation(
@@ -568,6 +577,8 @@ def g7_latency(ctx: Context) -> GuaranteeResult:
             else:
                 how = "poll"
                 deadline = _poll_deadline(ctx, lc, t)
+            if deadline is not None and ctx.downtimes:  # the sensor was down: due after its first list again
+                deadline = past_downtime(ctx.downtimes, t, deadline, ctx.slack)
             latency = ev.observed_ns - t
             lat.append(latency)
             by_how[how] += 1
@@ -616,7 +627,8 @@ def g8_blindness(ctx: Context) -> GuaranteeResult:
         gone = inc.gone_ns
         if gone is None or inc.created_ns < ctx.start_ns or gone > ctx.end_ns:
             continue
-        if log.outage_overlapping(inc.created_ns, gone) is not None:
+        if (log.outage_overlapping(inc.created_ns, gone) is not None
+                or lived_across(ctx.downtimes, inc.created_ns, gone)):
             excluded += 1
             continue
         total += 1
@@ -650,6 +662,8 @@ def g8_blindness(ctx: Context) -> GuaranteeResult:
         slack = p.stream_latency_ns + p.latency_allowance_ns + p.completeness_grace_ns
         for inc in containers.all:
             if inc.created_ns < ctx.start_ns or inc.created_ns + slack > ctx.end_ns:
+                continue
+            if lived_across(ctx.downtimes, inc.created_ns, inc.gone_ns or inc.created_ns):
                 continue
             stream = log.stream_open(inc.created_ns, certain=True)
             if stream is None or inc.first_event(created_type) is not None:

@@ -21,6 +21,7 @@ class CheckParams:
     ``start_ns``/``end_ns``    the observed run; ``None`` = derived from the records (see docs).
     ``completeness_grace_ns``  extra slack on completeness deadlines (G2, the G6 gap), e.g. for a
                                sensor whose output passes a reorder buffer.
+    ``sensor_restarts``        ``(down_ns, up_ns)`` per sensor kill and restart (G9).
     """
 
     poll_interval_ns: int
@@ -30,6 +31,9 @@ class CheckParams:
     start_ns: int | None = None
     end_ns: int | None = None
     completeness_grace_ns: int = 0
+    #: G9: ``(down_ns, up_ns)`` per time the sensor was killed and started again (fakecri verify
+    #: --restart-sensor-at); empty: it ran once, and G9 is not part of the report
+    sensor_restarts: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.poll_interval_ns <= 0:
@@ -39,6 +43,9 @@ class CheckParams:
         for name in ("latency_allowance_ns", "stream_latency_ns", "completeness_grace_ns"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        for down, up in self.sensor_restarts:
+            if up < down:
+                raise ValueError(f"a sensor restart ends ({up}) before it begins ({down})")
         if self.start_ns is not None and self.end_ns is not None and self.end_ns < self.start_ns:
             raise ValueError(f"end_ns ({self.end_ns}) is before start_ns ({self.start_ns})")
 

@@ -20,6 +20,7 @@ GUARANTEES = {
     "G6": "exactly once across outages",
     "G7": "latency",
     "G8": "measured blindness",
+    "G9": "exactly once across restarts",
     "G10": "no wrong attribution",
 }
 
