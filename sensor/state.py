@@ -45,6 +45,7 @@ import json
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, replace
+from operator import attrgetter
 from typing import Any
 
 from sensor.diff import DiffEngine, _Container, _Sandbox
@@ -119,16 +120,36 @@ def decode_line(line: bytes) -> Any:
 # --- records --------------------------------------------------------------------------------------
 
 
-def _enc(value: Any) -> Any:
-    if isinstance(value, ContainerSnap | SandboxSnap | Pod):
-        return [_enc(getattr(value, f.name)) for f in fields(value)]
-    if isinstance(value, Mapping):
-        return dict(value)
-    return value
+def _getters() -> dict[str, tuple[Any, tuple[tuple[int, str], ...], tuple[int, ...]]]:
+    """Per record type: a C-speed getter of its fields in layout order, its nested fields (index,
+    type) and the indexes of its mapping fields (labels: written as JSON objects)."""
+    out = {}
+    for name, cls in _TYPES.items():
+        names = [f.name for f in fields(cls)]
+        nested = tuple((names.index(k), v) for k, v in _NESTED.get(name, {}).items())
+        maps = tuple(i for i, n in enumerate(names) if n == "labels")
+        out[name] = (attrgetter(*names), nested, maps)
+    return out
+
+
+_GETTERS = _getters()
+
+
+def _enc(kind: str, rec: Any) -> list[Any]:
+    get, nested, maps = _GETTERS[kind]
+    values = list(get(rec))
+    for i in maps:
+        if type(values[i]) is not dict:
+            values[i] = dict(values[i])
+    for i, sub in nested:
+        if values[i] is not None:
+            values[i] = _enc(sub, values[i])
+    return values
 
 
 def encode_record(rec: _Container | _Sandbox) -> list[Any]:
-    return [_enc(getattr(rec, f.name)) for f in fields(rec)]
+    """One record as a JSON array in ``layout()`` order (nested snapshots as arrays too)."""
+    return _enc("container" if type(rec) is _Container else "sandbox", rec)
 
 
 def _build(kind: str, values: Sequence[Any], lay: Mapping[str, Sequence[str]]) -> Any:

@@ -64,6 +64,9 @@ CORRUPT_PREFIX = "corrupt-"
 CORRUPT_KEPT = 3
 SYNC_INTERVAL_NS = 1_000_000_000
 COMPACT_MIN_BYTES = 1 << 20
+#: A batch of at least this many events that names more than half of what is tracked is persisted
+#: as a compaction rather than a journal line (``Keeper.after_emit``).
+BIG_BATCH = 1_000
 #: A steady-state poll (no events) updates the persisted poll times at most this often.
 POLL_NOTE_NS = 1_000_000_000
 
@@ -420,7 +423,10 @@ class Keeper:
             return events
 
     def after_emit(self, batch: list[Event], written: int, *, lifecycle: bool) -> None:
-        """Journal what ``batch`` (numbered; its first ``written`` events reached the output) changed."""
+        """Journal what ``batch`` (numbered; its first ``written`` events reached the output) changed.
+        A batch that names more than half of what is tracked (a first snapshot, a resync of a node
+        that churned) is written as a compaction instead: one snapshot rather than a journal line
+        as large, then a snapshot."""
         with self._lock:
             img = self._image
             rec: dict[str, Any] = {}
@@ -428,31 +434,43 @@ class Keeper:
                 img.seq = batch[written - 1].seq
                 rec["q"] = img.seq
             now = self.now_ns()
-            if lifecycle:
+            if not lifecycle:
+                if rec:
+                    self._append(rec, now)
+                return
+            big = written == len(batch) and written >= BIG_BATCH and written > sum(self.engine.table_sizes()) // 2
+            if not big:
                 c, s = delta(self.engine, batch, written)
                 if c:
                     rec["c"] = c
                 if s:
                     rec["s"] = s
-                if self.resumption is None or self.resumption.done:
-                    if img.lost is not None:
-                        img.lost = None
-                        rec["l"] = None
-                    if self._runtime_now is not None and self._runtime_now != img.runtime:
-                        img.runtime = rec["r"] = self._runtime_now
-                    last = self.engine.last_success
-                    poll = None if last is None else (last.sent_ns, last.received_ns)
-                    if poll != img.poll and (c or s or "r" in rec or now - self._poll_noted_ns >= self.poll_note_ns):
-                        img.poll = poll
-                        rec["p"] = poll
-                        self._poll_noted_ns = now
-            if not rec:
-                return
-            rec["q"] = img.seq
-            rec["t"] = img.alive_ns = now
-            self.store.append(encode_line(rec))
-            if lifecycle and self.store.compaction_due():
+            changed = big or bool(rec.get("c") or rec.get("s"))
+            if self.resumption is None or self.resumption.done:
+                if img.lost is not None:
+                    img.lost = None
+                    rec["l"] = None
+                if self._runtime_now is not None and self._runtime_now != img.runtime:
+                    img.runtime = rec["r"] = self._runtime_now
+                last = self.engine.last_success
+                poll = None if last is None else (last.sent_ns, last.received_ns)
+                if poll != img.poll and (changed or "r" in rec or now - self._poll_noted_ns >= self.poll_note_ns):
+                    img.poll = poll
+                    rec["p"] = poll
+                    self._poll_noted_ns = now
+            if big:
+                img.alive_ns = now
                 self.store.compact(capture(self.engine, img))
+            elif rec:
+                self._append(rec, now)
+                if self.store.compaction_due():
+                    self.store.compact(capture(self.engine, img))
+
+    def _append(self, rec: dict[str, Any], now: int) -> None:
+        img = self._image
+        rec["q"] = img.seq
+        rec["t"] = img.alive_ns = now
+        self.store.append(encode_line(rec))
 
 
 class PersistingEmitter(Emitter):
