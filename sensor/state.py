@@ -66,6 +66,7 @@ __all__ = [
     "capture",
     "decode_line",
     "delta",
+    "encode_json",
     "encode_line",
     "restore",
 ]
@@ -93,9 +94,16 @@ def layout() -> dict[str, list[str]]:
 # --- lines ----------------------------------------------------------------------------------------
 
 
-def encode_line(obj: Any) -> bytes:
-    """One checksummed line: ``<crc32 of the JSON, 8 hex digits> <JSON>\\n``."""
-    body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+def encode_json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_line(obj: dict[str, Any], raw: Mapping[str, bytes] | None = None) -> bytes:
+    """One checksummed line: ``<crc32 of the JSON, 8 hex digits> <JSON>\\n``. ``raw``: members
+    already encoded as JSON (``encode_json``), appended to ``obj``'s (which must not be empty)."""
+    body = encode_json(obj)
+    if raw:
+        body = body[:-1] + b"".join(b',"%s":%s' % (k.encode(), v) for k, v in raw.items()) + b"}"
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 

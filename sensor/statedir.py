@@ -51,7 +51,18 @@ from typing import IO, Any
 from sensor.diff import DiffEngine
 from sensor.events import Event
 from sensor.output import Emitter
-from sensor.state import CorruptState, Image, Resumption, capture, decode_line, delta, encode_line, highest_seq, restore
+from sensor.state import (
+    CorruptState,
+    Image,
+    Resumption,
+    capture,
+    decode_line,
+    delta,
+    encode_json,
+    encode_line,
+    highest_seq,
+    restore,
+)
 
 log = logging.getLogger("crisensor")
 
@@ -64,9 +75,6 @@ CORRUPT_PREFIX = "corrupt-"
 CORRUPT_KEPT = 3
 SYNC_INTERVAL_NS = 1_000_000_000
 COMPACT_MIN_BYTES = 1 << 20
-#: A batch of at least this many events that names more than half of what is tracked is persisted
-#: as a compaction rather than a journal line (``Keeper.after_emit``).
-BIG_BATCH = 1_000
 #: A steady-state poll (no events) updates the persisted poll times at most this often.
 POLL_NOTE_NS = 1_000_000_000
 
@@ -375,6 +383,7 @@ class Keeper:
         self._image = Image()  # values beside the records (seq, poll, runtime, alive_ns, lost)
         self._runtime_now: dict[str, Any] | None = None
         self._poll_noted_ns = 0
+        self._pending: tuple[int, dict[str, bytes]] | None = None  # before_emit's encoded records
         self._lock = threading.Lock()
 
     def open(self) -> Keeper:
@@ -413,64 +422,59 @@ class Keeper:
         self.store.close()
 
     def before_emit(self, events: list[Event]) -> list[Event]:
+        """Relabel the first list after a restart (``sensor.state``, rule 3), and encode the records
+        the batch changes now, before it is written: after the write only the small part of the
+        journal line is left to build, so a kill between the two writes has a window of two system
+        calls, whatever the batch's size."""
         with self._lock:
             for ev in events:
                 if ev.type == "sensor.connected" and ev.info is not None:
                     self._runtime_now = self.identify(ev.info)
             r = self.resumption
             if r is not None and r.due(self.engine.last_success):
-                return r.rewrite(events, self.engine.last_success, self._runtime_now)  # type: ignore[arg-type]
+                events = r.rewrite(events, self.engine.last_success, self._runtime_now)  # type: ignore[arg-type]
+            self._pending = (len(events), self._encoded(events, len(events)))
             return events
 
+    def _encoded(self, batch: list[Event], written: int) -> dict[str, bytes]:
+        c, s = delta(self.engine, batch, written)
+        return {k: encode_json(v) for k, v in (("c", c), ("s", s)) if v}
+
     def after_emit(self, batch: list[Event], written: int, *, lifecycle: bool) -> None:
-        """Journal what ``batch`` (numbered; its first ``written`` events reached the output) changed.
-        A batch that names more than half of what is tracked (a first snapshot, a resync of a node
-        that churned) is written as a compaction instead: one snapshot rather than a journal line
-        as large, then a snapshot."""
+        """Journal what ``batch`` (numbered; its first ``written`` events reached the output) changed."""
         with self._lock:
             img = self._image
-            rec: dict[str, Any] = {}
+            small: dict[str, Any] = {}
             if written and batch[written - 1].seq > img.seq:
                 img.seq = batch[written - 1].seq
-                rec["q"] = img.seq
+                small["q"] = img.seq
             now = self.now_ns()
-            if not lifecycle:
-                if rec:
-                    self._append(rec, now)
+            raw: dict[str, bytes] = {}
+            if lifecycle:
+                pending, self._pending = self._pending, None
+                if pending is not None and pending[0] == written == len(batch):
+                    raw = pending[1]
+                elif written:
+                    raw = self._encoded(batch, written)  # a shutdown cut the batch short
+                if self.resumption is None or self.resumption.done:
+                    if img.lost is not None:
+                        img.lost = None
+                        small["l"] = None
+                    if self._runtime_now is not None and self._runtime_now != img.runtime:
+                        img.runtime = small["r"] = self._runtime_now
+                    last = self.engine.last_success
+                    poll = None if last is None else (last.sent_ns, last.received_ns)
+                    if poll != img.poll and (raw or "r" in small or now - self._poll_noted_ns >= self.poll_note_ns):
+                        img.poll = poll
+                        small["p"] = poll
+                        self._poll_noted_ns = now
+            if not small and not raw:
                 return
-            big = written == len(batch) and written >= BIG_BATCH and written > sum(self.engine.table_sizes()) // 2
-            if not big:
-                c, s = delta(self.engine, batch, written)
-                if c:
-                    rec["c"] = c
-                if s:
-                    rec["s"] = s
-            changed = big or bool(rec.get("c") or rec.get("s"))
-            if self.resumption is None or self.resumption.done:
-                if img.lost is not None:
-                    img.lost = None
-                    rec["l"] = None
-                if self._runtime_now is not None and self._runtime_now != img.runtime:
-                    img.runtime = rec["r"] = self._runtime_now
-                last = self.engine.last_success
-                poll = None if last is None else (last.sent_ns, last.received_ns)
-                if poll != img.poll and (changed or "r" in rec or now - self._poll_noted_ns >= self.poll_note_ns):
-                    img.poll = poll
-                    rec["p"] = poll
-                    self._poll_noted_ns = now
-            if big:
-                img.alive_ns = now
+            small["q"] = img.seq
+            small["t"] = img.alive_ns = now
+            self.store.append(encode_line(small, raw))
+            if lifecycle and self.store.compaction_due():
                 self.store.compact(capture(self.engine, img))
-            elif rec:
-                self._append(rec, now)
-                if self.store.compaction_due():
-                    self.store.compact(capture(self.engine, img))
-
-    def _append(self, rec: dict[str, Any], now: int) -> None:
-        img = self._image
-        rec["q"] = img.seq
-        rec["t"] = img.alive_ns = now
-        self.store.append(encode_line(rec))
 
 
 class PersistingEmitter(Emitter):
