@@ -33,6 +33,7 @@ OVERLAYS = {
     "containerd": ("/run/containerd/containerd.sock", "/run/containerd", "require"),
 }
 HANDSHAKE_ENV = "GRPC_GO_REQUIRE_HANDSHAKE"
+STATE_DIR = "/var/lib/capsule8/crisensor"
 
 
 # ---- a small kustomize -------------------------------------------------------------------------
@@ -238,16 +239,27 @@ def test_socket_directory_is_mounted_not_the_socket(overlay, tmp_path: Path) -> 
     cfg = sensor_config(resources, tmp_path)
     pod = one(resources, "DaemonSet")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
-    host_paths = [v for v in pod["volumes"] if "hostPath" in v]
-    # the runtime's directory is the only host path, and it must already exist (type Directory)
+    host_paths = [v for v in pod["volumes"] if "hostPath" in v and v["hostPath"]["path"] != STATE_DIR]
+    # the runtime's directory is the only host path besides the state, and it must already exist
     assert [v["hostPath"] for v in host_paths] == [{"path": host_dir, "type": "Directory"}]
     mounts = [m for m in sensor_container(one(resources, "DaemonSet"))["volumeMounts"]
-              if "hostPath" in volumes[m["name"]]]
+              if "hostPath" in volumes[m["name"]] and m["mountPath"] != STATE_DIR]
     assert len(mounts) == 1
     mount = mounts[0]
     assert mount["readOnly"] is True
     assert mount["mountPath"] == host_dir  # mounted at the host's path, so addr reads the same on both
     assert os.path.dirname(cfg.socket_path) == mount["mountPath"], "crisensor.addr is not under the mount"
+
+
+def test_the_state_dir_is_a_writable_host_directory(overlay, tmp_path: Path) -> None:
+    """crisensor.state_dir (docs/state.md) lives on the node, so that a restarted pod resumes."""
+    _, resources = overlay
+    assert sensor_config(resources, tmp_path).state_dir == STATE_DIR
+    ds = one(resources, "DaemonSet")
+    volumes = {v["name"]: v for v in ds["spec"]["template"]["spec"]["volumes"]}
+    mounts = [m for m in sensor_container(ds)["volumeMounts"] if m["mountPath"] == STATE_DIR]
+    assert len(mounts) == 1 and not mounts[0].get("readOnly")
+    assert volumes[mounts[0]["name"]]["hostPath"] == {"path": STATE_DIR, "type": "DirectoryOrCreate"}
 
 
 def test_least_privilege(overlay) -> None:
@@ -308,7 +320,8 @@ def test_base_alone_is_not_a_working_sensor(tmp_path: Path) -> None:
     """The base has no socket and no sensor config: documented as not deployable on its own."""
     resources = render(KUSTOMIZE / "base")
     assert "capsule8-sensor.yaml" not in one(resources, "ConfigMap")["data"]
-    assert not [v for v in one(resources, "DaemonSet")["spec"]["template"]["spec"]["volumes"] if "hostPath" in v]
+    assert not [v for v in one(resources, "DaemonSet")["spec"]["template"]["spec"]["volumes"]
+                if "hostPath" in v and v["hostPath"]["path"] != STATE_DIR]
 
 
 # ---- the renderer against real kustomize ---------------------------------------------------------------
