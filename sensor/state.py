@@ -113,10 +113,9 @@ def decode_line(line: bytes) -> Any:
     if len(line) < 10 or line[8:9] != b" ":
         raise CorruptState("a line is torn or not a state line")
     body = line[9:]
-    try:
-        crc = int(line[:8], 16)
-    except ValueError:
-        raise CorruptState("a line has no checksum") from None
+    if line[:8].strip(b"0123456789abcdef"):  # int() would also take " 1f" or "A0" for the same value
+        raise CorruptState("a line has no checksum")
+    crc = int(line[:8], 16)
     if zlib.crc32(body) != crc:
         raise CorruptState("checksum mismatch")
     try:

@@ -1,0 +1,260 @@
+"""sensor.state (the pure core) and sensor.statedir (its files): encoding, corruption, compaction,
+the lock, resume semantics on the diff engine. docs/state.md is the specification."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from sensor.diff import DiffEngine
+from sensor.events import WHY_SENSOR_DOWN, Event
+from sensor.snapshot import ContainerDetail, ContainerSnap, SandboxSnap, Snapshot
+from sensor.state import CorruptState, Image, capture, decode_line, encode_json, encode_line, layout
+from sensor.statedir import JOURNAL, SNAPSHOT, Keeper, PersistingEmitter, StateDir, StateDirError
+
+T0 = 1_700_000_000_000_000_000
+MS = 1_000_000
+SB = SandboxSnap("sb", "pod", "ns", "uid", 0, "ready", T0)
+
+
+# -- lines ---------------------------------------------------------------------------------------------
+
+
+@given(obj=st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=8) | st.none(), min_size=1),
+       flip=st.integers(0, 10_000), bit=st.integers(0, 7))
+@example(obj={"q": 1}, flip=0, bit=0)
+@example(obj={"": None}, flip=0, bit=4)  # a leading "0" read as " ": int() took it for the same checksum
+def test_a_line_round_trips_and_any_flipped_bit_is_detected(obj: dict[str, Any], flip: int, bit: int) -> None:
+    line = encode_line(obj)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert decode_line(line) == obj
+    data = bytearray(line[:-1])
+    data[flip % len(data)] ^= 1 << bit
+    try:
+        got = decode_line(bytes(data))
+    except CorruptState:
+        return
+    raise AssertionError(f"a flipped bit went unnoticed: {got!r}")
+
+
+def test_raw_members_are_spliced_into_one_valid_line() -> None:
+    line = encode_line({"q": 3}, {"c": encode_json({"x": [1, None]}), "s": encode_json({})})
+    assert decode_line(line) == {"q": 3, "c": {"x": [1, None]}, "s": {}}
+
+
+@pytest.mark.parametrize("line", [b"", b"deadbeef", b"zzzzzzzz {}", b"00000000 {}", encode_line({"a": 1})[:-5]])
+def test_torn_or_altered_lines_are_corrupt(line: bytes) -> None:
+    with pytest.raises(CorruptState):
+        decode_line(line)
+
+
+# -- a sensor on a state dir, driven by hand ---------------------------------------------------------
+
+
+class Rig:
+    """A keeper + emitter + engine on ``path``, polled with hand-made snapshots."""
+
+    def __init__(self, path: Path, *, instance: int = 1, **store: Any) -> None:
+        self.t = T0 + 1_000 * MS
+        self.engine = DiffEngine()
+        self.out = io.StringIO()
+        self.keeper = Keeper(StateDir(str(path), now_ns=lambda: self.t, **store), self.engine,
+                             identify=lambda info: {"name": "rt", "version": "1", "instance": {"n": instance}},
+                             now_ns=lambda: self.t).open()
+        self.emitter = PersistingEmitter(self.out, keeper=self.keeper)
+        self.emitter.emit([Event(type="sensor.connected", time_ns=self.t, window_ns=(self.t, self.t),
+                                 observed_ns=self.t, info={"runtime_name": "rt"})])
+
+    def poll(self, containers: dict[str, tuple[str, int, int, int]]) -> list[Event]:
+        """``containers``: id -> (state, created_at, started_at, finished_at)."""
+        self.t += 100 * MS
+        snap = Snapshot((SB,), tuple(ContainerSnap(cid, "sb", cid, 0, "img", "ref", s, c)  # type: ignore[arg-type]
+                                     for cid, (s, c, _, _) in containers.items()), self.t, self.t + 1)
+        need = self.engine.begin(snap)
+        details = {cid: ContainerDetail(cid, containers[cid][2], containers[cid][3],
+                                        0 if containers[cid][3] else None, None) for cid in need}
+        return self.emitter.emit(self.engine.finish(details, self.t + 2))
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.out.getvalue().splitlines()]
+
+    def kill(self) -> None:
+        """As SIGKILL: the descriptors close, nothing is flushed or synced."""
+        store = self.keeper.store
+        for fd in (store._journal_fd, store._lock_fd):
+            if fd is not None:
+                os.close(fd)
+        store._journal_fd = store._lock_fd = None
+
+
+def test_resume_continues_seq_stays_silent_and_forges_what_happened_while_down(tmp_path: Path) -> None:
+    a = Rig(tmp_path)
+    a.poll({"keep": ("running", T0, T0 + 1, 0), "go": ("running", T0, T0 + 1, 0), "stop": ("running", T0, T0 + 1, 0)})
+    last = a.events()[-1]["seq"]
+    a.kill()
+    b = Rig(tmp_path)
+    b.t += 5_000 * MS
+    out = b.poll({"keep": ("running", T0, T0 + 1, 0), "stop": ("exited", T0, T0 + 1, b.t - MS),
+                  "new": ("running", b.t - 2 * MS, b.t - MS, 0)})
+    assert [e.seq for e in out] == list(range(last + 2, last + 2 + len(out)))
+    assert b.events()[0]["seq"] == last + 1 and b.events()[0]["type"] == "sensor.connected"
+    types = [(e.type, e.container_id) for e in out]
+    assert types[0] == ("sensor.gap", None)
+    assert ("container.exited", "go") in types and ("container.destroyed", "go") in types
+    assert not [t for t in types if t[1] == "keep"]
+    assert [t for t in types if t[1] == "stop"] == [("container.exited", "stop")]
+    gap = out[0]
+    assert gap.info is not None and gap.info["cause"] == "sensor restart" and gap.info["runtime_restarted"] is False
+    assert gap.window_ns[0] <= a.t < b.t <= gap.window_ns[1]
+    for e in out[1:]:
+        if e.synthetic:
+            assert e.why == WHY_SENSOR_DOWN and e.window_ns[0] <= a.t, e
+    forged_exit = next(e for e in out if e.type == "container.exited" and e.container_id == "go")
+    assert forged_exit.synthetic
+    assert not next(e for e in out if e.container_id == "stop").synthetic  # seen exited
+
+
+def test_a_runtime_restart_while_down_is_named_in_the_gap(tmp_path: Path) -> None:
+    a = Rig(tmp_path, instance=1)
+    a.poll({"c": ("running", T0, T0 + 1, 0)})
+    a.kill()
+    b = Rig(tmp_path, instance=2)
+    out = b.poll({"c": ("running", T0, T0 + 1, 0)})
+    assert [e.type for e in out] == ["sensor.gap"]  # the runtime kept its containers: nothing else
+    info = out[0].info or {}
+    assert info["runtime_restarted"] is True
+    assert info["runtime_before"]["instance"] == {"n": 1} and info["runtime_now"]["instance"] == {"n": 2}
+
+
+def test_a_torn_last_journal_line_is_dropped_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    a = Rig(tmp_path)
+    a.poll({"c": ("running", T0, T0 + 1, 0)})
+    a.kill()
+    with open(tmp_path / JOURNAL, "ab") as f:
+        f.write(encode_line({"q": 99, "c": {"c": None}})[:-7])  # a power cut in the middle of an append
+    with caplog.at_level(logging.WARNING, logger="crisensor"):
+        b = Rig(tmp_path)
+    assert "the journal's last line is torn" in caplog.text
+    out = b.poll({"c": ("running", T0, T0 + 1, 0)})
+    assert [e.type for e in out] == ["sensor.gap"]  # the torn line (which would forget c) is not used
+    assert b.events()[0]["seq"] == a.events()[-1]["seq"] + 1
+
+
+@pytest.mark.parametrize(("damage", "problem"), [
+    ("snapshot", "snapshot: checksum mismatch"),
+    ("journal-middle", "journal line 2: checksum mismatch"),
+    ("journal-generation", "journal of generation"),
+    ("format", "state format 2 is not 1"),
+    ("no-snapshot", "journal: there is no snapshot beside it"),
+])
+def test_corrupt_state_is_set_aside_and_the_sensor_starts_fresh_with_a_gap(
+        tmp_path: Path, damage: str, problem: str, caplog: pytest.LogCaptureFixture) -> None:
+    a = Rig(tmp_path)
+    a.poll({"c": ("running", T0, T0 + 1, 0)})
+    a.poll({"c": ("running", T0, T0 + 1, 0), "d": ("running", T0, T0 + 1, 0)})
+    a.kill()
+    top = a.events()[-1]["seq"]
+    snap, journal = tmp_path / SNAPSHOT, tmp_path / JOURNAL
+    lines = journal.read_bytes().split(b"\n")
+    if damage == "snapshot":
+        snap.write_bytes(snap.read_bytes().replace(b'"seq"', b'"seQ"'))
+    elif damage == "journal-middle":
+        lines[1] = lines[1].replace(b'"q"', b'"Q"')
+        journal.write_bytes(b"\n".join(lines))
+    elif damage == "journal-generation":
+        head = decode_line(lines[0])
+        journal.write_bytes(b"\n".join([encode_line({**head, "journal_of": head["journal_of"] + 5})[:-1], *lines[1:]]))
+    elif damage == "format":
+        obj = decode_line(snap.read_bytes())
+        snap.write_bytes(encode_line({**obj, "format": 2}))
+    else:
+        snap.unlink()
+    with caplog.at_level(logging.ERROR, logger="crisensor"):
+        b = Rig(tmp_path)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and problem in errors[0] and "set aside in" in errors[0], errors
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("corrupt-")]
+    assert len(aside) == 1
+    out = b.poll({"c": ("running", T0, T0 + 1, 0)})
+    assert out[0].type == "sensor.gap" and (out[0].info or {})["cause"] == "state lost"
+    assert problem in (out[0].info or {})["state_problem"]
+    assert [(e.type, e.container_id) for e in out[1:]] == [("sandbox.ready", None), ("container.created", "c"),
+                                                           ("container.running", "c")]
+    assert not [e for e in out if e.type in ("container.exited", "container.destroyed")], "nothing invented"
+    seqs = [e["seq"] for e in b.events()]
+    assert seqs[0] == top + 1 and seqs == sorted(seqs), "seq continues above every readable line's"
+
+
+def test_a_start_that_found_corrupt_state_and_died_before_its_first_list_still_owes_the_gap(tmp_path: Path) -> None:
+    a = Rig(tmp_path)
+    a.poll({"c": ("running", T0, T0 + 1, 0)})
+    a.kill()
+    (tmp_path / SNAPSHOT).write_bytes(b"garbage\n")
+    b = Rig(tmp_path)
+    b.kill()  # before any list
+    c = Rig(tmp_path)
+    out = c.poll({"c": ("running", T0, T0 + 1, 0)})
+    assert out[0].type == "sensor.gap" and (out[0].info or {})["cause"] == "state lost"
+
+
+def test_a_journal_left_behind_by_an_unfinished_compaction_is_ignored(tmp_path: Path) -> None:
+    """Killed between renaming the new snapshot (G+1) and the new journal: the old journal names G."""
+    a = Rig(tmp_path)
+    a.poll({"c": ("running", T0, T0 + 1, 0)})
+    old_journal = (tmp_path / JOURNAL).read_bytes()
+    a.keeper.store.compact(capture(a.engine, a.keeper._image))
+    a.kill()
+    (tmp_path / JOURNAL).write_bytes(old_journal)  # as if the journal's rename never happened
+    b = Rig(tmp_path)
+    out = b.poll({"c": ("running", T0, T0 + 1, 0)})
+    assert [e.type for e in out] == ["sensor.gap"]
+
+
+def test_the_journal_is_compacted_and_the_state_stays_bounded(tmp_path: Path) -> None:
+    a = Rig(tmp_path, compact_min_bytes=4096)
+    for i in range(200):  # one container after another: create, run, exit, go
+        a.poll({f"c{i}": ("running", T0, T0 + 1, 0)})
+        a.poll({f"c{i}": ("exited", T0, T0 + 1, a.t)})
+        a.poll({})
+    sizes = {p.name: p.stat().st_size for p in tmp_path.iterdir() if p.is_file()}
+    assert a.keeper.store.gen > 5, "compacted again and again"
+    assert sizes[JOURNAL] <= max(4096, sizes[SNAPSHOT]) + 4096 and sizes[SNAPSHOT] < 4096, sizes
+    a.kill()
+    b = Rig(tmp_path)
+    assert b.poll({}) [0].type == "sensor.gap"
+
+
+def test_a_second_keeper_on_the_same_dir_refuses(tmp_path: Path) -> None:
+    a = Rig(tmp_path)
+    with pytest.raises(StateDirError) as err:
+        StateDir(str(tmp_path)).lock()
+    assert err.value.exit_code == 1 and f"(pid {os.getpid()}, lock {tmp_path}/lock)" in str(err.value)
+    a.keeper.close()
+    StateDir(str(tmp_path)).lock()  # released
+
+
+def test_records_are_read_by_field_name(tmp_path: Path) -> None:
+    """A newer sensor reads an older layout: fields it lacks take their defaults, unknown ones go."""
+    a = Rig(tmp_path)
+    a.poll({"c": ("running", T0, T0 + 1, 0)})
+    a.keeper.store.compact(capture(a.engine, a.keeper._image))
+    a.kill()
+    obj = decode_line((tmp_path / SNAPSHOT).read_bytes())
+    lay = obj["layout"]
+    i = lay["container"].index("was_listed")
+    lay["container"] = [*lay["container"][:i], "someday", *lay["container"][i + 1:]]
+    for rec in obj["c"].values():
+        rec[i] = "ignored"
+    (tmp_path / SNAPSHOT).write_bytes(encode_line(obj))
+    (tmp_path / JOURNAL).unlink()
+    b = Rig(tmp_path)
+    assert [e.type for e in b.poll({"c": ("running", T0, T0 + 1, 0)})] == ["sensor.gap"]
+    assert layout()["container"][i] == "was_listed" and Image().layout == layout()
