@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -23,6 +24,8 @@ from sensor.statedir import JOURNAL, SNAPSHOT, Keeper, PersistingEmitter, StateD
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
 SB = SandboxSnap("sb", "pod", "ns", "uid", 0, "ready", T0)
+SCHEMA = json.loads((Path(__file__).parents[2] / "sensor" / "schema" / "event.schema.json").read_text())
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 
 # -- lines ---------------------------------------------------------------------------------------------
@@ -84,7 +87,10 @@ class Rig:
         return self.emitter.emit(self.engine.finish(details, self.t + 2))
 
     def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.out.getvalue().splitlines()]
+        out = [json.loads(line) for line in self.out.getvalue().splitlines()]
+        for e in out:
+            VALIDATOR.validate(e)  # resume and lost gaps included
+        return out
 
     def kill(self) -> None:
         """As SIGKILL: the descriptors close, nothing is flushed or synced."""
