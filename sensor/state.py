@@ -247,7 +247,8 @@ def capture(engine: DiffEngine, image: Image) -> Image:
                    sandboxes={oid: encode_record(r) for oid, r in engine._sandboxes.items()}, layout=layout())
 
 
-def delta(engine: DiffEngine, done: Sequence[Event], written: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def delta(engine: DiffEngine, done: Sequence[Event], written: int, *,
+          listed: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """The records a batch changed: ``({container_id: record or None}, {sandbox_id: record or None})``.
 
     ``done`` is the batch as numbered, ``written`` how many of its events reached the output (all,
@@ -255,6 +256,8 @@ def delta(engine: DiffEngine, done: Sequence[Event], written: int) -> tuple[dict
     written gets the engine's record (``None`` once destroyed). One whose later events were not
     written is recorded as announced up to its last written event and *listed* in that state, so
     that the first list after a restart announces the rest (rule 1: nothing lost, nothing twice).
+    ``listed``: the batch comes from a list (only a list leaves a sandbox's end pending on its
+    containers, and finding those costs a pass over the sandboxes).
     """
     containers, sandboxes = engine._containers, engine._sandboxes
     last: dict[tuple[str, str], Event] = {}  # the last written event per object
@@ -282,7 +285,7 @@ def delta(engine: DiffEngine, done: Sequence[Event], written: int) -> tuple[dict
         st = sandboxes.get(sid)
         if sid not in s_out and st is not None:
             s_out[sid] = encode_record(st)
-    if done:
+    if listed:
         for sid, st in sandboxes.items():  # a sandbox whose end waits for its containers changed too
             if st.gone_lo is not None and sid not in s_out:
                 s_out[sid] = encode_record(st)

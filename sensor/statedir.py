@@ -50,7 +50,7 @@ from typing import IO, Any
 
 from sensor.diff import DiffEngine
 from sensor.events import Event
-from sensor.output import Emitter
+from sensor.output import Emitter, OutputError
 from sensor.state import (
     CorruptState,
     Image,
@@ -384,6 +384,7 @@ class Keeper:
         self._runtime_now: dict[str, Any] | None = None
         self._poll_noted_ns = 0
         self._pending: tuple[int, dict[str, bytes]] | None = None  # before_emit's encoded records
+        self._listed_seen: Any = None  # engine.last_success when a batch was last encoded
         self._lock = threading.Lock()
 
     def open(self) -> Keeper:
@@ -437,7 +438,10 @@ class Keeper:
             return events
 
     def _encoded(self, batch: list[Event], written: int) -> dict[str, bytes]:
-        c, s = delta(self.engine, batch, written)
+        last = self.engine.last_success
+        listed = last is not self._listed_seen  # a list since the last batch: look for pending ends
+        self._listed_seen = last
+        c, s = delta(self.engine, batch, written, listed=listed and bool(batch))
         return {k: encode_json(v) for k, v in (("c", c), ("s", s)) if v}
 
     def after_emit(self, batch: list[Event], written: int, *, lifecycle: bool) -> None:
@@ -489,12 +493,25 @@ class PersistingEmitter(Emitter):
 
     def emit(self, events: Iterable[Event], *, notify: bool = True) -> list[Event]:
         batch = list(events)
-        if notify:
-            batch = self.keeper.before_emit(batch)
-        done = super().emit(batch, notify=notify)
-        if self.failure is None:
-            self.keeper.after_emit(done + batch[len(done):], len(done), lifecycle=notify)
+        try:
+            if notify:
+                batch = self.keeper.before_emit(batch)
+            done = super().emit(batch, notify=notify)
+            if self.failure is None:
+                self.keeper.after_emit(done + batch[len(done):], len(done), lifecycle=notify)
+        except OSError as e:  # the state cannot keep up with the output: stop, as for a failed output
+            self._state_failed(e)
+            return []
         return done
+
+    def _state_failed(self, err: OSError) -> None:
+        with self._lock:
+            if self.failure is not None:
+                return
+            self.failure = OutputError(os.path.join(self.keeper.store.path, JOURNAL), err, what="the state",
+                                       unwritten=0, unit="events")
+        if self.on_failure is not None:
+            self.on_failure(self.failure)
 
 
 def open_keeper(path: str, engine: DiffEngine, *, socket_path: str = "") -> Keeper:
@@ -504,4 +521,10 @@ def open_keeper(path: str, engine: DiffEngine, *, socket_path: str = "") -> Keep
         return {"name": info.get("runtime_name"), "version": info.get("runtime_version"),
                 "instance": instance_marker(socket_path) if socket_path else {}}
 
-    return Keeper(StateDir(path), engine, identify=identify).open()
+    keeper = Keeper(StateDir(path), engine, identify=identify)
+    try:
+        return keeper.open()
+    except OSError as e:
+        keeper.close()
+        raise StateDirError(f"state dir {path}: cannot read or write it: {e.strerror or e}"
+                            f"{': ' + e.filename if e.filename else ''}", exit_code=1) from None

@@ -264,3 +264,22 @@ def test_records_are_read_by_field_name(tmp_path: Path) -> None:
     b = Rig(tmp_path)
     assert [e.type for e in b.poll({"c": ("running", T0, T0 + 1, 0)})] == ["sensor.gap"]
     assert layout()["container"][i] == "was_listed" and Image().layout == layout()
+
+
+def test_a_state_that_cannot_be_written_stops_the_sensor_like_a_failed_output(tmp_path: Path) -> None:
+    import errno
+
+    a = Rig(tmp_path)
+    failures: list[Any] = []
+    a.emitter.on_failure = failures.append
+
+    def full(line: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    a.keeper.store.append = full  # type: ignore[method-assign]
+    a.poll({"c": ("running", T0, T0 + 1, 0)})
+    assert failures and failures[0] is a.emitter.failure
+    a.poll({"d": ("running", T0, T0 + 1, 0)})
+    line = str(a.emitter.failure)
+    assert line.startswith(f"cannot write the state to {tmp_path}/journal: [Errno 28] No space left on device")
+    assert "events not written" in line
