@@ -1,7 +1,8 @@
 """``fakecri verify``: serve a scenario in real time, run any sensor against it, judge its events.
 
     fakecri verify SCENARIO [--report FILE] [--poll-interval D] [--mode poll|stream] [--grace D]
-                   [--speed X] [--allowance D] [--start-timeout D] -- COMMAND [ARGS...]
+                   [--speed X] [--allowance D] [--start-timeout D] [--restart-sensor-at T[,T...]]
+                   -- COMMAND [ARGS...]
 
 Theory of operation
 -------------------
@@ -23,7 +24,12 @@ Theory of operation
    ``--poll-interval`` when given, else what its ``sensor.connected`` event says (``info.events``
    or ``info.mode``, ``info.poll_interval_ns``), else what the truth shows (an event stream it
    opened). The report's first line says which bounds were applied and why.
-6. ``process.exec`` lines (docs/events.md, a schema of their own) are set aside before the
+6. ``--restart-sensor-at T[,T...]`` (``Options.restart_at_ns``): at those times after the timeline's
+   start, COMMAND's process group gets SIGKILL and COMMAND is started again with the same argv
+   and environment (``_Runs``). The runs' stdout is concatenated in order and judged as one stream;
+   ``(killed_ns, started_ns)`` per restart goes to the checker, which adds G9 (exactly once across
+   sensor restarts, ``fakecri.check.restarts``) and makes room for the downtime in G2, G7 and G8.
+7. ``process.exec`` lines (docs/events.md, a schema of their own) are set aside before the
    lifecycle check, counted (``Outcome.execs``) and judged by G10 (``fakecri.check.attribution``)
    against the truth's process records; they are never format failures.
 
