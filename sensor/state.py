@@ -311,12 +311,14 @@ def _patched(rec: _Container | _Sandbox | None, ev: Event) -> list[Any] | None:
         if ev.type.startswith("container."):
             snap: Any = ContainerSnap(ev.container_id or "", ev.sandbox_id or "", ev.name or "", ev.attempt or 0,
                                       ev.image or "", ev.image_ref or "", state, 0, dict(ev.labels))  # type: ignore[arg-type]
-            rec = _Container(snap, state, state, ev.window_ns[0], ev.time_ns, 1, was_listed=True)
+            rec = _Container(snap=snap, listed=state, announced=state, floor_ns=ev.window_ns[0], last_ns=ev.time_ns,
+                             gen=1, was_listed=True)
         else:
             pod = ev.pod or Pod("", "", "")
             ssnap = SandboxSnap(ev.sandbox_id or "", pod.name, pod.namespace, pod.uid, ev.attempt or 0,
                                 state, 0, dict(ev.labels))  # type: ignore[arg-type]
-            rec = _Sandbox(ssnap, state, state, pod, ev.window_ns[0], ev.time_ns, 1, was_listed=True)
+            rec = _Sandbox(snap=ssnap, listed=state, announced=state, pod=pod, floor_ns=ev.window_ns[0],
+                           last_ns=ev.time_ns, gen=1, was_listed=True)
         return encode_record(rec)
     return encode_record(replace(rec, announced=state, listed=state))
 

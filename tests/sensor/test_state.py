@@ -283,3 +283,24 @@ def test_a_state_that_cannot_be_written_stops_the_sensor_like_a_failed_output(tm
     line = str(a.emitter.failure)
     assert line.startswith(f"cannot write the state to {tmp_path}/journal: [Errno 28] No space left on device")
     assert "events not written" in line
+
+
+def test_every_field_of_the_engines_records_survives_a_restart(tmp_path: Path) -> None:
+    """sensor.state persists sensor.diff's records field by field (by name): a field added to them
+    must round-trip too, or this fails."""
+    from dataclasses import fields
+
+    a = Rig(tmp_path)
+    a.poll({"c": ("running", T0, T0 + 1, 0), "d": ("created", T0 + 5, 0, 0)})
+    a.poll({"c": ("exited", T0, T0 + 1, a.t - 5), "d": ("created", T0 + 5, 0, 0)})
+    a.keeper.store.compact(capture(a.engine, a.keeper._image))
+    a.kill()
+    b = Rig(tmp_path)
+    for old_table, new_table in ((a.engine._containers, b.engine._containers),
+                                 (a.engine._sandboxes, b.engine._sandboxes)):
+        assert sorted(old_table) == sorted(new_table)
+        for oid, old in old_table.items():
+            new = new_table[oid]
+            for f in fields(old):
+                if f.name not in ("gen", "base"):  # generations are per engine (restore renumbers them)
+                    assert getattr(new, f.name) == getattr(old, f.name), (oid, f.name)
