@@ -460,7 +460,9 @@ class Keeper:
                     raw = pending[1]
                 elif written:
                     raw = self._encoded(batch, written)  # a shutdown cut the batch short
-                if self.resumption is None or self.resumption.done:
+                # the list's times (and what the resumption settles) only once its whole batch is out:
+                # a batch cut short by a shutdown must be derived again, with windows from the old list
+                if written == len(batch) and (self.resumption is None or self.resumption.done):
                     if img.lost is not None:
                         img.lost = None
                         small["l"] = None

@@ -65,8 +65,8 @@ def test_torn_or_altered_lines_are_corrupt(line: bytes) -> None:
 class Rig:
     """A keeper + emitter + engine on ``path``, polled with hand-made snapshots."""
 
-    def __init__(self, path: Path, *, instance: int = 1, **store: Any) -> None:
-        self.t = T0 + 1_000 * MS
+    def __init__(self, path: Path, *, instance: int = 1, t: int = T0 + 1_000 * MS, **store: Any) -> None:
+        self.t = t
         self.engine = DiffEngine()
         self.out = io.StringIO()
         self.keeper = Keeper(StateDir(str(path), now_ns=lambda: self.t, **store), self.engine,
@@ -304,3 +304,39 @@ def test_every_field_of_the_engines_records_survives_a_restart(tmp_path: Path) -
             for f in fields(old):
                 if f.name not in ("gen", "base"):  # generations are per engine (restore renumbers them)
                     assert getattr(new, f.name) == getattr(old, f.name), (oid, f.name)
+
+
+def test_a_batch_a_shutdown_cut_short_is_announced_after_the_restart(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The emitter stops writing mid-batch (SIGTERM): what was written is persisted as announced,
+    the rest -- and the list's times -- are not, so the restarted sensor announces the rest, with
+    windows that still hold the truth."""
+    import sensor.output as output
+
+    a = Rig(tmp_path)
+    a.poll({"c": ("running", T0, T0 + 1, 0)})
+    fin, born = a.t + 50 * MS, a.t + 60 * MS  # c exits, d starts, both before the next list
+    real = output.Emitter.emit
+
+    def cut(self: Any, events: Any, *, notify: bool = True) -> list[Event]:
+        return real(self, list(events)[:1], notify=notify)  # one event out, then close() stopped it
+
+    monkeypatch.setattr(output.Emitter, "emit", cut)
+    a.poll({"c": ("exited", T0, T0 + 1, 0), "d": ("running", born, born + 1, 0)})  # c's finished_at unreported
+    monkeypatch.setattr(output.Emitter, "emit", real)
+    first_run = a.events()
+    assert (first_run[-1]["type"], first_run[-1]["container_id"]) == ("container.created", "d")  # the rest was cut
+    a.kill()
+    b = Rig(tmp_path, t=a.t + 1_000 * MS)
+    out = b.poll({"c": ("exited", T0, T0 + 1, 0), "d": ("running", born, born + 1, 0)})
+    everything = first_run + [json.loads(e.to_json()) for e in out]
+    per: dict[str, list[dict[str, Any]]] = {}
+    for e in everything:
+        if e["container_id"]:
+            per.setdefault(e["container_id"], []).append(e)
+    assert [e["type"] for e in per["c"]] == ["container.created", "container.running", "container.exited"]
+    assert [e["type"] for e in per["d"]] == ["container.created", "container.running"]
+    truth = {("c", "container.exited"): fin, ("d", "container.created"): born, ("d", "container.running"): born + 1}
+    for (cid, type_), t in truth.items():
+        e = next(e for e in per[cid] if e["type"] == type_)
+        assert e["window_ns"][0] <= t <= e["window_ns"][1], (cid, type_, e["window_ns"], t)
