@@ -226,12 +226,14 @@ class StateDir:
                 return  # a torn header: the compaction that wrote it did not finish renaming anyway
             raise CorruptState(f"journal header: {e}") from None
         of = head.get("journal_of") if isinstance(head, dict) else None
-        if not isinstance(of, int) or head.get("layout") != image.layout:
-            raise CorruptState("journal header does not match the snapshot")
+        if not isinstance(of, int):
+            raise CorruptState("journal header names no snapshot generation")
         if of < gen:
             return  # stale: a compaction renamed the snapshot but not yet the journal
         if of > gen:
             raise CorruptState(f"journal of generation {of} beside a snapshot of {gen}")
+        if head.get("layout") != image.layout:
+            raise CorruptState("journal header's record layout differs from the snapshot's")
         for i, line in enumerate(lines[1:], 2):
             try:
                 image.apply(decode_line(line))
