@@ -20,7 +20,7 @@ from .incarnations import ABSENT, CONTAINER, Incarnation, Lifecycle, Population
 from .observations import Outage, Ref, RpcLog
 from .params import CheckParams
 from .report import GuaranteeResult, TimeFormat, Violation, ms, offset
-from .restarts import Downtime, across, downtimes, lived_across, past_downtime
+from .restarts import Downtime, across, downtimes, lived_across, past_downtime, unacted
 
 VANISHED = "vanished during outage"
 REPORTED_FIELD = {"created": "created_at", "ready": "created_at", "running": "started_at", "exited": "finished_at"}
@@ -163,9 +163,11 @@ def g2_completeness(ctx: Context) -> GuaranteeResult:
         lc = inc.lifecycle
         k = "containers" if lc is CONTAINER else "sandboxes"
         vis = log.first_visible(inc)
-        known = vis is not None or bool(inc.events)
         if vis is not None:
             m[f"{k}_visible"] += 1
+        if vis is not None and ctx.downtimes and unacted(ctx.downtimes, vis.time_ns, inc.gone_ns, ctx.slack):
+            vis = None  # shown to a sensor killed before it was due, and gone before its restart looked (G9)
+        known = vis is not None or bool(inc.events)
         if not known:
             continue
         due: dict[str, tuple[int, Ref]] = {}  # transition -> (deadline, record that made it due)
@@ -173,7 +175,7 @@ def g2_completeness(ctx: Context) -> GuaranteeResult:
             due[lc.first] = (vis.end_ns + slack, vis.ref)
         for tr in lc.transitions[1:-1]:
             s = log.first_certain_in(inc, tr)
-            if s is not None:
+            if s is not None and not (ctx.downtimes and unacted(ctx.downtimes, s.time_ns, inc.gone_ns, ctx.slack)):
                 due[tr] = (s.end_ns + slack, s.ref)
         if inc.gone_ns is not None:
             shown_gone = log.lists[lc.list_method].first_after(inc.gone_ns)

@@ -6,6 +6,8 @@ A *downtime* is ``[down_ns, up_ns]``: from the kill to the restarted process's s
 ``up_ns``; that list ends the *blind stretch*. Other guarantees make room for it: a deadline (G2, G7)
 that falls in or after a blind stretch that began before it is moved to one poll interval (plus
 allowance) after the first list that ends it, and G8 leaves out incarnations that lived across one.
+A sighting shown to a sensor killed before the event it calls for was due, of an incarnation gone
+before the restarted sensor's first list, creates no G2 duty: neither run could announce it.
 What G9 itself requires:
 
 * no type twice per incarnation across a restart (a restarted sensor re-announces nothing);
@@ -68,6 +70,17 @@ def past_downtime(downs: list[Downtime], start: int, deadline: int, slack: int) 
             return None
         deadline = max(deadline, blind_end + slack)
     return deadline
+
+
+def unacted(downs: list[Downtime], t: int, gone_ns: int | None, slack: int) -> bool:
+    """Whether a sighting at ``t`` creates no duty: it was shown to a sensor that was killed before
+    the event was due (``t`` within ``slack`` before the kill, or after it: a stream the runtime had
+    not yet seen closed), and the incarnation was gone before the restarted sensor's first list --
+    what neither run could announce."""
+    for d in downs:
+        if d.down_ns - slack < t <= (d.relist_ns if d.relist_ns is not None else t):
+            return gone_ns is not None and (d.relist_ns is None or gone_ns <= d.relist_ns)
+    return False
 
 
 def lived_across(downs: list[Downtime], lo: int, hi: int) -> bool:

@@ -112,3 +112,17 @@ def test_late_reports_across_the_downtime_are_not_g2_or_g7_failures() -> None:
     assert report["G2"].ok and report["G7"].ok
     no_restart = check(_truth(), _numbered(_first_run() + _resumed()), replace(PARAMS, sensor_restarts=()))
     assert not no_restart["G7"].ok or not no_restart["G2"].ok
+
+
+def test_what_only_a_killed_sensor_was_shown_and_is_gone_before_the_restart_owes_nothing() -> None:
+    """c3 lives from +420 to +520 ms; a list answered at +440 ms showed it, 10 ms before the kill,
+    before any event for it was due. The restarted sensor never sees it: no G2 duty (G9 rules)."""
+    w = World().sandbox("sb1", 0).container("c1", 10, 20).container("c2", 10, 20, 500, 520)
+    w.container("c3", 420, 425, 500, 520)
+    for t in (*LISTS, 440):
+        w.rpc("ListPodSandbox", t).rpc("ListContainers", t)
+    events = _numbered(_first_run() + _resumed())
+    report = check(w.records, events, PARAMS)
+    assert report.ok, report.render()
+    unexcused = check(w.records, events, replace(PARAMS, sensor_restarts=()))
+    assert any("c3" in v.message for v in unexcused["G2"].violations), unexcused.render()
