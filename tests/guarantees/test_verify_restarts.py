@@ -15,8 +15,9 @@ PY = sys.executable
 
 def _verify(tmp_path: Path, *sensor_args: str, restart: str = "2s") -> tuple[subprocess.CompletedProcess[str], dict]:
     report = tmp_path / "report.json"
+    # --allowance: G7's scheduling slack on a loaded 2-core CI machine (latency is not what is tested here)
     r = subprocess.run([PY, "-m", "fakecri.cli", "verify", "scenarios/churn_storm.yaml", "--restart-sensor-at", restart,
-                        "--report", str(report), "--",
+                        "--allowance", "200ms", "--report", str(report), "--",
                         PY, "-m", "sensor.cli", "run", "--enable", "--addr", "{addr}", "--processes", "off",
                         *sensor_args], cwd=ROOT, capture_output=True, text=True, timeout=120)
     return r, json.loads(report.read_text())
