@@ -17,7 +17,8 @@ strictly increasing across runs; per container and sandbox each type at most onc
 order; every restart after a first list inside one ``sensor.gap`` (``cause: "sensor restart"``);
 what the resync forged says ``happened while the sensor was down``; every window contains the true
 time (G4); nothing invented (G5); nothing lost (G2: at the end, every container the sensor saw is
-announced up to its current state, and every one it saw that is gone has its ``destroyed``).
+announced up to its current state, and every one it saw that is gone has its ``destroyed``). At
+the end the output also goes through fakecri's guarantee checker with the restarts (G1-G6, G9).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from fakecri.check import CheckParams, load_events_jsonl
+from fakecri.check import check as fakecri_check
+from fakecri.truth import ContainerTransition, PodRef, RpcServed, SandboxTransition
 from sensor.diff import DiffEngine
 from sensor.events import WHY_SENSOR_DOWN, Event
 from sensor.snapshot import ContainerDetail, ContainerSnap, SandboxSnap, Snapshot
@@ -150,6 +154,7 @@ class KillPoints(RuleBasedStateMachine):
         self.instance = 1
         self.dir = ""
         self.ever_polled = False
+        self.lists: list[int] = []  # sent_ns of every list the runtime answered (truth's rpc records)
 
     @initialize()
     def setup(self) -> None:
@@ -243,6 +248,7 @@ class KillPoints(RuleBasedStateMachine):
         snap = Snapshot((SandboxSnap(SB, "pod", "ns", "uid", 0, "ready", T0),),
                         tuple(ContainerSnap(b.cid, SB, "app-" + b.cid, 0, "img", "ref", b.state(), b.created)  # type: ignore[arg-type]
                               for b in self.boxes.values() if b.removed is None), sent, sent + 1)
+        self.lists.append(sent)
         need = engine.begin(snap)
         details = {cid: ContainerDetail(cid, self.boxes[cid].started or 0, self.boxes[cid].exited or 0,
                                         0 if self.boxes[cid].exited else None, None) for cid in need}
@@ -296,6 +302,29 @@ class KillPoints(RuleBasedStateMachine):
         self.poll(MS)
         self.poll(MS)
         check(self.events(), self.boxes, self.runs, final=True)
+        self.judge_with_the_checker()
+
+    def judge_with_the_checker(self) -> None:
+        """The same output through fakecri's guarantee checker, G9 included, against the truth this
+        machine kept (every transition, every list answered). Latency and blindness (G7, G8) are
+        not what is tested: the poll interval given makes their bounds loose."""
+        truth: list[Any] = [SandboxTransition(SB, "ready", T0, pod=PodRef("pod", "ns", "uid"))]
+        for b in self.boxes.values():
+            for tr in ("created", "running", "exited", "destroyed"):
+                t = b.truth(tr)
+                if t is not None:
+                    extra: dict[str, Any] = {"name": "app-" + b.cid, "image": "img", "pod": PodRef("pod", "ns", "uid")}
+                    truth.append(ContainerTransition(b.cid, tr, t, SB, **(extra if tr == "created" else {})))
+        for sent in self.lists:
+            truth += [RpcServed("ListPodSandbox", "v1", sent, sent + 1, "OK"),
+                      RpcServed("ListContainers", "v1", sent, sent + 1, "OK")]
+        truth.sort(key=lambda r: r.time_ns)
+        restarts = tuple((run.killed_ns, nxt.started_ns) for run, nxt in zip(self.runs, self.runs[1:], strict=False)
+                         if run.killed_ns is not None)
+        params = CheckParams(poll_interval_ns=60_000 * MS, end_ns=self.t, sensor_restarts=restarts)
+        events, failures = load_events_jsonl(self.sink.lines)
+        report = fakecri_check(truth, events, params, failures)
+        assert report.ok, report.render()
 
 
 def check(events: list[dict[str, Any]], boxes: dict[str, Box], runs: list[Run], *, final: bool) -> None:
