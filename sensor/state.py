@@ -176,10 +176,27 @@ def _build(kind: str, values: Sequence[Any], lay: Mapping[str, Sequence[str]]) -
             kwargs[f.name] = v
         elif f.default is MISSING and f.default_factory is MISSING:
             raise CorruptState(f"a {kind} record lacks {f.name} (written by an incompatible sensor)")
+    for name, value in kwargs.items():
+        accepted = _SCALARS[kind].get(name)
+        if accepted is not None and not (type(value) in accepted or (value is None and None in accepted)):
+            wanted = " or ".join("null" if t is None else t.__name__ for t in accepted)
+            raise CorruptState(f"a {kind} record's {name} is {type(value).__name__}, not {wanted}")
     try:
         return cls(**kwargs)
     except TypeError as e:
         raise CorruptState(f"a {kind} record does not build: {e}") from None
+
+
+def _scalars() -> dict[str, dict[str, tuple[Any, ...]]]:
+    """Per record type: the accepted JSON types of its scalar fields, from their annotations (a
+    checksummed record of the wrong shape -- a hand edit, an incompatible sensor -- is corrupt, not
+    a crash later in the engine)."""
+    kinds = {"int": (int,), "str": (str,), "bool": (bool,), "int | None": (int, None), "str | None": (str, None)}
+    return {name: {f.name: kinds[f.type] for f in fields(cls) if isinstance(f.type, str) and f.type in kinds}
+            for name, cls in _TYPES.items()}
+
+
+_SCALARS = _scalars()
 
 
 # --- the image ------------------------------------------------------------------------------------

@@ -340,3 +340,21 @@ def test_a_batch_a_shutdown_cut_short_is_announced_after_the_restart(tmp_path: P
     for (cid, type_), t in truth.items():
         e = next(e for e in per[cid] if e["type"] == type_)
         assert e["window_ns"][0] <= t <= e["window_ns"][1], (cid, type_, e["window_ns"], t)
+
+
+def test_a_checksummed_record_of_the_wrong_shape_is_corrupt_not_a_crash(tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    a = Rig(tmp_path)
+    a.poll({"c": ("running", T0, T0 + 1, 0)})
+    a.keeper.store.compact(capture(a.engine, a.keeper._image))
+    a.kill()
+    obj = decode_line((tmp_path / SNAPSHOT).read_bytes())
+    i = obj["layout"]["container"].index("floor_ns")
+    obj["c"]["c"][i] = "soon"  # a hand edit, checksummed again
+    (tmp_path / SNAPSHOT).write_bytes(encode_line(obj))
+    with caplog.at_level(logging.ERROR, logger="crisensor"):
+        b = Rig(tmp_path)
+    assert "a container record's floor_ns is str, not int" in caplog.text
+    out = b.poll({"c": ("running", T0, T0 + 1, 0)})
+    assert (out[0].info or {})["cause"] == "state lost"
+    assert b.events()[0]["seq"] == a.events()[-1]["seq"] + 1
