@@ -100,7 +100,10 @@ class Harness:
             raise ValueError(f"unknown clock {clock!r} (accepted: virtual, real)")
         self.clock: Clock = clock
         self.truth = Truth(truth_sink, record_rpcs=record_rpcs)
-        self.model = RuntimeModel(self.clock, self.plan.flavor, self.truth, seed=scenario.seed)
+        seed = scenario.seed
+        if seed is None and isinstance(self.clock, VirtualClock):
+            seed = 0  # a virtual run stays repeatable byte for byte; a real one gets fresh IDs
+        self.model = RuntimeModel(self.clock, self.plan.flavor, self.truth, seed=seed)
         for image in scenario.images:
             self.model.pull_image(image)
         self.faults = FaultPolicy(self.model)
@@ -279,15 +282,21 @@ class Harness:
     def advance_to(self, offset: int | str) -> int:
         """Virtual clock: apply every step due by ``offset`` (ns or ``"250ms"``), each at its exact
         instant, then set the clock there. Returns the number of steps applied."""
-        return self._runner().advance_to(_ns(offset))
+        applied = self._runner().advance_to(_ns(offset))
+        self.model.settle()
+        return applied
 
     def advance(self, delta: int | str) -> int:
         """Virtual clock: ``advance_to(now + delta)``."""
-        return self._runner().advance(_ns(delta))
+        applied = self._runner().advance(_ns(delta))
+        self.model.settle()
+        return applied
 
     def run_to_end(self) -> int:
         """Virtual clock: apply the rest of the timeline and move to the scenario's end."""
-        return self._runner().run_to_end()
+        applied = self._runner().run_to_end()
+        self.model.settle()
+        return applied
 
     def wait_end(self, timeout: float | None = None) -> bool:
         """Real clock: block until the scenario's end has passed (True) or ``timeout`` (False)."""
@@ -313,6 +322,7 @@ class Harness:
         return s
 
     def _apply(self, step: sc.Step) -> None:
+        self.model.settle()  # processes that exited before this step's instant, at their own instants
         try:
             self._apply_step(step)
         except CriError as e:
