@@ -376,6 +376,8 @@ class RuntimeModel:
                 raise CriError("UNKNOWN", f"sandbox container {s.id!r} is not running")
             if not name:
                 raise CriError("UNKNOWN", "container config must include metadata")
+            if not image:  # containerd parses "" as a digest before it looks anything up
+                raise CriError("UNKNOWN", 'failed to resolve image "": ambiguous digest string')
             img = self.resolve_image(image)
             if img is None:
                 raise CriError("NOT_FOUND", f'failed to resolve image "{image}": not found')

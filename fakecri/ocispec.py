@@ -10,8 +10,9 @@ it key by key); the CRI-O shape follows CRI-O's sources (no CRI-O runs here to r
   (``/kubepods/.../<id>``), or, for a systemd parent (``*.slice``), ``<slice>:cri-containerd:<id>``;
   CRI-O uses ``crio-<id>`` / ``<slice>:crio:<id>``.
 * ``linux.namespaces``: a container joins its sandbox's namespaces by path
-  (``/proc/<sandbox pid>/ns/<type>``); a namespace shared with the node is left out, a
-  container-private one has no path; the sandbox's network namespace is a named netns file.
+  (``/proc/<sandbox pid>/ns/<type>``), in a host-network pod too; a container-private pid
+  namespace has no path; in the sandbox's own spec, namespaces shared with the node are left out
+  and its network namespace is a named netns file.
 """
 
 from __future__ import annotations
@@ -94,6 +95,15 @@ def container_spec(flavor: Flavor, c: Container, sb: Sandbox | None, host_name: 
     hostname = sb.hostname if sb is not None and sb.hostname else host_name
     sandbox_pid = sb.pid if sb is not None else 0
     pod_opts = _options(sb.config) if sb is not None else {}
+    process: dict[str, Any] = {
+        "user": {"uid": 0, "gid": 0, "additionalGids": [0]},
+        "args": argv_of(cfg) or ["/bin/sh"],
+        "env": [f"{k}={v}" for k, v in env_of(cfg, hostname)],
+        "cwd": cfg.get("working_dir") or "/",
+        "capabilities": {"bounding": CAPABILITIES, "effective": CAPABILITIES, "permitted": CAPABILITIES},
+    }
+    if "resources" in cfg.get("linux", {}):  # containerd sets it from the configured resources only
+        process["oomScoreAdj"] = int(cfg["linux"]["resources"].get("oom_score_adj", 0) or 0)
     own = _options(cfg)
     namespaces: list[dict[str, Any]] = []
     pid_mode = _mode(own.get("pid", pod_opts.get("pid", POD)))
@@ -101,14 +111,11 @@ def container_spec(flavor: Flavor, c: Container, sb: Sandbox | None, host_name: 
         namespaces.append({"type": "pid", "path": f"/proc/{sandbox_pid}/ns/pid"})
     elif pid_mode != NODE:
         namespaces.append({"type": "pid"})
-    if _mode(pod_opts.get("ipc", POD)) != NODE:
-        namespaces.append({"type": "ipc", "path": f"/proc/{sandbox_pid}/ns/ipc"})
-    host_net = sb is not None and sb.network == "NODE"
-    if not host_net:
-        namespaces.append({"type": "uts", "path": f"/proc/{sandbox_pid}/ns/uts"})
-    namespaces.append({"type": "mount"})
-    if not host_net:
-        namespaces.append({"type": "network", "path": f"/proc/{sandbox_pid}/ns/net"})
+    # the rest are the sandbox's, joined by path -- also in a host-network pod, whose sandbox
+    # process holds the node's namespaces (recorded from containerd 1.6)
+    namespaces += [{"type": "ipc", "path": f"/proc/{sandbox_pid}/ns/ipc"},
+                   {"type": "uts", "path": f"/proc/{sandbox_pid}/ns/uts"}, {"type": "mount"},
+                   {"type": "network", "path": f"/proc/{sandbox_pid}/ns/net"}]
     sid = c.sandbox_id
     mounts = [*_BASE_MOUNTS,
               _mount("/dev/mqueue", "mqueue", "mqueue", "nosuid", "noexec", "nodev"),
@@ -146,14 +153,7 @@ def container_spec(flavor: Flavor, c: Container, sb: Sandbox | None, host_name: 
         }
     return {
         "ociVersion": OCI_VERSION,
-        "process": {
-            "user": {"uid": 0, "gid": 0, "additionalGids": [0]},
-            "args": argv_of(cfg) or ["/bin/sh"],
-            "env": [f"{k}={v}" for k, v in env_of(cfg, hostname)],
-            "cwd": cfg.get("working_dir") or "/",
-            "capabilities": {"bounding": CAPABILITIES, "effective": CAPABILITIES, "permitted": CAPABILITIES},
-            "oomScoreAdj": 0,
-        },
+        "process": process,
         "root": {"path": "rootfs"},
         "mounts": mounts,
         "annotations": annotations,
@@ -206,6 +206,7 @@ def sandbox_spec(flavor: Flavor, s: Sandbox) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "process": {"user": {"uid": 0, "gid": 0}, "args": ["/pause"], "env": [PATH_ENV], "cwd": "/",
+                    "capabilities": {"bounding": CAPABILITIES, "effective": CAPABILITIES, "permitted": CAPABILITIES},
                     "noNewPrivileges": True, "oomScoreAdj": 0},
         "root": {"path": "rootfs", "readonly": True},
     }

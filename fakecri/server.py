@@ -293,7 +293,8 @@ class Handlers:
 
     def UpdateContainerResources(self, pb: ModuleType, api: str, req: Any) -> Any:
         linux = convert.message_dict(req.linux) if req.HasField("linux") else {}
-        self.model.update_container_resources(req.container_id, linux)
+        with _lookup_text("failed to find container: not found"):
+            self.model.update_container_resources(req.container_id, linux)
         return pb.UpdateContainerResourcesResponse()
 
     def ReopenContainerLog(self, pb: ModuleType, api: str, req: Any) -> Any:
@@ -334,7 +335,8 @@ class Handlers:
         return stats.container_stats(pb, c, self.model.clock.now_ns())
 
     def ContainerStats(self, pb: ModuleType, api: str, req: Any) -> Any:
-        c = self.model.container_status(req.container_id)
+        with _lookup_text("failed to find container: not found"):
+            c = self.model.container_status(req.container_id)
         return pb.ContainerStatsResponse(stats=stats.one(pb, c, self.model.clock.now_ns()))
 
     def ListContainerStats(self, pb: ModuleType, api: str, req: Any) -> Any:
@@ -400,6 +402,17 @@ RUNTIME_RPCS = ("Version", "Status", "RunPodSandbox", "StopPodSandbox", "RemoveP
 STREAMING_RPCS = ("Exec", "Attach", "PortForward")
 IMAGE_RPCS = ("ListImages", "ImageStatus", "PullImage", "RemoveImage", "ImageFsInfo")
 _TARGET_FIELDS = ("container_id", "pod_sandbox_id")
+
+
+@contextlib.contextmanager
+def _lookup_text(text: str) -> Iterator[None]:
+    """A NOT_FOUND from the lookup, worded as the calling RPC words it in containerd 1.6."""
+    try:
+        yield
+    except CriError as e:
+        if e.code != "NOT_FOUND":
+            raise
+        raise CriError("NOT_FOUND", text) from None
 
 
 def _wait_for(duration_ns: int | None, *, real: bool) -> None:

@@ -344,7 +344,7 @@ def test_verbose_info_carries_annotations_cgroups_path_and_namespaces(cri) -> No
     node_cid = run(f, node_sid, node_cfg, "app", ["sleep", "1000"])
     spec = json.loads(status(f, node_cid, verbose=True).info["info"])["runtimeSpec"]
     assert spec["linux"]["cgroupsPath"] == f"kubepods-besteffort.slice:cri-containerd:{node_cid}"
-    assert [n["type"] for n in spec["linux"]["namespaces"]] == ["pid", "ipc", "mount"]
+    assert [n["type"] for n in spec["linux"]["namespaces"]] == ["pid", "ipc", "uts", "mount", "network"]
 
 
 def test_update_container_resources_is_reflected(cri) -> None:  # type: ignore[no-untyped-def]
