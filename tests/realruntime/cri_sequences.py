@@ -23,9 +23,9 @@ The *shape* of a response is what must agree between two runtimes, not the value
 * list answers scoped to the sequence's own pods and images (a real containerd may hold other
   tests' objects), order-free.
 
-A process that exits by itself is real on containerd and scripted on the fake: sequences call
-``r.wait_exited(cid, code)``, which asks the bundle's ``exit_process`` hook (fake: the model's
-``exit_container``; real: nothing) and then polls ``ContainerStatus`` (unrecorded) until EXITED.
+A process exits by itself on both runtimes (fakecri interprets the command): sequences call
+``r.wait_exited(cid, code)``, which asks the bundle's ``exit_process`` hook (none by default: a
+bundle may script an exit) and then polls ``ContainerStatus`` (unrecorded) until EXITED.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class Bundle:
     pause_image: str
     log_root: str  # parent of every pod's log_directory
     cgroup_parent: str
-    #: make a started container's process exit with this code (fake); the real one exits by itself
+    #: make a started container's process exit with this code (optional: both runtimes run the command)
     exit_process: Callable[[str, int], None] = lambda cid, code: None
     timeout: float = 60.0
 
