@@ -15,7 +15,7 @@ import threading
 from fakecri.clock import VirtualClock
 from fakecri.model import RuntimeModel
 
-#: Longest sleep between checks (a clock that jumps, or a wakeup lost to a race, costs at most this).
+#: Longest sleep before a due instant (a wall clock that jumps costs at most this).
 MAX_WAIT_S = 0.5
 
 
@@ -44,7 +44,8 @@ class Reaper:
                 due = model.processes.next_due()
                 now = model.clock.now_ns()
                 self._wake.clear()
-            wait = MAX_WAIT_S if due is None else min(MAX_WAIT_S, max(0.0, (due - now) / 1e9))
+            # nothing scheduled: sleep until ``start`` schedules something (wakeup) or ``stop``
+            wait = None if due is None else min(MAX_WAIT_S, max(0.0, (due - now) / 1e9))
             self._wake.wait(wait)
 
     def stop(self) -> None:

@@ -14,6 +14,8 @@ from types import SimpleNamespace
 
 import grpc
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 import cri_api
 from fakecri.clock import RealClock, VirtualClock
@@ -398,3 +400,47 @@ def test_ids_are_fresh_per_instance_unless_the_scenario_fixes_a_seed(tmp_path) -
     assert first_id(unseeded, "real", 1) != first_id(unseeded, "real", 2)
     assert first_id(seeded, "real", 3) == first_id(seeded, "real", 4)
     assert first_id(unseeded, "virtual", 5) == first_id(unseeded, "virtual", 6)  # virtual runs repeat byte for byte
+
+
+# ------------------------------------------------------------------------------- model property
+
+
+@given(st.lists(st.tuples(st.integers(0, 3_000), st.integers(0, 255), st.integers(0, 4_000),
+                          st.sampled_from(["wait", "stop", "remove", "pod"])), min_size=1, max_size=6))
+@example([(0, 3, 0, "wait")])
+@example([(1_000, 7, 1_000, "stop")])  # stopped at the very instant it would have exited
+def test_processes_exit_once_at_their_own_instant(plan: list[tuple[int, int, int, str]]) -> None:
+    """Containers ``sh -c "sleep X; exit N"`` started at once; after ``then`` ms something happens
+    (nothing, StopContainer, RemoveContainer, StopPodSandbox). A process the client did not end
+    first exits exactly at start + X with N; every container exits at most once; truth in time order."""
+    clock = VirtualClock()
+    m = RuntimeModel(clock, get_flavor("containerd-1.7"), seed=1)
+    m.pull_image("busybox")
+    sandboxes = [m.run_pod_sandbox(f"p{i}", "ns", f"u{i}") for i in range(len(plan))]
+    t0 = clock.now_ns()
+    cids = []
+    for i, (sleep_ms, code, _, _) in enumerate(plan):
+        c = m.create_container(sandboxes[i].id, "c", 0, "busybox",
+                               config={"command": ["sh", "-c", f"sleep {sleep_ms / 1000}; exit {code}"]})
+        m.start_container(c.id)
+        cids.append(c.id)
+    ms = 1_000_000
+    for t, i in sorted((then, i) for i, (_, _, then, _) in enumerate(plan)):
+        clock.set(t0 + t * ms)
+        action = plan[i][3]
+        if action == "stop":
+            m.stop_container(cids[i])
+        elif action == "remove":
+            m.remove_container(cids[i])
+        elif action == "pod":
+            m.stop_pod_sandbox(sandboxes[i].id)
+    clock.set(t0 + 10_000 * ms)
+    m.settle()
+    recs = [r for r in m.truth.records() if isinstance(r, ContainerTransition)]
+    assert [r.time_ns for r in recs] == sorted(r.time_ns for r in recs)
+    for i, (sleep_ms, code, then, action) in enumerate(plan):
+        exits = [(r.exit_code, r.time_ns - t0) for r in recs if r.container_id == cids[i] and r.transition == "exited"]
+        if action == "wait" or sleep_ms * ms < then * ms or (sleep_ms == then and action != "wait"):
+            assert exits == [(code, sleep_ms * ms)]
+        else:
+            assert exits == [(137, then * ms)]
