@@ -24,6 +24,12 @@ Theory of operation
   end), loses the model's state if asked, and after the downtime starts both again. Truth gets
   ``runtime`` down/up records; quirks active for the whole run get ``fault`` start records at
   offset 0 (they never stop). The handshake quirk is the scenario's, else the flavour's own.
+* Containers a client creates through CRI run their command (``fakecri.emulator``); their own
+  exits are applied at their exact instants before each step and after each clock move
+  (``RuntimeModel.settle``), so they interleave with the timeline in time order. Scenario
+  containers have no command and live exactly as their steps say.
+* IDs come from the scenario's ``seed``; without one, a virtual-clock run uses seed 0 (repeatable
+  byte for byte) and a real-clock run draws fresh IDs, as a real runtime would.
 * ``start(hold=True)`` + ``first_view()`` + ``release()`` start the timeline at a client's first
   list (``fakecri serve``'s default, ``fakecri verify``); ``replay()`` runs it again after its end
   with fresh IDs (``--repeat``/``--loop``). The virtual-clock paths use neither.

@@ -172,7 +172,7 @@ class RuntimeModel:
         self.containers: dict[str, Container] = {}
         self.images: dict[str, Image] = {}
         self.runtime_config: dict[str, Any] = {}
-        #: ExecSync result (stdout, stderr, exit_code) or None for "not emulated".
+        #: A fixed ExecSync answer (stdout, stderr, exit_code) for every exec, or None: run the command.
         self.exec_result: tuple[bytes, bytes, int] | None = None
         #: Container IDs that ``create_container`` hands out next, before drawing random ones (ID-reuse
         #: fault). Sandboxes never take them.
