@@ -35,14 +35,14 @@ def cri(tmp_path) -> Iterator[Callable[..., SimpleNamespace]]:  # type: ignore[n
     """``cri(flavor, clock)``: a served model (its own clock) with v1 stubs on a real socket."""
     started: list[tuple[FakeCriServer, grpc.Channel]] = []
 
-    def start(flavor: str = "containerd-1.7", clock: str = "virtual") -> SimpleNamespace:
+    def start(flavor: str = "containerd-1.7", clock: str = "virtual", api: str = "v1") -> SimpleNamespace:
         clk = VirtualClock() if clock == "virtual" else RealClock()
         model = RuntimeModel(clk, get_flavor(flavor), seed=3)
         model.pull_image("busybox")
         server = FakeCriServer(model, str(tmp_path / f"p{len(started)}.sock")).start()
         channel = grpc.insecure_channel(server.addr)
         started.append((server, channel))
-        mods = cri_api.api("v1")
+        mods = cri_api.api(api)
         return SimpleNamespace(model=model, clock=clk, server=server, pb=mods.pb2,
                                logs=tmp_path / f"logs{len(started)}",
                                rt=mods.pb2_grpc.RuntimeServiceStub(channel))
@@ -101,11 +101,13 @@ def log_lines(path: Path) -> list[tuple[bytes, bytes, bytes]]:
 # ------------------------------------------------------------------------------- the issue's "done when"
 
 
-@pytest.mark.parametrize("flavor", V1_FLAVORS)
-def test_sh_c_echo_hi_exit_3_exits_logs_and_execs(cri, flavor: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("flavor", "api"), [(n, "v1") for n in V1_FLAVORS] + [
+    (n, "v1alpha2") for n, fl in FLAVORS.items() if fl.apis == ("v1alpha2",)])
+def test_sh_c_echo_hi_exit_3_exits_logs_and_execs(cri, flavor: str, api: str) -> None:  # type: ignore[no-untyped-def]
     """``sh -c "echo hi; exit 3"`` exits by itself with code 3, its log holds ``stdout F hi``, and
-    ExecSync ``echo x`` answers ``x`` -- against every v1 flavour, over real gRPC, on a real clock."""
-    f = cri(flavor, "real")
+    ExecSync ``echo x`` answers ``x`` -- against every v1 flavour (and the v1alpha2-only ones), over
+    real gRPC, on a real clock."""
+    f = cri(flavor, "real", api)
     pb = f.pb
     sid, cfg = pod(f)
     cid = run(f, sid, cfg, "app", ["sh", "-c", "echo hi; exit 3"])
