@@ -48,7 +48,7 @@ def read_host_file(path: str) -> bytes | None:
     try:
         with open(path, "rb") as f:
             return f.read(1 << 20)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the path
         return None
 
 

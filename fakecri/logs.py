@@ -97,7 +97,7 @@ class LogFiles:
         try:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             self._open[cid] = (path, open(path, "ab", buffering=0))  # noqa: SIM115 (closed by close())
-        except OSError as e:
+        except (OSError, ValueError) as e:  # ValueError: a NUL in the path
             if path not in self._failed:
                 self._failed.add(path)
                 log.warning("cannot open container log %s: %s", path, e)

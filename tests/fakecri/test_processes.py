@@ -446,3 +446,20 @@ def test_processes_exit_once_at_their_own_instant(plan: list[tuple[int, int, int
             assert exits == [(code, sleep_ms * ms)]
         else:
             assert exits == [(137, then * ms)]
+
+
+def test_a_log_path_the_node_cannot_open_does_not_fail_the_container(cri, caplog) -> None:  # type: ignore[no-untyped-def]
+    f = cri("containerd-1.7")
+    pb = f.pb
+    sid, cfg = pod(f)
+    cfg.log_directory = "/proc/no-such-dir"
+    with caplog.at_level(logging.WARNING, logger="fakecri.logs"):
+        for name, log_path in (("a", "x.log"), ("b", "bad\x00name.log")):
+            c = pb.ContainerConfig(metadata=pb.ContainerMetadata(name=name), image=pb.ImageSpec(image="busybox"),
+                                   command=["sh", "-c", "echo hi; cat /data/\x00"], log_path=log_path,
+                                   mounts=[pb.Mount(container_path="/data", host_path="/tmp")])
+            cid = f.rt.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=sid, config=c, sandbox_config=cfg),
+                                       timeout=5).container_id
+            f.rt.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=5)
+            assert status(f, cid).status.exit_code == 1  # cat failed; the container ran
+    assert sum("cannot open container log" in r.getMessage() for r in caplog.records) == 2

@@ -138,3 +138,11 @@ def test_splitter_loses_and_invents_nothing(writes: list[tuple[str, bytes]], max
         got = b"".join(x.text + (b"" if x.partial else b"\n") for x in lines if x.stream == stream)
         assert got == sent
         assert all(len(x.text) <= max_line for x in lines)
+
+
+@given(st.text(max_size=60), st.lists(st.text(max_size=6), max_size=3))
+@example("%#5.2c%-08x%", ["", "0x1f"])
+def test_any_text_as_script_format_or_arguments_never_raises(text: str, args: list[str]) -> None:
+    for argv in (["printf", text, *args], ["echo", "-e", text, *args], ["sh", "-c", text, *args], [text, *args]):
+        r = interpret(argv)
+        assert r.interpreted or r.why
