@@ -14,6 +14,7 @@ import os
 import queue
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from types import ModuleType
@@ -424,11 +425,11 @@ def _wait_for(duration_ns: int | None, *, real: bool) -> None:
     done = threading.Event()
     if context is not None and not context.add_callback(done.set):
         return  # the call is already over
-    if duration_ns is None:
-        while not done.wait(1.0) and (context is None or context.is_active()):
-            pass
-    else:
-        done.wait(duration_ns / 1e9)
+    deadline = None if duration_ns is None else time.monotonic() + duration_ns / 1e9
+    while context is None or context.is_active():  # in steps: a client that leaves frees the worker
+        left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+        if left <= 0 or done.wait(left):
+            return
 
 
 def _target(req: Any) -> str | None:

@@ -41,6 +41,9 @@ LONG_RUNNERS = frozenset({"top", "pause", "/pause"})
 #: Where ``/bin/echo`` and friends live: a command named by a path in these is the builtin.
 BIN_DIRS = frozenset({"/bin", "/usr/bin", "/sbin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"})
 _SLEEP_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+#: Sleeps adding up to more than this (~30 years) never end within an int64-ns clock: the process runs
+#: until stopped.
+FOREVER_NS = 10**18
 
 
 class Unsupported(Exception):
@@ -526,6 +529,8 @@ class _Runner:
                 return 1
             total += round(float(m.group(1)) * _SLEEP_UNITS[m.group(2)] * NS)
         self.t += total
+        if self.t > FOREVER_NS:  # past any clock a CRI timestamp (int64 ns) can show: a long runner
+            raise _Stop(None)
         return 0
 
     def cat(self, args: list[str], routes: Mapping[int, tuple[str, str] | None]) -> int:

@@ -146,3 +146,8 @@ def test_any_text_as_script_format_or_arguments_never_raises(text: str, args: li
     for argv in (["printf", text, *args], ["echo", "-e", text, *args], ["sh", "-c", text, *args], [text, *args]):
         r = interpret(argv)
         assert r.interpreted or r.why
+
+
+def test_a_sleep_past_any_cri_timestamp_is_a_long_runner() -> None:
+    assert out(["sleep", "99999999999"]) == (b"", b"", None, None)
+    assert out(["sh", "-c", "sleep 20000d; sleep 20000d; exit 1"]) == (b"", b"", None, None)
