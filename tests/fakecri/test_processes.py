@@ -463,3 +463,51 @@ def test_a_log_path_the_node_cannot_open_does_not_fail_the_container(cri, caplog
             f.rt.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=5)
             assert status(f, cid).status.exit_code == 1  # cat failed; the container ran
     assert sum("cannot open container log" in r.getMessage() for r in caplog.records) == 2
+
+
+# ------------------------------------------------------------------------------- as a user runs it
+
+
+def test_fakecri_serve_runs_a_clients_container_and_reports_what_it_cannot_interpret(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``fakecri serve`` (a real subprocess, real clock): a client's container exits by itself and
+    logs; an uninterpretable one runs on and fakecri says so once on stderr; IDs differ per run."""
+    import signal
+    import subprocess
+    import sys
+
+    def serve(n: int) -> tuple[subprocess.Popen[str], SimpleNamespace]:
+        sock = tmp_path / f"s{n}.sock"
+        proc = subprocess.Popen([sys.executable, "-m", "fakecri.cli", "serve", "--socket", str(sock)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "fakecri serve did not start"
+            time.sleep(0.05)
+        mods = cri_api.api("v1")
+        channel = grpc.insecure_channel(f"unix://{sock}")
+        return proc, SimpleNamespace(pb=mods.pb2, rt=mods.pb2_grpc.RuntimeServiceStub(channel), channel=channel,
+                                     logs=tmp_path / f"logs{n}")
+
+    ids = []
+    for n in range(2):
+        proc, f = serve(n)
+        try:
+            f.rt.ListContainers(f.pb.ListContainersRequest(), timeout=10)  # starts the (empty) timeline
+            img = cri_api.api("v1").pb2_grpc.ImageServiceStub(f.channel)
+            img.PullImage(f.pb.PullImageRequest(image=f.pb.ImageSpec(image="busybox")), timeout=10)
+            sid, cfg = pod(f)
+            ids.append(sid)
+            cid = run(f, sid, cfg, "app", ["sh", "-c", "echo hi; sleep 0.2; exit 3"])
+            odd = run(f, sid, cfg, "odd", ["sh", "-c", "yes | head"])
+            run(f, sid, cfg, "odd2", ["sh", "-c", "yes | head"])
+            st = wait_exited(f, cid)
+            assert (st.exit_code, st.finished_at - st.started_at) == (3, 200_000_000)
+            assert log_lines(f.logs / "web" / "app.log") == [(b"stdout", b"F", b"hi")]
+            assert status(f, odd).status.state == f.pb.CONTAINER_RUNNING
+        finally:
+            f.channel.close()
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert err.count("cannot interpret") == 1 and "a pipe (|)" in err and "Traceback" not in err, err
+    assert ids[0] != ids[1]
