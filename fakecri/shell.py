@@ -420,8 +420,8 @@ class _Runner:
             self.writes.append(Write(self.t, "stdout" if fd == 1 else "stderr", data))
         elif route[0] == "fd":
             self.writes.append(Write(self.t, route[1], data))
-        else:
-            self.fs.write(route[1], data, route[0] == ">>")
+        else:  # a file: ">" truncated it when the redirection was set up; every write appends
+            self.fs.write(route[1], data, append=True)
 
     # ---- running -------------------------------------------------------------------------
 

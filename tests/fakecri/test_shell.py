@@ -39,6 +39,8 @@ def out(argv: list[str], **kw: object) -> tuple[bytes, bytes, int | None, int | 
     (["sh", "-c", "cat /etc/hostname /nope"],
      (b"web\n", b"cat: can't open '/nope': No such file or directory\n", 1, 0)),
     (["sh", "-c", "echo x > /tmp/f; echo y >> /tmp/f; cat /tmp/f"], (b"x\ny\n", b"", 0, 0)),
+    (["sh", "-c", "echo a > /tmp/a; echo b > /tmp/b; cat /tmp/a /tmp/b > /tmp/c; cat /tmp/c"],
+     (b"a\nb\n", b"", 0, 0)),
     (["sh", "-c", "echo gone 2>&1 >/dev/null; echo err 2>/dev/null >&2"], (b"", b"", 0, 0)),
     (["sh", "-c", "sleep x"], (b"", b"sleep: invalid number 'x'\n", 1, 0)),
     (["sh", "-c", "# only a comment"], (b"", b"", 0, 0)),
