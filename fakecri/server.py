@@ -316,20 +316,20 @@ class Handlers:
         return self._streaming("Attach", req.container_id, "failed to find container in store: not found")
 
     def PortForward(self, pb: ModuleType, api: str, req: Any) -> Any:
-        with self.model.lock:
-            if req.pod_sandbox_id not in self.model.sandboxes:
-                self.model.find_sandbox(req.pod_sandbox_id)  # NOT_FOUND/UNKNOWN as containerd words them
+        with _lookup_text(f'failed to find sandbox "{req.pod_sandbox_id}": not found'):
+            sb = self.model.pod_sandbox_status(req.pod_sandbox_id)
+        if sb.state != "ready":
+            raise CriError("UNKNOWN", "sandbox container is not running")
         raise CriError("UNIMPLEMENTED", "method PortForward not implemented")
 
     def _streaming(self, method: str, container_id: str, not_found: str) -> Any:
-        """Exec/Attach: fakecri serves no streaming endpoint; after the lookup a real runtime does,
-        it answers as a Go runtime answers an RPC it does not implement (docs/fidelity.md)."""
-        try:
-            self.model.container_status(container_id)
-        except CriError as e:
-            if e.code == "NOT_FOUND":
-                raise CriError("NOT_FOUND", not_found.format(container_id)) from None
-            raise
+        """Exec/Attach: fakecri serves no streaming endpoint; after the checks a real runtime makes
+        (the container exists and runs), it answers as a Go runtime answers an RPC it does not
+        implement (docs/fidelity.md)."""
+        with _lookup_text(not_found.format(container_id)):
+            c = self.model.container_status(container_id)
+        if c.state != "running":
+            raise CriError("UNKNOWN", f"container is in CONTAINER_{c.state.upper()} state")
         raise CriError("UNIMPLEMENTED", f"method {method} not implemented")
 
     def _stats(self, pb: ModuleType, c: Container) -> Any:
@@ -419,9 +419,9 @@ def _lookup_text(text: str) -> Iterator[None]:
 def _wait_for(duration_ns: int | None, *, real: bool) -> None:
     """Let a command's time pass before answering: its duration on a real clock (nothing on a
     virtual one); a command that never ends holds the call until the client gives up."""
-    if duration_ns is not None and (not real or duration_ns <= 0):
-        return
     context = current_context()
+    if (duration_ns is not None and (not real or duration_ns <= 0)) or (context is None and duration_ns is None):
+        return
     done = threading.Event()
     if context is not None and not context.add_callback(done.set):
         return  # the call is already over

@@ -778,6 +778,15 @@ def seq_streaming(r: Recorder) -> None:
     r.rt("Exec", pb.ExecRequest(container_id=cid, cmd=["sh"], stdout=True), "Exec running")
     r.rt("Attach", pb.AttachRequest(container_id=cid, stdout=True), "Attach running")
     r.rt("PortForward", pb.PortForwardRequest(pod_sandbox_id=sid, port=[80]), "PortForward")
+    r.rt("Attach", pb.AttachRequest(container_id=UNKNOWN_ID, stdout=True), "Attach unknown")
+    r.rt("PortForward", pb.PortForwardRequest(pod_sandbox_id=UNKNOWN_ID, port=[80]), "PortForward unknown")
+    exited = r.create(sid, pod, "done", ["sh", "-c", "exit 0"])
+    r.start(exited)
+    r.wait_exited(exited, 0)
+    r.rt("Exec", pb.ExecRequest(container_id=exited, cmd=["sh"], stdout=True), "Exec exited")
+    r.rt("Attach", pb.AttachRequest(container_id=exited, stdout=True), "Attach exited")
+    r.rt("StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=sid))
+    r.rt("PortForward", pb.PortForwardRequest(pod_sandbox_id=sid, port=[80]), "PortForward stopped pod")
 
 
 def seq_stats(r: Recorder) -> None:
