@@ -827,6 +827,16 @@ def seq_update_resources(r: Recorder) -> None:
                 {sid: "<sandbox>", cid: "<container>", r.b.cgroup_parent: "<parent>"})
     r.rt("UpdateContainerResources", pb.UpdateContainerResourcesRequest(
         container_id=UNKNOWN_ID, linux=pb.LinuxContainerResources(cpu_shares=256)), "UpdateContainerResources unknown")
+    idle = r.create(sid, pod, "idle", ["sleep", "1000"])
+    r.rt("UpdateContainerResources", pb.UpdateContainerResourcesRequest(
+        container_id=idle, linux=pb.LinuxContainerResources(cpu_shares=300)), "UpdateContainerResources created")
+    r.status(idle, "ContainerStatus created after update")
+    r.rt("ContainerStats", pb.ContainerStatsRequest(container_id=idle), "ContainerStats created")
+    r.rt("ReopenContainerLog", pb.ReopenContainerLogRequest(container_id=idle), "ReopenContainerLog created")
+    r.rt("StopContainer", pb.StopContainerRequest(container_id=cid, timeout=0))
+    r.rt("UpdateContainerResources", pb.UpdateContainerResourcesRequest(
+        container_id=cid, linux=pb.LinuxContainerResources(cpu_shares=400)), "UpdateContainerResources exited")
+    r.status(cid, "ContainerStatus exited after update")
 
 
 def seq_runtime_spec(r: Recorder) -> None:
