@@ -497,12 +497,15 @@ class PersistingEmitter(Emitter):
 
     def emit(self, events: Iterable[Event], *, notify: bool = True) -> list[Event]:
         batch = list(events)
+        # the engine's batches come from the poller, under its lock; the process source's records and
+        # gaps come from its own threads and only move seq
+        lifecycle = notify and not (batch and all(_from_processes(e) for e in batch))
         try:
-            if notify:
+            if lifecycle:
                 batch = self.keeper.before_emit(batch)
             done = super().emit(batch, notify=notify)
             if self.failure is None:
-                self.keeper.after_emit(done + batch[len(done):], len(done), lifecycle=notify)
+                self.keeper.after_emit(done + batch[len(done):], len(done), lifecycle=lifecycle)
         except OSError as e:  # the state cannot keep up with the output: stop, as for a failed output
             self._state_failed(e)
             return []
@@ -516,6 +519,11 @@ class PersistingEmitter(Emitter):
                                        unwritten=0, unit="events")
         if self.on_failure is not None:
             self.on_failure(self.failure)
+
+
+def _from_processes(ev: Event) -> bool:
+    """A ``sensor.gap`` of the process source (``sensor.processes``): not the engine's."""
+    return ev.type == "sensor.gap" and ev.info is not None and ev.info.get("source") == "processes"
 
 
 def open_keeper(path: str, engine: DiffEngine, *, socket_path: str = "") -> Keeper:

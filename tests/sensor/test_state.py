@@ -358,3 +358,20 @@ def test_a_checksummed_record_of_the_wrong_shape_is_corrupt_not_a_crash(tmp_path
     out = b.poll({"c": ("running", T0, T0 + 1, 0)})
     assert (out[0].info or {})["cause"] == "state lost"
     assert b.events()[0]["seq"] == a.events()[-1]["seq"] + 1
+
+
+def test_the_process_sources_gap_is_not_taken_for_the_engines_batch(tmp_path: Path) -> None:
+    """The process source emits its own sensor.gap from its own thread: it only moves seq (it is
+    neither the resume batch nor read with the engine)."""
+    a = Rig(tmp_path)
+    a.poll({"c": ("running", T0, T0 + 1, 0)})
+    a.kill()
+    b = Rig(tmp_path)
+    b.t += 10 * MS
+    b.engine.begin(Snapshot((SB,), (ContainerSnap("c", "sb", "c", 0, "img", "ref", "running", T0),), b.t, b.t + 1))
+    b.engine.finish({}, b.t + 2)  # the poller has finished its first list, not yet emitted it ...
+    proc_gap = Event(type="sensor.gap", time_ns=b.t, window_ns=(b.t, b.t), observed_ns=b.t,
+                     info={"source": "processes", "cause": "kernel buffer overflow"})
+    out = b.emitter.emit([proc_gap])  # ... when the process source reports a loss
+    assert out[0].info == proc_gap.info
+    assert b.keeper.resumption is not None and not b.keeper.resumption.done
