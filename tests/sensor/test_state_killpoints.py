@@ -47,6 +47,10 @@ RANK = {"created": 0, "running": 1, "exited": 2, "destroyed": 3}
 SB = "sb-1"
 
 
+#: A kill to arm with a poll or a start: after that many file system steps, torn (a power cut) or not.
+KILL = st.none() | st.tuples(st.integers(0, 12), st.booleans())
+
+
 class Killed(Exception):
     """The sensor process died here."""
 
@@ -62,7 +66,7 @@ class Plan:
 
 class KillableDir(StateDir):
     def __init__(self, path: str, plan: Plan, now_ns: Any) -> None:
-        super().__init__(path, compact_min_bytes=2048, now_ns=now_ns, sync_interval_ns=5 * MS)
+        super().__init__(path, compact_min_bytes=256, now_ns=now_ns, sync_interval_ns=5 * MS)
         self.plan = plan
         self._appending = False
 
@@ -153,6 +157,7 @@ class KillPoints(RuleBasedStateMachine):
         self.runs: list[Run] = []
         self.instance = 1
         self.dir = ""
+        self.store: KillableDir | None = None
         self.ever_polled = False
         self.lists: list[int] = []  # sent_ns of every list the runtime answered (truth's rpc records)
 
@@ -166,8 +171,8 @@ class KillPoints(RuleBasedStateMachine):
     def teardown(self) -> None:
         import shutil
 
-        if self.sensor is not None:
-            self.sensor.keeper.close()
+        if self.store is not None:
+            self.die()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def now(self) -> int:
@@ -189,10 +194,14 @@ class KillPoints(RuleBasedStateMachine):
                              info={"runtime_name": "fake", "runtime_version": "1"})])
         except Killed:
             self.die()
+        except BaseException:
+            self.die()  # a failure, not a kill: release the directory so that teardown reports it
+            raise
 
     def die(self) -> None:
         """The process is gone: its descriptors close (releasing the lock), nothing else happens."""
         store = self.store
+        assert store is not None
         for fd in (store._journal_fd, store._lock_fd):
             if fd is not None:
                 os.close(fd)
@@ -239,8 +248,11 @@ class KillPoints(RuleBasedStateMachine):
             b.removed = self.t
 
     @precondition(lambda self: self.sensor is not None)
-    @rule(dt=st.integers(1, 300 * MS))
-    def poll(self, dt: int) -> None:
+    @rule(dt=st.integers(1, 300 * MS), kill=KILL)
+    def poll(self, dt: int, kill: tuple[int, bool] | None = None) -> None:
+        """One poll; ``kill``: the sensor dies after that many more file system steps (torn or not)."""
+        if kill is not None:
+            self.plan.countdown, self.plan.torn = kill
         self.t += dt
         assert self.sensor is not None
         engine = self.sensor.engine
@@ -277,11 +289,14 @@ class KillPoints(RuleBasedStateMachine):
         self.die()
 
     @precondition(lambda self: self.sensor is None)
-    @rule(dt=st.integers(1, 2_000 * MS), runtime_restarted=st.booleans())
-    def restart(self, dt: int, runtime_restarted: bool) -> None:
+    @rule(dt=st.integers(1, 2_000 * MS), runtime_restarted=st.booleans(), kill=KILL)
+    def restart(self, dt: int, runtime_restarted: bool, kill: tuple[int, bool] | None) -> None:
+        """A new sensor on the same directory (it may die in its own start: the start compacts)."""
         self.t += dt
         if runtime_restarted:
             self.instance += 1
+        if kill is not None:
+            self.plan.countdown, self.plan.torn = kill
         self.start()
 
     # -- the judgement ---------------------------------------------------------------------------------
@@ -389,7 +404,8 @@ class FinalCheck(KillPoints):
 
     def teardown(self) -> None:
         try:
-            self.final()
+            if self.store is not None:  # setup ran
+                self.final()
         finally:
             super().teardown()
 
