@@ -99,6 +99,7 @@ SUPERVISE_S = 0.05
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sensor.analytics import Pipeline, ProgressPoller
+    from sensor.diff import DiffEngine
     from sensor.metrics import Metrics
     from sensor.output import Emitter, stream_name
 
@@ -130,7 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     emitter = Emitter(out, name=args.output or stream_name(out), on_failure=lambda _: stop.set(),
                       on_unwritten=metrics.events_unwritten.inc)
     poller = ProgressPoller(client, emitter, poll_interval_ns=cfg.poll_interval_ns, metrics=metrics,
-                            events=cfg.events, resync_interval_ns=cfg.resync_interval_ns)
+                            events=cfg.events, resync_interval_ns=cfg.resync_interval_ns,
+                            engine=DiffEngine(state_lag_ns=cfg.state_lag_ns))
     # The analytics stage (event_reorder_window) sees every lifecycle event; with a process source
     # it holds each exec for the window, enriches it as of its own time and writes it (process.exec).
     from sensor.processes import start_processes

@@ -38,6 +38,11 @@ without a previous snapshot). ``place`` narrows and fills that window per event:
   of ``cur.received_ns`` (a runtime clock quirk) is no time: the step is estimated like an
   unreported one, inside the poll-derived window, which stays honest. Where ``lo`` is 0 (first
   snapshot) an event's own reported time becomes ``lo``;
+* state lag (DESIGN.md section 6): List/Status show a container running (or created) for a while
+  after its process exited (or started). A ``running``/``exited`` step with no reported time may
+  therefore predate the last list that showed the earlier state: its ``lo`` is lowered by the
+  engine's ``state_lag_ns`` (configured, measured per runtime: docs/realruntime.md), never below
+  the object's floor or an earlier step's reported time;
 * an event's window is also bounded by reported times of its neighbours: nothing happens before
   an earlier lifecycle step's reported time (``floor``) or after a later one's (a forged running
   lies in ``[created_at, finished_at]``). Only past times (``<= cur.received_ns``) bound anything.
@@ -250,7 +255,9 @@ class DiffEngine:
 
     _stream_source = "stream"  # the source of what stream() emits: "stream", or "lookup"
 
-    def __init__(self) -> None:
+    def __init__(self, state_lag_ns: int = 0) -> None:
+        #: how long List/Status may lag behind a container's process (rule 4, state lag)
+        self.state_lag_ns = state_lag_ns
         self._containers: dict[str, _Container] = {}
         self._sandboxes: dict[str, _Sandbox] = {}
         self._prev: Snapshot | None = None
@@ -819,6 +826,8 @@ class DiffEngine:
             pod = sb.pod
             after = max(after, sb.ready_ns)  # no estimate before its sandbox was ready
         times = place(reported, ctx.lo, ctx.hi, floor=floor, cap=cap, after=after, origin=ctx.origin)
+        if self.state_lag_ns:
+            times = _lagged(steps, reported, times, floor, self.state_lag_ns, ctx.hi)
         for step, (tm, lo, hi) in zip(steps, times, strict=True):
             exit_code = reason = None
             if step.state == "exited" and step.why is None and detail is not None:
@@ -884,6 +893,22 @@ class DiffEngine:
                 )
             )
         return max([floor, *(r for r in reported if 0 < r <= ctx.hi)]), times[-1][0]
+
+
+def _lagged(steps: Sequence[Step], reported: Sequence[int], times: list[tuple[int, int, int]], floor: int,
+            lag: int, hi: int) -> list[tuple[int, int, int]]:
+    """Rule 4, state lag: an unreported ``running``/``exited`` step's window reaches ``lag`` further
+    back, not below ``floor`` nor an earlier step's reported time (both certain lower bounds)."""
+    out = list(times)
+    bound = floor if floor <= hi else 0
+    for i, step in enumerate(steps):
+        r = reported[i]
+        tm, lo, whi = out[i]
+        if step.state in _NEEDS_STATUS and not 0 < r <= hi and lo > bound:
+            out[i] = (tm, max(lo - lag, bound), whi)
+        if 0 < r <= hi:
+            bound = max(bound, r)
+    return out
 
 
 def _same_container(old: ContainerSnap, new: ContainerSnap) -> bool:
