@@ -37,6 +37,7 @@ import os
 import threading
 import uuid
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -79,6 +80,14 @@ def backend_path(public: str) -> str:
 def _ns(value: int | str) -> int:
     return parse_duration(value) if isinstance(value, str) else int(value)
 
+
+
+@dataclass(frozen=True)
+class RevealExit:
+    """Internal timeline step: the runtime shows a pending exit (the flavour's state lag is over)."""
+
+    at_ns: int
+    container: str
 
 class Harness:
     """A scenario served on a unix socket. ``start``/``stop`` (or ``with``); thread-safe reads."""
@@ -124,6 +133,8 @@ class Harness:
         self.containers: dict[str, Container] = {}
         #: Steps skipped because a client or a fault had already changed the object: (step, why).
         self.skipped: list[tuple[sc.Step, str]] = []
+        #: containers whose scripted removal met a pending exit (state lag): removed at its reveal
+        self._remove_on_reveal: set[str] = set()
         self._next_pid = _FIRST_PROCESS_PID
         self._started = False
         #: Which run of the timeline this is (0 the first; ``replay`` starts the next one).
@@ -184,7 +195,7 @@ class Harness:
             raise RuntimeError("the timeline is already running")
         # The timeline starts once the runtime answers: server start-up is not step jitter.
         self.start_ns = self.clock.now_ns()
-        self.runner = Runner(self.plan.steps, self._apply, clock=self.clock, start_ns=self.start_ns,
+        self.runner = Runner(self._timeline(), self._apply, clock=self.clock, start_ns=self.start_ns,
                              end_ns=self.plan.end_ns, speed=self.speed)
         self._record_quirks()
         if isinstance(self.clock, VirtualClock):
@@ -219,7 +230,7 @@ class Harness:
         self.containers.clear()
         self.repetition += 1
         self.start_ns = self.clock.now_ns()
-        self.runner = Runner(self.plan.steps, self._apply, clock=self.clock, start_ns=self.start_ns,
+        self.runner = Runner(self._timeline(), self._apply, clock=self.clock, start_ns=self.start_ns,
                              end_ns=self.plan.end_ns, speed=self.speed)
         if isinstance(self.clock, VirtualClock):
             self.runner.advance_to(0)
@@ -298,6 +309,16 @@ class Harness:
 
     # ---- applying steps ----------------------------------------------------------------------
 
+    def _timeline(self) -> list[object]:
+        """The plan's steps, plus a ``RevealExit`` ``state_lag_ns`` after each exit (state lag)."""
+        lag = self.plan.flavor.state_lag_ns
+        steps: list[object] = list(self.plan.steps)
+        if lag > 0:
+            exits = [s for s in self.plan.steps if isinstance(s, sc.ExitContainer)]
+            steps += [RevealExit(s.at_ns + lag, s.container) for s in exits]
+            steps.sort(key=lambda s: s.at_ns)  # type: ignore[attr-defined]  # stable: a plan's own order holds
+        return steps
+
     def _live_container(self, step: sc.Step, name: str) -> Container | None:
         c = self.containers.get(name)
         if c is None or self.model.containers.get(c.id) is not c:
@@ -363,12 +384,21 @@ class Harness:
                 m.start_container(c.id)
         elif isinstance(step, sc.ExitContainer):
             if (c := self._live_container(step, step.container)) is not None:
-                m.exit_container(c.id, step.code, step.reason)
+                m.exit_container(c.id, step.code, step.reason, lagged=True)
+        elif isinstance(step, RevealExit):
+            c = self.containers.get(step.container)
+            if c is not None and m.reveal_exit(c.id) and c.id in self._remove_on_reveal:
+                m.remove_container(c.id)  # a removal that lost the race, retried as the kubelet would
+            if c is not None:
+                self._remove_on_reveal.discard(c.id)
         elif isinstance(step, sc.StopContainer):
             if (c := self._live_container(step, step.container)) is not None:
                 m.stop_container(c.id)
         elif isinstance(step, sc.RemoveContainer):
             if (c := self._live_container(step, step.container)) is not None:
+                if c.pending_exit is not None:  # the remove race (state lag): retried once the exit shows
+                    self._remove_on_reveal.add(c.id)
+                    return
                 m.remove_container(c.id)
         elif isinstance(step, sc.RuntimeDown):
             self.runtime_down(keep_state=step.keep_state)

@@ -1,0 +1,113 @@
+"""fakecri's ``state_lag`` quirk (DESIGN.md section 6): exits show late, as on real containerd.
+
+A lagged exit is pending: List/Status show the container running with no ``finished_at``, the
+stream says nothing, RemoveContainer fails with containerd's remove-race error; once revealed, the
+status carries the exit's own time and the truth record both times.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fakecri import scenario as sc
+from fakecri.clock import VirtualClock
+from fakecri.flavors import FLAVORS, get_flavor
+from fakecri.harness import Harness
+from fakecri.model import CriError, RuntimeModel
+from fakecri.truth import ContainerTransition, from_dict, to_dict
+
+MS = 1_000_000
+
+
+def running(flavor: str = "containerd-1.7"):  # type: ignore[no-untyped-def]
+    clock = VirtualClock()
+    m = RuntimeModel(clock, get_flavor(flavor), seed=1)
+    m.pull_image("busybox")
+    s = m.run_pod_sandbox("web", "default", "uid-1")
+    c = m.create_container(s.id, "app", 0, "busybox")
+    m.start_container(c.id)
+    changes: list[str] = []
+    m.on_change(lambda kind, obj, tr: changes.append(tr))
+    return m, clock, s, c, changes
+
+
+def test_every_containerd_and_crio_flavour_lags_by_default() -> None:
+    lagging = {name for name, f in FLAVORS.items() if f.state_lag_ns > 0}
+    assert lagging == {n for n in FLAVORS if n.startswith(("containerd-", "crio-"))}
+
+
+def test_a_lagged_exit_is_pending_until_revealed() -> None:
+    m, clock, _, c, changes = running()
+    exited_at = clock.now_ns()
+    m.exit_container(c.id, 3, lagged=True)
+    clock.advance(45 * MS)
+    st = m.container_status(c.id)
+    assert (st.state, st.finished_at) == ("running", 0)
+    assert [x.state for x in m.list_containers()] == ["running"]
+    assert changes == []  # nothing streamed yet
+    with pytest.raises(CriError) as err:
+        m.remove_container(c.id)
+    assert err.value.code == "UNKNOWN" and "container is still running, to stop first" in err.value.message
+    assert m.reveal_exit(c.id)
+    st = m.container_status(c.id)
+    assert (st.state, st.finished_at, st.exit_code, st.reason) == ("exited", exited_at, 3, "Error")
+    assert changes == ["exited"]
+    rec = [r for r in m.truth if isinstance(r, ContainerTransition)][-1]
+    assert (rec.transition, rec.time_ns, rec.shown_ns) == ("exited", exited_at, exited_at + 45 * MS)
+    assert from_dict(to_dict(rec, 7)) == (7, rec)
+    assert not m.reveal_exit(c.id)
+    m.remove_container(c.id)
+
+
+def test_stop_and_pod_stop_reveal_the_pending_exit_with_its_own_code() -> None:
+    m, clock, _, c, _ = running()
+    m.exit_container(c.id, 0, lagged=True)
+    clock.advance(5 * MS)
+    m.stop_container(c.id)  # containerd's Stop waits until the exit is processed
+    st = m.container_status(c.id)
+    assert (st.state, st.exit_code, st.reason) == ("exited", 0, "Completed")
+    m2, _, s2, c2, _ = running()
+    m2.exit_container(c2.id, 2, lagged=True)
+    m2.stop_pod_sandbox(s2.id)
+    assert m2.container_status(c2.id).exit_code == 2
+
+
+def test_unlagged_exits_and_lag_free_flavours_show_at_once() -> None:
+    m, _, _, c, _ = running()
+    m.exit_container(c.id, 1)
+    assert m.container_status(c.id).state == "exited"
+    m, _, _, c, _ = running()
+    m.flavor = m.flavor.replace(state_lag_ns=0)
+    m.exit_container(c.id, 1, lagged=True)
+    rec = [r for r in m.truth if isinstance(r, ContainerTransition)][-1]
+    assert m.container_status(c.id).state == "exited" and rec.shown_ns is None
+    assert "shown_ns" not in to_dict(rec, 0)
+
+
+def _scenario(lag: int | None) -> sc.Scenario:
+    return sc.Scenario(flavor="containerd-2.0", quirks=sc.Quirks(state_lag_ns=lag), timeline=(
+        sc.RunPod(at_ns=0, pod="web"), sc.CreateContainer(at_ns=0, container="app", pod="web", start=True),
+        sc.ExitContainer(at_ns=100 * MS, container="app", code=4),
+        sc.RemoveContainer(at_ns=101 * MS, container="app")), end_ns=300 * MS)
+
+
+@pytest.mark.parametrize(("lag", "shown_ms", "removed_ms"), [(None, 125, 125), (60 * MS, 160, 160), (0, None, 101)])
+def test_the_harness_reveals_after_the_lag_and_retries_a_removal_that_lost_the_race(
+        tmp_path, lag: int | None, shown_ms: int | None, removed_ms: int) -> None:  # type: ignore[no-untyped-def]
+    with Harness(_scenario(lag), socket=str(tmp_path / "cri.sock"), clock="virtual") as h:
+        h.run_to_end()
+        recs = {r.transition: r for r in h.truth if isinstance(r, ContainerTransition)}
+        assert h.skipped == []
+    assert recs["exited"].time_ns - h.start_ns == 100 * MS
+    shown = recs["exited"].shown_ns
+    assert (None if shown is None else (shown - h.start_ns) // MS) == shown_ms
+    assert (recs["destroyed"].time_ns - h.start_ns) // MS == removed_ms
+
+
+def test_the_quirk_round_trips_through_yaml() -> None:
+    s = sc.loads("flavor: containerd-1.7\nquirks: {state_lag: 80ms}\ntimeline: []\nend: 1s\n")
+    assert s.quirks.state_lag_ns == 80 * MS
+    assert sc.flavor_of(s).state_lag_ns == 80 * MS
+    assert sc.loads(sc.dumps(s)).quirks.state_lag_ns == 80 * MS
+    off = sc.loads("flavor: containerd-1.7\nquirks: {state_lag: false}\ntimeline: []\nend: 1s\n")
+    assert sc.flavor_of(off).state_lag_ns == 0
