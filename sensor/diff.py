@@ -42,7 +42,8 @@ without a previous snapshot). ``place`` narrows and fills that window per event:
   after its process exited (or started). A ``running``/``exited`` step with no reported time may
   therefore predate the last list that showed the earlier state: its ``lo`` is lowered by the
   engine's ``state_lag_ns`` (configured, measured per runtime: docs/realruntime.md), never below
-  the object's floor or an earlier step's reported time;
+  the container's ``created_at``. Not below its reported ``started_at`` either? No: that is stamped
+  once the start returned, and an instant exit's ``finished_at`` can precede it (seen on containerd);
 * an event's window is also bounded by reported times of its neighbours: nothing happens before
   an earlier lifecycle step's reported time (``floor``) or after a later one's (a forged running
   lies in ``[created_at, finished_at]``). Only past times (``<= cur.received_ns``) bound anything.
@@ -827,7 +828,7 @@ class DiffEngine:
             after = max(after, sb.ready_ns)  # no estimate before its sandbox was ready
         times = place(reported, ctx.lo, ctx.hi, floor=floor, cap=cap, after=after, origin=ctx.origin)
         if self.state_lag_ns:
-            times = _lagged(steps, reported, times, floor, self.state_lag_ns, ctx.hi)
+            times = _lagged(steps, reported, times, _past(c.created_at, ctx.hi), self.state_lag_ns)
         for step, (tm, lo, hi) in zip(steps, times, strict=True):
             exit_code = reason = None
             if step.state == "exited" and step.why is None and detail is not None:
@@ -895,19 +896,15 @@ class DiffEngine:
         return max([floor, *(r for r in reported if 0 < r <= ctx.hi)]), times[-1][0]
 
 
-def _lagged(steps: Sequence[Step], reported: Sequence[int], times: list[tuple[int, int, int]], floor: int,
-            lag: int, hi: int) -> list[tuple[int, int, int]]:
+def _lagged(steps: Sequence[Step], reported: Sequence[int], times: list[tuple[int, int, int]], created: int,
+            lag: int) -> list[tuple[int, int, int]]:
     """Rule 4, state lag: an unreported ``running``/``exited`` step's window reaches ``lag`` further
-    back, not below ``floor`` nor an earlier step's reported time (both certain lower bounds)."""
+    back, not below the container's ``created_at`` (0: unknown), which precedes its process."""
     out = list(times)
-    bound = floor if floor <= hi else 0
     for i, step in enumerate(steps):
-        r = reported[i]
-        tm, lo, whi = out[i]
-        if step.state in _NEEDS_STATUS and not 0 < r <= hi and lo > bound:
-            out[i] = (tm, max(lo - lag, bound), whi)
-        if 0 < r <= hi:
-            bound = max(bound, r)
+        tm, lo, hi = out[i]
+        if step.state in _NEEDS_STATUS and not 0 < reported[i] <= hi and lo > created:
+            out[i] = (tm, max(lo - lag, created), hi)
     return out
 
 

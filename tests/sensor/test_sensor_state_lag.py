@@ -59,9 +59,11 @@ def test_without_a_lag_bound_the_window_misses_the_exit() -> None:
     assert exited.window_ns[0] == T0 + 200 * MS > T0 + 150 * MS
 
 
-def test_the_lag_never_reaches_before_the_reported_start() -> None:
+def test_the_lag_reaches_to_created_at_not_only_to_the_reported_start() -> None:
+    """Real containerd stamps started_at once the start returned: an instant exit's finished_at can
+    precede it (measured: up to 4 ms on 1.6). Only created_at bounds the lag's reach."""
     exited = exit_unseen(500 * MS, started=T0 + 15 * MS, lagging_poll=T0 + 200 * MS, next_poll=T0 + 300 * MS)
-    assert exited.window_ns[0] == T0 + 15 * MS
+    assert exited.window_ns[0] == T0 + 10 * MS
 
 
 def test_a_reported_finished_at_is_used_verbatim_and_not_widened() -> None:
