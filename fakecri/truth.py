@@ -53,7 +53,9 @@ class ContainerTransition:
     pod: PodRef | None = None
     exit_code: int | None = None
     reason: str | None = None
-    #: when List/Status/the stream first showed it, if later than ``time_ns`` (state lag); None: at once
+    #: when List/Status/the stream first showed it, if later than ``time_ns`` (state lag); None: at
+    #: once. Records are written in the order answers could show them, so such a record follows
+    #: others with later ``time_ns``.
     shown_ns: int | None = None
     kind: Literal["container"] = "container"
 

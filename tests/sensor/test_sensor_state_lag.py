@@ -114,7 +114,7 @@ def test_state_lag_config_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path.write_text("crisensor:\n  enabled: true\n  addr: unix:///run/x.sock\n  state_lag: 80ms\n")
     assert load_config(str(path), None).state_lag_ns == 80 * MS
     path.write_text("crisensor:\n  enabled: true\n  addr: unix:///run/x.sock\n")
-    assert load_config(str(path), None).state_lag_ns == 250 * MS
+    assert load_config(str(path), None).state_lag_ns == 1000 * MS
     path.write_text("crisensor:\n  enabled: true\n  addr: unix:///run/x.sock\n  state_lag: -1s\n")
     with pytest.raises(ConfigError) as err:
         load_config(str(path), None)
