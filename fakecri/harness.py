@@ -133,8 +133,6 @@ class Harness:
         self.containers: dict[str, Container] = {}
         #: Steps skipped because a client or a fault had already changed the object: (step, why).
         self.skipped: list[tuple[sc.Step, str]] = []
-        #: containers whose scripted removal met a pending exit (state lag): removed at its reveal
-        self._remove_on_reveal: set[str] = set()
         self._next_pid = _FIRST_PROCESS_PID
         self._started = False
         #: Which run of the timeline this is (0 the first; ``replay`` starts the next one).
@@ -387,18 +385,13 @@ class Harness:
                 m.exit_container(c.id, step.code, step.reason, lagged=True)
         elif isinstance(step, RevealExit):
             c = self.containers.get(step.container)
-            if c is not None and m.reveal_exit(c.id) and c.id in self._remove_on_reveal:
-                m.remove_container(c.id)  # a removal that lost the race, retried as the kubelet would
             if c is not None:
-                self._remove_on_reveal.discard(c.id)
+                m.reveal_exit(c.id)
         elif isinstance(step, sc.StopContainer):
             if (c := self._live_container(step, step.container)) is not None:
                 m.stop_container(c.id)
         elif isinstance(step, sc.RemoveContainer):
             if (c := self._live_container(step, step.container)) is not None:
-                if c.pending_exit is not None:  # the remove race (state lag): retried once the exit shows
-                    self._remove_on_reveal.add(c.id)
-                    return
                 m.remove_container(c.id)
         elif isinstance(step, sc.RuntimeDown):
             self.runtime_down(keep_state=step.keep_state)

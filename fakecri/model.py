@@ -15,8 +15,9 @@ Theory of operation
 * State lag (the flavour's ``state_lag_ns``, DESIGN.md section 6): a process that exits by itself
   (``exit_container(..., lagged=True)``) is *pending*: its truth time is taken then, but List,
   Status and the event stream keep showing it running until ``reveal_exit`` (the harness calls it
-  ``state_lag_ns`` later), and RemoveContainer meanwhile fails as containerd's does ("container is
-  still running, to stop first"). Stop, a pod stop or a lost state reveal it at once. The truth
+  ``state_lag_ns`` later). Stop, Remove (containerd stops a running container first, and that
+  waits until the exit is handled: recorded on 1.7 and 2.1), a pod stop or a lost state reveal it
+  at once. The truth
   record carries both times: ``time_ns`` (the exit) and ``shown_ns`` (when answers first showed it).
 * IDs are 64 hex digits from a seeded RNG, so a seeded run is repeatable byte for byte. Like
   containerd, any unique ID prefix is accepted where an ID is expected.
@@ -445,9 +446,8 @@ class RuntimeModel:
                     return
                 raise
             now = self.clock.now_ns()
-            if c.pending_exit is not None:  # exited, but not processed yet: the remove race (containerd 1.7/2.x)
-                raise CriError("UNKNOWN", f'failed to set removing state for container "{c.id}": '
-                                          "container is still running, to stop first")
+            if c.pending_exit is not None:  # containerd stops it first, which waits for the exit to show
+                self._reveal(c, now)
             if c.state == "running":
                 if self.flavor.remove_running == "refuse":
                     raise CriError("UNKNOWN", f"container {c.id!r} is running, stop it before removing")

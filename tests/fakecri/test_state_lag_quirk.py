@@ -13,7 +13,7 @@ from fakecri import scenario as sc
 from fakecri.clock import VirtualClock
 from fakecri.flavors import FLAVORS, get_flavor
 from fakecri.harness import Harness
-from fakecri.model import CriError, RuntimeModel
+from fakecri.model import RuntimeModel
 from fakecri.truth import ContainerTransition, from_dict, to_dict
 
 MS = 1_000_000
@@ -45,9 +45,6 @@ def test_a_lagged_exit_is_pending_until_revealed() -> None:
     assert (st.state, st.finished_at) == ("running", 0)
     assert [x.state for x in m.list_containers()] == ["running"]
     assert changes == []  # nothing streamed yet
-    with pytest.raises(CriError) as err:
-        m.remove_container(c.id)
-    assert err.value.code == "UNKNOWN" and "container is still running, to stop first" in err.value.message
     assert m.reveal_exit(c.id)
     st = m.container_status(c.id)
     assert (st.state, st.finished_at, st.exit_code, st.reason) == ("exited", exited_at, 3, "Error")
@@ -57,6 +54,19 @@ def test_a_lagged_exit_is_pending_until_revealed() -> None:
     assert from_dict(to_dict(rec, 7)) == (7, rec)
     assert not m.reveal_exit(c.id)
     m.remove_container(c.id)
+
+
+def test_remove_shows_the_pending_exit_first() -> None:
+    """containerd's RemoveContainer stops a running container first, which waits until the exit is
+    handled: it succeeds (recorded on 1.7 and 2.1: tests/fidelity/recordings)."""
+    m, clock, _, c, changes = running()
+    exited_at = clock.now_ns()
+    m.exit_container(c.id, 5, lagged=True)
+    clock.advance(10 * MS)
+    m.remove_container(c.id)
+    assert changes == ["exited", "destroyed"]
+    rec = [r for r in m.truth if isinstance(r, ContainerTransition)][-2]
+    assert (rec.transition, rec.exit_code, rec.time_ns, rec.shown_ns) == ("exited", 5, exited_at, exited_at + 10 * MS)
 
 
 def test_stop_and_pod_stop_reveal_the_pending_exit_with_its_own_code() -> None:
@@ -87,21 +97,28 @@ def test_unlagged_exits_and_lag_free_flavours_show_at_once() -> None:
 def _scenario(lag: int | None) -> sc.Scenario:
     return sc.Scenario(flavor="containerd-2.0", quirks=sc.Quirks(state_lag_ns=lag), timeline=(
         sc.RunPod(at_ns=0, pod="web"), sc.CreateContainer(at_ns=0, container="app", pod="web", start=True),
+        sc.CreateContainer(at_ns=0, container="b", pod="web", start=True),
         sc.ExitContainer(at_ns=100 * MS, container="app", code=4),
-        sc.RemoveContainer(at_ns=101 * MS, container="app")), end_ns=300 * MS)
+        sc.RemoveContainer(at_ns=101 * MS, container="app"), sc.ExitContainer(at_ns=150 * MS, container="b"),
+        sc.RemoveContainer(at_ns=250 * MS, container="b")), end_ns=300 * MS)
 
 
-@pytest.mark.parametrize(("lag", "shown_ms", "removed_ms"), [(None, 125, 125), (60 * MS, 160, 160), (0, None, 101)])
-def test_the_harness_reveals_after_the_lag_and_retries_a_removal_that_lost_the_race(
-        tmp_path, lag: int | None, shown_ms: int | None, removed_ms: int) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("lag", "b_shown_ms"), [(None, 175), (60 * MS, 210), (0, None)])
+def test_the_harness_reveals_after_the_lag_or_at_a_removal(tmp_path, lag: int | None,
+                                                           b_shown_ms: int | None) -> None:  # type: ignore[no-untyped-def]
     with Harness(_scenario(lag), socket=str(tmp_path / "cri.sock"), clock="virtual") as h:
         h.run_to_end()
-        recs = {r.transition: r for r in h.truth if isinstance(r, ContainerTransition)}
+        recs = {(r.name, r.transition): r for r in h.truth if isinstance(r, ContainerTransition)}
         assert h.skipped == []
-    assert recs["exited"].time_ns - h.start_ns == 100 * MS
-    shown = recs["exited"].shown_ns
-    assert (None if shown is None else (shown - h.start_ns) // MS) == shown_ms
-    assert (recs["destroyed"].time_ns - h.start_ns) // MS == removed_ms
+
+    def ms(t: int | None) -> int | None:
+        return None if t is None else (t - h.start_ns) // MS
+
+    # app: removed 1 ms after its exit, within the lag: the removal shows the exit (RemoveContainer stops first)
+    assert ms(recs["app", "exited"].time_ns) == 100 and ms(recs["app", "destroyed"].time_ns) == 101
+    assert ms(recs["app", "exited"].shown_ns) == (None if lag == 0 else 101)
+    # b: the lag passes before its removal: shown then
+    assert ms(recs["b", "exited"].time_ns) == 150 and ms(recs["b", "exited"].shown_ns) == b_shown_ms
 
 
 def test_the_quirk_round_trips_through_yaml() -> None:
