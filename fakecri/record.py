@@ -461,6 +461,7 @@ class Recorder:
             "format": RECORDING_FORMAT,
             "runtime": {"runtime_name": v.runtime_name, "runtime_version": v.runtime_version,
                         "runtime_api_version": v.runtime_api_version},
+            "image": self.t.busybox_image,
             "sequences": {},
         }
         for seq in only or list(SEQUENCES):
