@@ -618,6 +618,24 @@ def _import_images(h: ContainerdHandle, archives: dict[str, Path], timeout: floa
             time.sleep(0.05)
 
 
+#: tmpdir -> the containerd process of a running instance (``restart`` replaces it)
+_RUNNING: dict[Path, subprocess.Popen[bytes]] = {}
+
+
+def restart(h: ContainerdHandle, *, down_s: float = 0.0, sig: int = signal.SIGKILL, timeout: float = 30.0) -> float:
+    """Kill the instance's containerd (SIGKILL: a crash; its shims and containers live on), wait
+    ``down_s``, start it again on the same root, state and socket; return the seconds it was down
+    (until it answered CRI again)."""
+    proc = _RUNNING[h.tmpdir]
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    proc.wait(timeout=timeout)
+    time.sleep(down_s)
+    proc = _RUNNING[h.tmpdir] = _start(h, "info")
+    _wait_ready(h, proc, timeout)
+    return time.monotonic() - t0
+
+
 @contextlib.contextmanager
 def running_containerd(
     tmpdir: str | Path,
@@ -652,7 +670,7 @@ def running_containerd(
     proc: subprocess.Popen[bytes] | None = None
     failed = False
     try:
-        proc = _start(h, log_level)
+        proc = _RUNNING[h.tmpdir] = _start(h, log_level)
         _wait_ready(h, proc, start_timeout)
         _import_images(h, archives, timeout=start_timeout)
         h.start_seconds = time.monotonic() - t0
@@ -661,6 +679,7 @@ def running_containerd(
         failed = True
         raise
     finally:
+        proc = _RUNNING.pop(h.tmpdir, proc)  # restart() may have replaced it
         leftovers = teardown(h, proc, stop_timeout=stop_timeout)
         if leftovers and not failed:
             raise ContainerdError(f"teardown of {h.tmpdir} left: " + "; ".join(leftovers))
