@@ -76,7 +76,7 @@ FLAVORS: dict[str, Flavor] = {
                stop_unknown="not_found", state_lag_ns=LAG_CONTAINERD_16),
         Flavor("containerd-1.6", "containerd", "v1.6.20", ("v1", "v1alpha2"), "unimplemented", "containerd",
                stop_unknown="not_found", state_lag_ns=LAG_CONTAINERD_16),
-        Flavor("containerd-1.7", "containerd", "v1.7.24", ("v1", "v1alpha2"), "stream-then-closed",
+        Flavor("containerd-1.7", "containerd", "v1.7.13", ("v1", "v1alpha2"), "stream-then-closed",
                "containerd", stop_unknown="not_found", state_lag_ns=LAG_CONTAINERD_17,
                sandbox_started_event=True, events_shared=True),
         Flavor("containerd-2.0", "containerd", "v2.0.2", ("v1",), "stream-then-closed", "containerd",
