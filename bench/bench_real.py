@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     duration_s = parse_duration(args.duration) / 1e9
     rows = [run_release(r, args.containers, duration_s) for r in args.releases.split(",") if r]
     print(f"{'runtime':<16} {'lag status p50/p99/max ms':<28} {'lag stream p50/p99':<20} {'mode':<8} "
-          f"{'latency p50/p99 ms':<20} events")
+          f"{'latency p50/p99 ms':<20} {'events':<7} per transition p50/p99 ms")
     for row in rows:
         if "skipped" in row:
             print(f"containerd {row['release']}: skipped: {row['skipped']}")
@@ -248,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['runtime_version']:<16} {_f(s['p50_ms'])}/{_f(s['p99_ms'])}/{_f(s['max_ms']):<18} "
                   f"{(_f(st['p50_ms']) + '/' + _f(st['p99_ms'])) if st else '-':<20} "
                   f"{'stream' if lat['events'] == 'on' else 'poll ' + str(int(lat['poll_interval_ms'])):<8} "
-                  f"{_f(a['p50_ms'])}/{_f(a['p99_ms']):<14} {a['n']}")
+                  f"{_f(a['p50_ms'])}/{_f(a['p99_ms']):<14} {a['n']:<7} "
+                  + " ".join(f"{tr[:4]} {_f(v['p50_ms'])}/{_f(v['p99_ms'])}" for tr, v in lat["by_transition"].items()))
     write_result(args.json, {"benchmark": "real", "machine": machine(), "runs": rows})
     return 0
 
