@@ -128,3 +128,15 @@ def test_the_quirk_round_trips_through_yaml() -> None:
     assert sc.loads(sc.dumps(s)).quirks.state_lag_ns == 80 * MS
     off = sc.loads("flavor: containerd-1.7\nquirks: {state_lag: false}\ntimeline: []\nend: 1s\n")
     assert sc.flavor_of(off).state_lag_ns == 0
+
+
+def test_an_exit_while_containerd_is_down_loses_its_code(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Real 1.7/2.1 (rr/test_sensor_stream_real.py): after a restart, a process that exited while
+    containerd was down shows exit_code 255, reason Unknown. CRI-O flavours keep the code."""
+    for flavor, want in (("containerd-1.7", (255, "Unknown")), ("crio-1.26", (0, "Completed"))):
+        with Harness("runtime_restart", socket=str(tmp_path / f"{flavor}.sock"), flavor=flavor,
+                     clock="virtual") as h:
+            h.run_to_end()
+            ex = [r for r in h.truth if isinstance(r, ContainerTransition) and r.name == "short"
+                  and r.transition == "exited"]
+        assert [(r.exit_code, r.reason) for r in ex] == [want], flavor
