@@ -5,8 +5,8 @@ Theory of operation
 A *sequence* is a list of actions on one pod (``SEQUENCES``): run the pod, create/start
 containers with a given life and exit code, stop or remove them in some order, stop or remove the
 pod, wait until a container shows EXITED. The same sequences run against a real runtime (its
-processes really run ``sh -c 'sleep L; exit N'``) and against fakecri (the recorder makes the
-fake's container exit after its life, as its process would: ``exit_process``).
+processes really run ``sh -c 'sleep L; exit N'``) and against fakecri (whose emulator runs the same
+commands; ``Target.exit_process`` is for a fake without one).
 
 While a sequence runs, one ``GetContainerEvents`` stream (opened before it, runtime.v1) is read on
 a thread, and after every action the recorder takes a *snapshot*: ListPodSandbox, ListContainers
@@ -476,27 +476,19 @@ def record_fake(flavor: str, only: list[str] | None = None, *, busybox: str = "b
 
     from fakecri.clock import RealClock
     from fakecri.flavors import get_flavor
-    from fakecri.model import CriError, RuntimeModel
+    from fakecri.model import RuntimeModel
     from fakecri.server import FakeCriServer
 
     model = RuntimeModel(RealClock(), get_flavor(flavor), seed=15)
     model.pull_image(busybox)
     tmp = tempfile.mkdtemp(prefix="fcr-", dir="/tmp")
     server = FakeCriServer(model, f"{tmp}/cri.sock").start()
-    lag_s = model.flavor.state_lag_ns / 1e9
-
-    def exit_process(cid: str, code: int) -> None:
-        with contextlib.suppress(CriError):  # stopped or removed meanwhile
-            model.exit_container(cid, code, lagged=True)
-            if lag_s > 0:
-                threading.Timer(lag_s, model.reveal_exit, (cid,)).start()
-
     def process_gone(cid: str) -> bool:
         c = model.containers.get(cid)
         return c is None or c.pending_exit is not None or c.state == "exited"
 
-    rec = Recorder(Target(addr=server.addr, busybox_image=busybox, exit_process=exit_process,
-                          process_gone=process_gone))
+    # its containers run their commands (fakecri.emulator): they exit by themselves, shown after the lag
+    rec = Recorder(Target(addr=server.addr, busybox_image=busybox, process_gone=process_gone))
     try:
         return rec.record(only)
     finally:
