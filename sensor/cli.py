@@ -101,6 +101,7 @@ SUPERVISE_S = 0.05
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sensor.analytics import Pipeline, ProgressPoller
+    from sensor.diff import DiffEngine
     from sensor.metrics import Metrics
     from sensor.output import Emitter, stream_name
 
@@ -117,10 +118,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     keeper = None
     if cfg.state_dir:  # before anything else: a second sensor on the same state refuses at once
-        from sensor.diff import DiffEngine
         from sensor.statedir import open_keeper
 
-        keeper = open_keeper(cfg.state_dir, DiffEngine(), socket_path=cfg.socket_path)
+        keeper = open_keeper(cfg.state_dir, DiffEngine(state_lag_ns=cfg.state_lag_ns),
+                             socket_path=cfg.socket_path)
     metrics = Metrics()
     if args.metrics_addr:
         host, port = _parse_hostport(args.metrics_addr)
@@ -145,7 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         emitter = Emitter(out, **emitter_kw)
     poller = ProgressPoller(client, emitter, poll_interval_ns=cfg.poll_interval_ns, metrics=metrics,
                             events=cfg.events, resync_interval_ns=cfg.resync_interval_ns,
-                            engine=None if keeper is None else keeper.engine)
+                            engine=DiffEngine(state_lag_ns=cfg.state_lag_ns) if keeper is None else keeper.engine)
     # The analytics stage (event_reorder_window) sees every lifecycle event; with a process source
     # it holds each exec for the window, enriches it as of its own time and writes it (process.exec).
     from sensor.processes import start_processes
