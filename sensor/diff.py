@@ -18,7 +18,10 @@ the blind interval as a ``sensor.gap`` event and forges what vanished meanwhile 
 
 Rule 2 -- steady state is cheap. ``begin`` compares each listed container's ``(state,
 created_at)`` with the tracked record and builds nothing for unchanged ones; ``ContainerStatus`` is
-requested only for containers that are new or moved forward to running/exited. Each tracked
+requested only for containers that are new or moved forward to running/exited -- on the very first
+snapshot only for exited ones: a container already running when the sensor starts started at an
+unknown time in its past, and asking 10,000 of them one ``started_at`` each took seconds (its
+``running`` is placed in ``[created_at, list]`` like any unreported time). Each tracked
 container costs one small slotted record (plus the latest ``ContainerSnap``, kept for metadata).
 Destroyed objects are forgotten, so memory is bounded by what currently exists.
 
@@ -343,13 +346,14 @@ class DiffEngine:
                 p.sb_changed.append((st, s))
 
         need: list[str] = []
+        seen_before = self._prev is not None  # False: the first snapshot; its running containers need no status
         containers = self._containers
         for c in snapshot.containers:
             t = containers.get(c.id)
             if t is None:
                 if c.id not in p.c_new:
                     p.c_new[c.id] = c
-                    if c.state in _NEEDS_STATUS:
+                    if c.state in _NEEDS_STATUS and (seen_before or c.state == "exited"):
                         need.append(c.id)
                 continue
             if t.gen == gen:

@@ -174,6 +174,8 @@ def test_notfound_race_is_tolerated(rig) -> None:  # type: ignore[no-untyped-def
     r = rig(policy=policy)
     policy.model = r.model
     m, clock, p = r.model, r.clock, r.poller
+    p.step()  # the first snapshot (it asks no status of running containers)
+    clock.advance(250 * MS)
     sb = m.run_pod_sandbox("p", "ns", "u")
     c = m.create_container(sb.id, "c", 0, "busybox")
     m.start_container(c.id)
