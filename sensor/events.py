@@ -9,7 +9,7 @@ verifier among them) can refuse a format they do not know. The JSON Schema lives
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -79,7 +79,12 @@ class Event:
     seq: int = 0
 
     def with_seq(self, seq: int) -> Event:
-        return replace(self, seq=seq)
+        # What ``dataclasses.replace(self, seq=seq)`` gives, without its per-call field walk: the
+        # emitter numbers every event, 20,000 of them in a first snapshot of 10,000 containers.
+        numbered = object.__new__(type(self))
+        numbered.__dict__.update(self.__dict__)
+        numbered.__dict__["seq"] = seq
+        return numbered
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -110,7 +115,12 @@ class Event:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        return _ENCODE(self.to_dict())
+
+
+#: ``json.dumps(d, separators=(",", ":"))``, with the encoder built once (dumps builds one per call
+#: when given separators).
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def from_dict(d: dict[str, Any]) -> Event:
