@@ -109,7 +109,8 @@ class Poller:
     def __init__(self, client: CriClient, emitter: Emitter, *, poll_interval_ns: int,
                  now_ns: Callable[[], int] = time.time_ns, engine: DiffEngine | None = None,
                  metrics: Metrics | None = None, fast: bool = True, events: str = "off",
-                 resync_interval_ns: int = 10_000_000_000, subscribe_wait_s: float = SUBSCRIBE_WAIT_S) -> None:
+                 resync_interval_ns: int = 10_000_000_000, subscribe_wait_s: float = SUBSCRIBE_WAIT_S,
+                 stop_check_s: float | None = STOP_CHECK_S) -> None:
         self.client = client
         self.emitter = emitter
         self.poll_interval_ns = poll_interval_ns
@@ -127,6 +128,10 @@ class Poller:
         self.lock = threading.Lock()
         self.plan = StreamPlan(events, resync_interval_ns)
         self.subscribe_wait_s = subscribe_wait_s
+        #: How often ``run`` looks at ``stop`` while it sleeps; ``None``: never by itself -- whoever
+        #: sets ``stop`` also calls ``interrupt`` (as ``crisensor run`` does), so an idle sensor
+        #: sleeps until its next list (docs/performance.md, "Idle streaming").
+        self.stop_check_s = stop_check_s
         self.reader: StreamReader | None = None
         self.stream_log = StateLog(log)
         self.input_log = StateLog(log)  # what the runtime sent that the sensor dropped (sensor.wire)
@@ -457,7 +462,7 @@ class Poller:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            if self._wake.wait(min(left, STOP_CHECK_S)):
+            if self._wake.wait(left if self.stop_check_s is None else min(left, self.stop_check_s)):
                 self._wake.clear()
                 if not stop.is_set():
                     self.step()
@@ -483,5 +488,34 @@ class Poller:
                 self.metrics.overruns.inc(missed)
                 k += missed
                 due = start + k * interval
+            idle = self._idle_s()
+            if idle > due - now:  # streaming and nothing to do: sleep through the ticks until the next list
+                if self._sleep(stop, idle):
+                    return
+                start, k = time.monotonic(), 0  # what woke it (the list due, the reader) is the next step
+                continue
             if self._wait(stop, max(0.0, due - now)):
                 return
+
+    def _sleep(self, stop: threading.Event, seconds: float) -> bool:
+        """Sleep ``seconds`` or until the reader wakes ``run``; True as soon as ``stop`` is set."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self._wake.wait(left if self.stop_check_s is None else min(left, self.stop_check_s)):
+                self._wake.clear()
+                return stop.is_set()
+        return True
+
+    def _idle_s(self) -> float:
+        """Seconds until a step has something to do while an announced stream is open and idle (the
+        next reconciling list); 0 otherwise. The reader wakes ``run`` for anything sooner."""
+        reader = self.reader
+        if (not self.plan.streaming or reader is None or reader is not self._announced or self._list_now
+                or self.engine.resync_wanted or self._last_list_ns is None):
+            return 0.0
+        period = self.plan.list_period_ns(self.poll_interval_ns)
+        due_ns = self._last_list_ns + period - self.poll_interval_ns // 2  # as _list_due
+        return max(0.0, (due_ns - self.now_ns()) / 1e9)
