@@ -138,9 +138,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     # A failed output stops the sensor from whichever thread wrote (poll loop or stream reader).
     emitter = Emitter(out, name=args.output or stream_name(out), on_failure=output_failed,
                       on_unwritten=metrics.events_unwritten.inc)
-    # stop_check_s=None: every stop comes with poller.interrupt() (below), so the loop sleeps undisturbed
+    # stop_check_s=None: every stop comes with poller.interrupt() (below), so the loop sleeps undisturbed;
+    # status calls stop halfway through the poll interval (polls keep their rate under churn)
+    from sensor.poller import STATUS_TIME_SHARE
+
     poller = ProgressPoller(client, emitter, poll_interval_ns=cfg.poll_interval_ns, metrics=metrics,
-                            events=cfg.events, resync_interval_ns=cfg.resync_interval_ns, stop_check_s=None)
+                            events=cfg.events, resync_interval_ns=cfg.resync_interval_ns, stop_check_s=None,
+                            status_time_share=STATUS_TIME_SHARE)
     # The analytics stage (event_reorder_window) sees every lifecycle event; with a process source
     # it holds each exec for the window, enriches it as of its own time and writes it (process.exec).
     from sensor.processes import start_processes

@@ -101,6 +101,8 @@ class CriClient:
         self.cancelled = False  #: set by ``cancel``: every call fails at once with CANCELLED
         #: ContainerStatus calls in flight at once (``status``); 1 = one after the other.
         self.status_in_flight = STATUS_IN_FLIGHT
+        #: IDs the last ``status`` call did not ask about because its ``until`` had passed.
+        self.status_unasked = 0
 
     # ---- connection --------------------------------------------------------------------------
 
@@ -276,7 +278,8 @@ class CriClient:
         details, _ = self.status([cid])
         return container, details.get(cid), sandbox
 
-    def status(self, ids: Iterable[str]) -> tuple[dict[str, ContainerDetail | None], CriCallError | None]:
+    def status(self, ids: Iterable[str], *, until: float | None = None
+               ) -> tuple[dict[str, ContainerDetail | None], CriCallError | None]:
         """ContainerStatus per ID: NotFound -> ``None`` (removed since the list); other errors -> absent.
 
         Up to ``status_in_flight`` calls are in flight at once (``sensor.fanout``): a poll that needs
@@ -284,8 +287,11 @@ class CriClient:
         runtime's throughput, not for hundreds of round trips one after the other. Stops issuing at the
         first connection-level error (UNAVAILABLE, DEADLINE_EXCEEDED), cancels what is still in flight
         and returns that error with what it had, so the caller can still finish the poll with partial
-        details.
+        details. ``until`` (``time.monotonic()``): issue no call after it; IDs not asked by then are
+        absent from the result, and counted in ``status_unasked``.
         """
+        import time
+
         from sensor.fanout import fan_out
 
         out: dict[str, ContainerDetail | None] = {}
@@ -293,7 +299,12 @@ class CriClient:
         fn = self._unary(self._api(), "ContainerStatus", pb.ContainerStatusRequest)
         timeout = self.rpc_timeout_s
 
+        ids = list(ids)
+        issued = 0
+
         def start(cid: str) -> Any:
+            nonlocal issued
+            issued += 1
             self.rpc_count["ContainerStatus"] = self.rpc_count.get("ContainerStatus", 0) + 1
             self._refuse_if_cancelled("ContainerStatus")
             try:
@@ -323,10 +334,12 @@ class CriClient:
             out[cid] = container_detail(st)
             return None
 
+        more = None if until is None else (lambda: time.monotonic() < until)
         try:
-            err = fan_out(ids, start, take, self.status_in_flight)
+            err = fan_out(ids, start, take, self.status_in_flight, more=more)
         except CriCallError as e:  # cancelled before or while issuing
             err = e
+        self.status_unasked = 0 if err is not None else len(ids) - issued
         return out, err
 
     def version(self) -> Any:

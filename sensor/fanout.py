@@ -21,10 +21,11 @@ E = TypeVar("E")
 
 
 def fan_out(ids: Iterable[str], start: Callable[[str], Any], take: Callable[[str, Any], E | None],
-            limit: int) -> E | None:
+            limit: int, *, more: Callable[[], bool] | None = None) -> E | None:
     """Issue ``start`` for every ID with at most ``limit`` outstanding; ``take`` each in issue
     order. Returns the first error ``take`` reports (the rest are cancelled, not taken), else None.
-    An exception from ``start`` cancels what is in flight and propagates."""
+    An exception from ``start`` cancels what is in flight and propagates. ``more()``, asked before
+    each issue, False: issue no more (what is in flight is still taken) -- a time budget."""
     limit = max(1, limit)
     flight: deque[tuple[str, Any]] = deque()
     try:
@@ -33,6 +34,8 @@ def fan_out(ids: Iterable[str], start: Callable[[str], Any], take: Callable[[str
                 err = take(*flight.popleft())
                 if err is not None:
                     return err
+            if more is not None and not more():
+                break
             flight.append((cid, start(cid)))
         while flight:
             err = take(*flight.popleft())

@@ -240,3 +240,25 @@ def test_a_poll_over_its_status_budget_keeps_exits_and_estimates_starts(rig) -> 
         assert run["window_ns"][0] <= truth_time(m, cid, "running") <= run["window_ns"][1]
         exact += run["time_ns"] == truth_time(m, cid, "running")
     assert exact == 1  # the one start the budget still had room for
+
+
+def test_status_calls_stop_at_the_time_share_of_the_poll(rig) -> None:  # type: ignore[no-untyped-def]
+    """``status_time_share`` (crisensor run: half the poll interval): no status call is issued after
+    it, and what was not asked is placed like any unreported change -- honest windows, no exit code."""
+    r = rig()
+    m, clock, p = r.model, r.clock, r.poller
+    p.status_time_share = 0.0  # already past: the poll asks nothing
+    p.step()
+    sb = m.run_pod_sandbox("p", "ns", "u")
+    c = m.create_container(sb.id, "c", 0, "busybox")
+    m.start_container(c.id)
+    clock.advance(50 * MS)
+    m.exit_container(c.id, 3, "Error")
+    clock.advance(200 * MS)
+    p.step()
+    assert r.client.rpc_count.get("ContainerStatus", 0) == 0
+    assert p.metrics.status_skipped._value.get() == 1
+    events = r.events()
+    validate(events)
+    ex = by_type(events, c.id)["container.exited"]
+    assert ex["exit_code"] is None and ex["window_ns"][0] <= truth_time(m, c.id, "exited") <= ex["window_ns"][1]
