@@ -52,7 +52,7 @@ from sensor.events import Event
 from sensor.fastpath import FastPath, PlainPath
 from sensor.metrics import Metrics
 from sensor.output import Emitter
-from sensor.snapshot import StreamEvent
+from sensor.snapshot import ContainerDetail, StreamEvent
 from sensor.stream import SUBSCRIBE_WAIT_S, StreamEnd, StreamPlan, StreamReader
 from sensor.wire import MalformedResponse, Tally, UnusableEvent
 
@@ -147,7 +147,8 @@ class Poller:
         #: ``STATUS_TIME_SHARE`` (``crisensor run`` sets it): status calls stop that far into the poll
         #: interval. ``None``: no time limit, so a poll's events never depend on how busy the machine is.
         self.status_time_share = status_time_share
-        self.budget_log = StateLog(log)
+        self.budget_log = StateLog(log)  # over the count budget (once per streak)
+        self.time_log = StateLog(log)  # out of time for status calls (once per streak)
         self.reader: StreamReader | None = None
         self.stream_log = StateLog(log)
         self.input_log = StateLog(log)  # what the runtime sent that the sensor dropped (sensor.wire)
@@ -239,6 +240,28 @@ class Poller:
             else:
                 self.state_log.say(logging.WARNING, f"crisensor: list failed ({e}); will retry")
             return False
+        details, err = self._statuses(need, t0)
+        self._note_input(self.client.tally.take(), poll=True)
+        if reconciling:
+            events = self.engine.finish(details, self.now_ns(), source="resync")
+        else:
+            events = self.engine.finish(details, self.now_ns())
+        self.emit(events)
+        if err is not None:
+            self.metrics.rpc_errors.labels(err.method, err.code).inc()
+            if err.code in CONNECTION_CODES:
+                self._lost(err)
+        elif not self.plan.streaming:
+            self.state_log.say(logging.INFO, "crisensor: polling")
+        self.polls += 1
+        self.metrics.poll_seconds.observe(time.perf_counter() - t0)
+        self.metrics.tracked.set(self.engine.table_sizes()[0])
+        return True
+
+    def _statuses(self, need: list[str], t0: float) -> tuple[dict[str, ContainerDetail | None], CriCallError | None]:
+        """ContainerStatus for ``need`` within the poll's budgets: at most ``status_budget`` calls
+        (``need`` lists exited containers first) and, with ``status_time_share``, none issued past
+        that share of the poll interval. What is left out is counted and logged once per streak."""
         if len(need) > self.status_budget:
             skipped = len(need) - self.status_budget
             need = need[: self.status_budget]  # exited first (sensor.diff): start times are what is lost
@@ -258,27 +281,14 @@ class Poller:
         unasked = self.client.status_unasked if need and share is not None else 0
         if unasked:
             self.metrics.status_skipped.inc(unasked)
-            self.budget_log.say(logging.WARNING, f"crisensor: a poll ran out of time for {unasked} of its "
-                                                 f"{len(need)} ContainerStatus calls (over "
-                                                 f"{share:.0%} of the poll interval); their times are "
-                                                 "estimated (counted in crisensor_status_skipped_total)",
-                                                 key="time")
-        self._note_input(self.client.tally.take(), poll=True)
-        if reconciling:
-            events = self.engine.finish(details, self.now_ns(), source="resync")
-        else:
-            events = self.engine.finish(details, self.now_ns())
-        self.emit(events)
-        if err is not None:
-            self.metrics.rpc_errors.labels(err.method, err.code).inc()
-            if err.code in CONNECTION_CODES:
-                self._lost(err)
-        elif not self.plan.streaming:
-            self.state_log.say(logging.INFO, "crisensor: polling")
-        self.polls += 1
-        self.metrics.poll_seconds.observe(time.perf_counter() - t0)
-        self.metrics.tracked.set(self.engine.table_sizes()[0])
-        return True
+            self.time_log.say(logging.WARNING, f"crisensor: a poll ran out of time for {unasked} of its "
+                                               f"{len(need)} ContainerStatus calls (over "
+                                               f"{share:.0%} of the poll interval); their times are "
+                                               "estimated (counted in crisensor_status_skipped_total)",
+                                               key="time")
+        elif need:
+            self.time_log.reset()
+        return details, err
 
     def _note_input(self, tally: Tally, *, poll: bool = False) -> None:
         """Count (and log, without flooding) what decoding dropped or read loosely (``sensor.wire``).
