@@ -161,8 +161,10 @@ class Fake:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.sock)
         self.errlog = open(os.path.join(self.workdir, "fake.log"), "w")  # noqa: SIM115 - closed in stop
+        at_end = ["--exit-at-end"] if self.churn_rate else []  # then it prints the churn's jitter
         self.proc = subprocess.Popen([*_tool("fakecri", "fakecri.cli"), "serve", path, "--socket", self.sock,
-                                      "--start", "now"], stdout=subprocess.DEVNULL, stderr=self.errlog, text=True)
+                                      "--start", "now", *at_end], stdout=subprocess.DEVNULL, stderr=self.errlog,
+                                     text=True)
         self._wait_listed()
         return self
 
@@ -427,7 +429,7 @@ def churn_case(containers: int, rate: float, churn_s: float, mode: str, kind: st
                           until=t0 + lead_s + 1.0)
             if fake.proc is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
-                    fake.proc.wait(max(0.0, t0 + lead_s + churn_s + 5.0 - time.monotonic()))
+                    fake.proc.wait(max(0.0, t0 + lead_s + churn_s + 15.0 - time.monotonic()))
         finally:
             fake.stop()
         row.update(containers=containers, case=f"{mode} churn", rate=rate, repeat=0, load=machine_load(),

@@ -42,6 +42,7 @@ import logging
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -487,10 +488,16 @@ class Poller:
         self._wake.set()  # _wait returns now rather than at its next STOP_CHECK_S
 
     def emit(self, events: list[Event]) -> list[Event]:
-        for e in events:
+        if len(events) == 1:
+            e = events[0]
             self.metrics.events.labels(e.type, e.source).inc()
             if e.synthetic and e.why:
                 self.metrics.synthetic.labels(e.why).inc()
+        elif events:  # counted per label first: a first snapshot emits 20,000 events at 10,000 containers
+            for (kind, source), n in Counter((e.type, e.source) for e in events).items():
+                self.metrics.events.labels(kind, source).inc(n)
+            for why, n in Counter(e.why for e in events if e.synthetic and e.why).items():
+                self.metrics.synthetic.labels(why).inc(n)
         return self.emitter.emit(events)
 
     # ---- real-time schedule -------------------------------------------------------------------
