@@ -267,12 +267,14 @@ def wait_first_snapshot(c: Client, expected_events: int, timeout_s: float = 120.
                 last = block[: -1].rsplit(b"\n", 1)[-1]
         if lines >= expected_events:
             seen = time.time_ns()  # its last event is written (within this loop's 20 ms)
+            used = cpu_s(c.pid)  # the process's CPU so far: start-up and the first snapshot
             connected = json.loads(first)
             done = json.loads(last)
             return {"first_snapshot_s": (seen - connected["time_ns"]) / 1e9,
                     "first_snapshot_diffed_s": (done["observed_ns"] - connected["time_ns"]) / 1e9,
                     "spawn_to_snapshot_s": (seen - c.spawned_ns) / 1e9,
-                    "startup_s": (connected["time_ns"] - c.spawned_ns) / 1e9}
+                    "startup_s": (connected["time_ns"] - c.spawned_ns) / 1e9,
+                    "spawn_to_snapshot_cpu_s": used}
         time.sleep(0.02)
     raise RuntimeError(f"no first snapshot within {timeout_s:.0f} s ({lines} of {expected_events} events)")
 
@@ -476,6 +478,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         line["rss_over_floor_mb"] = _med([s["peak_rss_mb"] - f["peak_rss_mb"] for s, f in pairs])
         line["first_snapshot_s"] = _med([r.get("first_snapshot_s") for r in sensor])
         line["spawn_to_snapshot_s"] = _med([r.get("spawn_to_snapshot_s") for r in sensor])
+        line["spawn_to_snapshot_cpu_s"] = _med([r.get("spawn_to_snapshot_cpu_s") for r in sensor])
+        line["startup_s"] = _med([r.get("startup_s") for r in sensor])
         line["poll_p99_ms"] = _med([r.get("poll_p99_ms") for r in sensor])
         line["polls_le_250ms"] = _med([r.get("polls_le_250ms") for r in sensor])
         jit = [r["fake_jitter"]["p99_ms"] for r in sensor + floor if r.get("fake_jitter")]
