@@ -36,8 +36,9 @@ and every list that engine takes goes through it. ``tests/perf/test_fastpath_equ
 checks the equivalence on arbitrary snapshot sequences, and over a real socket.
 
 Costs: a steady-state poll costs the RPCs plus two byte comparisons; a poll with k changes also
-hashes the answer's entries once (a few ms at 10,000) and decodes k entries. Memory: the last
-list's entry bytes (~700 bytes per kubelet-made container) and one snapshot value per entry,
+hashes the answer's entries once, confirms each matching hash against the kept answer (a few ms at
+10,000) and decodes k entries. Memory: the last answer (no second copy of its entries: an entry is
+known by its hash and its place in the answer, ``_Index``) and one snapshot value per entry,
 shared with the engine's records.
 
 Bytes that do not decode. Both paths decode with ``sensor.wire`` (``ListKind``), so an answer
