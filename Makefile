@@ -31,7 +31,8 @@ test: setup system-deps
 #   5,000 examples -- 25x ci -- for tests that take the profile's count; the checker properties 10x
 #   via CHECK_EXAMPLES). Run it before resolving any issue that touches a pure core; every
 #   counterexample becomes an explicit @example. Scoped to the pure cores' properties (diff engine,
-#   fast path, stream engine, durations, checker, reorder, enrichment, runtime model). Measured here:
+#   fast path, stream engine, durations, checker, reorder, enrichment, runtime model, process
+#   interpreter and CRI log splitter). Measured here:
 #   7 min on 2 otherwise idle cores (one core busy); 25-40 min while other jobs shared them. Left out:
 #   tests/guarantees/test_histories.py, which drives the real sensor over sockets (1,250 histories in
 #   deep: hours) -- run it alone when the sensor's shells change:
@@ -40,7 +41,7 @@ DEEP_TESTS ?= tests/perf/test_fastpath_equivalence.py tests/sensor/test_sensor_d
 	tests/sensor/test_stream_engine.py tests/sensor/test_sensor_duration.py tests/check/test_check_properties.py \
 	tests/analytics/test_analytics_reorder.py tests/analytics/test_analytics_enrich.py tests/fakecri/test_model.py \
 	tests/process/test_cnproc.py tests/process/test_cgroup.py tests/process/test_exectrack.py tests/sensor/test_lookup.py \
-	tests/check/test_check_attribution.py tests/sensor/test_wire.py
+	tests/check/test_check_attribution.py tests/sensor/test_wire.py tests/fakecri/test_shell.py
 deep: setup
 	CHECK_EXAMPLES=3000 HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -q -p no:cacheprovider -k 'not socket' \
 		$(DEEP_TESTS) $(PYTEST_ARGS)

@@ -15,6 +15,7 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict, ParseDict
 
+from fakecri import ocispec
 from fakecri.flavors import Flavor
 from fakecri.model import Container, Image, Sandbox
 
@@ -29,20 +30,8 @@ def message_dict(msg: Any) -> dict[str, Any]:
     return MessageToDict(msg, preserving_proto_field_name=True)
 
 
-def _runtime_spec(flavor: Flavor, pid: int, args: list[str], hostname: str = "") -> dict[str, Any]:
-    return {
-        "ociVersion": "1.0.2-dev",
-        "process": {"user": {"uid": 0, "gid": 0}, "args": args, "cwd": "/",
-                    "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
-        "root": {"path": "rootfs"},
-        "hostname": hostname,
-        "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-                                 {"type": "network"}]},
-    }
-
-
 def sandbox_info(flavor: Flavor, s: Sandbox) -> dict[str, str]:
-    spec = _runtime_spec(flavor, s.pid, ["/pause"], s.hostname)
+    spec = ocispec.sandbox_spec(flavor, s)
     if flavor.info_shape == "containerd":
         info: dict[str, Any] = {
             "pid": s.pid if s.state == "ready" else 0,
@@ -63,10 +52,12 @@ def sandbox_info(flavor: Flavor, s: Sandbox) -> dict[str, str]:
     return {"info": json.dumps(info)}
 
 
-def container_info(flavor: Flavor, c: Container) -> dict[str, str]:
+def container_info(flavor: Flavor, c: Container, sb: Sandbox | None = None,
+                   host_name: str = "") -> dict[str, str]:
+    """Verbose ContainerStatus ``info``; ``sb`` (the container's sandbox) fills the runtimeSpec's
+    namespaces, cgroupsPath and CRI annotations (``fakecri.ocispec``)."""
     cfg = c.config
-    args = list(cfg.get("command", [])) + list(cfg.get("args", [])) or ["/bin/sh"]
-    spec = _runtime_spec(flavor, c.pid, args)
+    spec = ocispec.container_spec(flavor, c, sb, host_name)
     if flavor.info_shape == "containerd":
         info: dict[str, Any] = {
             "sandboxID": c.sandbox_id,

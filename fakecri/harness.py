@@ -24,6 +24,12 @@ Theory of operation
   end), loses the model's state if asked, and after the downtime starts both again. Truth gets
   ``runtime`` down/up records; quirks active for the whole run get ``fault`` start records at
   offset 0 (they never stop). The handshake quirk is the scenario's, else the flavour's own.
+* Containers a client creates through CRI run their command (``fakecri.emulator``); their own
+  exits are applied at their exact instants before each step and after each clock move
+  (``RuntimeModel.settle``), so they interleave with the timeline in time order. Scenario
+  containers have no command and live exactly as their steps say.
+* IDs come from the scenario's ``seed``; without one, a virtual-clock run uses seed 0 (repeatable
+  byte for byte) and a real-clock run draws fresh IDs, as a real runtime would.
 * ``start(hold=True)`` + ``first_view()`` + ``release()`` start the timeline at a client's first
   list (``fakecri serve``'s default, ``fakecri verify``); ``replay()`` runs it again after its end
   with fresh IDs (``--repeat``/``--loop``). The virtual-clock paths use neither.
@@ -100,7 +106,10 @@ class Harness:
             raise ValueError(f"unknown clock {clock!r} (accepted: virtual, real)")
         self.clock: Clock = clock
         self.truth = Truth(truth_sink, record_rpcs=record_rpcs)
-        self.model = RuntimeModel(self.clock, self.plan.flavor, self.truth, seed=scenario.seed)
+        seed = scenario.seed
+        if seed is None and isinstance(self.clock, VirtualClock):
+            seed = 0  # a virtual run stays repeatable byte for byte; a real one gets fresh IDs
+        self.model = RuntimeModel(self.clock, self.plan.flavor, self.truth, seed=seed)
         for image in scenario.images:
             self.model.pull_image(image)
         self.faults = FaultPolicy(self.model)
@@ -279,15 +288,21 @@ class Harness:
     def advance_to(self, offset: int | str) -> int:
         """Virtual clock: apply every step due by ``offset`` (ns or ``"250ms"``), each at its exact
         instant, then set the clock there. Returns the number of steps applied."""
-        return self._runner().advance_to(_ns(offset))
+        applied = self._runner().advance_to(_ns(offset))
+        self.model.settle()
+        return applied
 
     def advance(self, delta: int | str) -> int:
         """Virtual clock: ``advance_to(now + delta)``."""
-        return self._runner().advance(_ns(delta))
+        applied = self._runner().advance(_ns(delta))
+        self.model.settle()
+        return applied
 
     def run_to_end(self) -> int:
         """Virtual clock: apply the rest of the timeline and move to the scenario's end."""
-        return self._runner().run_to_end()
+        applied = self._runner().run_to_end()
+        self.model.settle()
+        return applied
 
     def wait_end(self, timeout: float | None = None) -> bool:
         """Real clock: block until the scenario's end has passed (True) or ``timeout`` (False)."""
@@ -313,6 +328,7 @@ class Harness:
         return s
 
     def _apply(self, step: sc.Step) -> None:
+        self.model.settle()  # processes that exited before this step's instant, at their own instants
         try:
             self._apply_step(step)
         except CriError as e:

@@ -12,20 +12,28 @@ Theory of operation
   runtime gives for which mistake is written once, here, with the flavour deciding the few places
   where CRI-O and containerd differ.
 * Timestamps are wall-clock ns from the clock; 0 means unset, as in the CRI.
-* IDs are 64 hex digits from a seeded RNG, so a seeded run is repeatable byte for byte. Like
+* IDs are 64 hex digits from an RNG: seeded (``seed=N``), a run is repeatable byte for byte;
+  unseeded (``seed=None``), every instance draws fresh IDs, as two real runtimes would. Like
   containerd, any unique ID prefix is accepted where an ID is expected.
+* Containers a client creates run their command through ``fakecri.emulator`` (an interpreter
+  for a documented shell subset): output is written to the CRI log file and a process that ends
+  by itself exits at its exact instant. Due processes are applied by ``settle`` -- called first
+  by every call that reads or changes containers, so an answer never shows a process running
+  past its exit -- and a real-time reaper (``fakecri.reaper``) calls it when nobody asks.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fakecri.clock import Clock
+from fakecri.emulator import ProcessEmulator
 from fakecri.flavors import Flavor
 from fakecri.truth import ContainerTransition, PodRef, SandboxTransition, Truth
 
@@ -121,6 +129,29 @@ class Container:
 T = TypeVar("T", Sandbox, Container)
 
 
+@dataclass(frozen=True)
+class ExecResult:
+    """An ExecSync answer: output and exit code after ``duration_ns`` (None: the command never ends,
+    the caller waits until the client gives up); ``error`` is raised instead once that time is over."""
+
+    stdout: bytes
+    stderr: bytes
+    exit_code: int
+    duration_ns: int | None
+    error: CriError | None = None
+
+
+def go_duration(seconds: int) -> str:
+    """Go's ``time.Duration.String`` for whole seconds: ``1s``, ``1m30s``, ``2h0m0s``."""
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h}h{m}m{s}s"
+    if m:
+        return f"{m}m{s}s"
+    return f"{s}s"
+
+
 def _matches(labels: Mapping[str, str], selector: Mapping[str, str] | None) -> bool:
     return not selector or all(labels.get(k) == v for k, v in selector.items())
 
@@ -128,18 +159,20 @@ def _matches(labels: Mapping[str, str], selector: Mapping[str, str] | None) -> b
 class RuntimeModel:
     """A CRI runtime's state: sandboxes, containers and images. Thread-safe (one lock)."""
 
-    def __init__(self, clock: Clock, flavor: Flavor, truth: Truth | None = None, seed: int = 0) -> None:
+    def __init__(self, clock: Clock, flavor: Flavor, truth: Truth | None = None, seed: int | None = None) -> None:
         self.clock = clock
         self.flavor = flavor
         self.truth = truth if truth is not None else Truth()
         self.lock = threading.RLock()
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed if seed is not None else secrets.randbits(128))
+        #: The containers' processes (command interpreter, log files, scheduled exits).
+        self.processes = ProcessEmulator()
         self._next_pid = 1000
         self.sandboxes: dict[str, Sandbox] = {}
         self.containers: dict[str, Container] = {}
         self.images: dict[str, Image] = {}
         self.runtime_config: dict[str, Any] = {}
-        #: ExecSync result (stdout, stderr, exit_code) or None for "not emulated".
+        #: A fixed ExecSync answer (stdout, stderr, exit_code) for every exec, or None: run the command.
         self.exec_result: tuple[bytes, bytes, int] | None = None
         #: Container IDs that ``create_container`` hands out next, before drawing random ones (ID-reuse
         #: fault). Sandboxes never take them.
@@ -214,6 +247,9 @@ class RuntimeModel:
             del self.containers[c.id]
             if self._names.get((c.sandbox_id, c.name, c.attempt)) == c.id:
                 del self._names[(c.sandbox_id, c.name, c.attempt)]
+            self.processes.forget(c.id)
+        elif new == "exited":
+            self.processes.ended(c.id, now)
         self.truth.record(rec)
         for listener in self._listeners:
             listener("container", c, rec.transition)
@@ -250,6 +286,7 @@ class RuntimeModel:
                         log_directory: str = "", runtime_handler: str = "", network: str = "POD",
                         config: Mapping[str, Any] | None = None) -> Sandbox:
         with self.lock:
+            self.settle()
             if not name:
                 raise CriError("UNKNOWN", "sandbox config must include metadata")
             for s in self.sandboxes.values():
@@ -275,6 +312,7 @@ class RuntimeModel:
 
     def stop_pod_sandbox(self, ref: str) -> None:
         with self.lock:
+            self.settle()
             try:
                 s = self.find_sandbox(ref)
             except CriError as e:
@@ -290,6 +328,7 @@ class RuntimeModel:
 
     def remove_pod_sandbox(self, ref: str) -> None:
         with self.lock:
+            self.settle()
             try:
                 s = self.find_sandbox(ref)
             except CriError as e:
@@ -304,11 +343,13 @@ class RuntimeModel:
 
     def pod_sandbox_status(self, ref: str) -> Sandbox:
         with self.lock:
+            self.settle()
             return self.find_sandbox(ref)
 
     def list_pod_sandbox(self, *, id: str = "", state: str | None = None,
                          label_selector: Mapping[str, str] | None = None) -> list[Sandbox]:
         with self.lock:
+            self.settle()
             return [
                 s for s in self.sandboxes.values()
                 if (not id or s.id.startswith(id)) and (state is None or s.state == state)
@@ -322,6 +363,7 @@ class RuntimeModel:
                          annotations: Mapping[str, str] | None = None, log_path: str = "",
                          config: Mapping[str, Any] | None = None) -> Container:
         with self.lock:
+            self.settle()
             try:
                 s = self.find_sandbox(sandbox_ref)
             except CriError as e:
@@ -334,6 +376,8 @@ class RuntimeModel:
                 raise CriError("UNKNOWN", f"sandbox container {s.id!r} is not running")
             if not name:
                 raise CriError("UNKNOWN", "container config must include metadata")
+            if not image:  # containerd parses "" as a digest before it looks anything up
+                raise CriError("UNKNOWN", 'failed to resolve image "": ambiguous digest string')
             img = self.resolve_image(image)
             if img is None:
                 raise CriError("NOT_FOUND", f'failed to resolve image "{image}": not found')
@@ -360,6 +404,7 @@ class RuntimeModel:
 
     def start_container(self, ref: str) -> None:
         with self.lock:
+            self.settle()
             c = self.find_container(ref)
             if c.state != "created":
                 raise CriError("UNKNOWN", f'failed to set starting state for container "{c.id}": '
@@ -375,6 +420,20 @@ class RuntimeModel:
             c.started_at = now
             c.pid = self._pid()
             self._set_container_state(c, "start", now)
+            self.processes.start(c, sb, now)
+
+    def settle(self) -> None:
+        """Apply every process exit (and log write) that has fallen due by now, each at its own
+        instant, so the truth and the answers agree with what the processes did."""
+        if not self.processes.pending:
+            return
+        with self.lock:
+            now = self.clock.now_ns()
+            while (hit := self.processes.pop_due(now)) is not None:
+                cid, code, due = hit
+                c = self.containers.get(cid)
+                if c is not None and c.state == "running":
+                    self._exit(c, code, None, due)
 
     def _exit(self, c: Container, exit_code: int, reason: str | None, now: int) -> None:
         c.finished_at = now
@@ -386,6 +445,7 @@ class RuntimeModel:
     def exit_container(self, ref: str, exit_code: int = 0, reason: str | None = None) -> None:
         """The container's process ends by itself (scenario step); OOM kills pass ``OOMKilled``."""
         with self.lock:
+            self.settle()
             c = self.find_container(ref)
             if c.state != "running":
                 raise CriError("FAILED_PRECONDITION", f"container {c.id} is not running")
@@ -393,6 +453,7 @@ class RuntimeModel:
 
     def stop_container(self, ref: str, timeout: int = 0) -> None:
         with self.lock:
+            self.settle()
             try:
                 c = self.find_container(ref)
             except CriError as e:
@@ -404,6 +465,7 @@ class RuntimeModel:
 
     def remove_container(self, ref: str) -> None:
         with self.lock:
+            self.settle()
             try:
                 c = self.find_container(ref)
             except CriError as e:
@@ -419,11 +481,13 @@ class RuntimeModel:
 
     def container_status(self, ref: str) -> Container:
         with self.lock:
+            self.settle()
             return self.find_container(ref)
 
     def list_containers(self, *, id: str = "", state: str | None = None, sandbox_id: str = "",
                         label_selector: Mapping[str, str] | None = None) -> list[Container]:
         with self.lock:
+            self.settle()
             return [
                 c for c in self.containers.values()
                 if (not id or c.id.startswith(id)) and (state is None or c.state == state)
@@ -431,18 +495,65 @@ class RuntimeModel:
                 and _matches(c.labels, label_selector)
             ]
 
-    def exec_sync(self, ref: str, cmd: Iterable[str]) -> tuple[bytes, bytes, int]:
+    def exec_sync(self, ref: str, cmd: Iterable[str], timeout_s: int = 0) -> ExecResult:
+        """ExecSync through the interpreter, in the container's files and environment. Texts are
+        containerd 1.6's; the answer says how long the command runs, for the shell to wait."""
         with self.lock:
+            self.settle()
+            try:
+                c = self.find_container(ref)
+            except CriError as e:
+                if e.code == "NOT_FOUND":
+                    raise CriError("NOT_FOUND", f'failed to exec in container: failed to find container "{ref}" '
+                                                "in store: not found") from None
+                raise
+            if c.state != "running":
+                raise CriError("UNKNOWN",
+                               f"failed to exec in container: container is in CONTAINER_{c.state.upper()} state")
+            if self.exec_result is not None:  # a scenario fixed the answer
+                out, err, code = self.exec_result
+                return ExecResult(out, err, code, 0)
+            argv = list(cmd)
+            exec_id = secrets.token_hex(32)  # not from the seeded RNG: an exec must not shift later IDs
+            failed = f'failed to exec in container: failed to start exec "{exec_id}": OCI runtime exec failed: ' \
+                     "exec failed: "
+            if not argv:
+                raise CriError("UNKNOWN", failed + "args must not be empty: unknown")
+            run = self.processes.exec(c, self.sandboxes.get(c.sandbox_id), argv)
+            if not run.interpreted:
+                if run.unknown_command:
+                    raise CriError("UNKNOWN", failed + "unable to start container process: exec: "
+                                   f'"{run.unknown_command}": executable file not found in $PATH: unknown')
+                raise CriError("UNIMPLEMENTED", f"failed to exec in container: fakecri cannot interpret {argv}: "
+                                                f"{run.why}")
+            limit = timeout_s * 1_000_000_000
+            if timeout_s > 0 and (run.exit_offset_ns is None or run.exit_offset_ns > limit):
+                text = f"timeout {go_duration(timeout_s)} exceeded: context deadline exceeded"
+                return ExecResult(b"", b"", 0, limit,
+                                  CriError("DEADLINE_EXCEEDED", f"failed to exec in container: {text}"))
+            return ExecResult(run.output("stdout"), run.output("stderr"), run.exit_code or 0, run.exit_offset_ns)
+
+    def update_container_resources(self, ref: str, resources: Mapping[str, Any]) -> Container:
+        """UpdateContainerResources: containerd applies the non-zero fields onto the container's
+        resources (ContainerStatus and the verbose runtimeSpec show them)."""
+        with self.lock:
+            self.settle()
+            c = self.find_container(ref)
+            linux = c.config.setdefault("linux", {})
+            current = dict(linux.get("resources", {}))
+            current.update({k: v for k, v in resources.items() if v not in (0, "0", "", None, [], {})})
+            if "memory_limit_in_bytes" in resources and "memory_swap_limit_in_bytes" not in resources:
+                current.pop("memory_swap_limit_in_bytes", None)  # swap follows the new memory limit again
+            linux["resources"] = current
+            return c
+
+    def reopen_container_log(self, ref: str) -> None:
+        with self.lock:
+            self.settle()
             c = self.find_container(ref)
             if c.state != "running":
-                raise CriError("UNKNOWN", f"container {c.id!r} is not running")
-            if self.exec_result is None:
-                raise CriError(
-                    "UNIMPLEMENTED",
-                    "fakecri does not run processes: ExecSync is not emulated "
-                    "(set an exec result in the scenario to answer it)",
-                )
-            return self.exec_result
+                raise CriError("UNKNOWN", "container is not running")
+            self.processes.reopen(c.id)
 
     # ---- images ------------------------------------------------------------------------------
 
@@ -496,6 +607,7 @@ class RuntimeModel:
     def lose_state(self) -> None:
         """A restart that loses state: every container and sandbox is gone (truth says so)."""
         with self.lock:
+            self.settle()
             now = self.clock.now_ns()
             for c in list(self.containers.values()):
                 if c.state == "running":

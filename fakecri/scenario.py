@@ -363,7 +363,9 @@ class Scenario:
     name: str = "scenario"
     flavor: str = DEFAULT_FLAVOR
     socket: str | None = None
-    seed: int = 0
+    #: None: not fixed -- expansion draws as from 0, and runtime IDs are fresh per instance on a real
+    #: clock (on a virtual clock they derive from 0: a virtual run is always repeatable).
+    seed: int | None = None
     quirks: Quirks = Quirks()
     images: tuple[str, ...] = DEFAULT_IMAGES
     timeline: tuple[Step, ...] = ()
@@ -941,7 +943,7 @@ def _pod_uid(seed: int, pod: str, occurrence: int) -> str:
 
 
 def _expand_generator(s: Scenario, gi: int, g: Generator, churn_index: int) -> Iterator[Step]:
-    rng = random.Random(f"{s.seed}:{gi}")
+    rng = random.Random(f"{s.seed or 0}:{gi}")
     if isinstance(g, LargeNode):
         pods = [f"{g.prefix}-pod-{j}" for j in range(g.pods)]
         for p in pods:
@@ -1034,7 +1036,7 @@ def _assign_uids(s: Scenario, steps: list[Step]) -> list[Step]:
         if isinstance(st, RunPod) and st.uid is None:
             n = seen.get(st.pod, 0)
             seen[st.pod] = n + 1
-            st = replace(st, uid=_pod_uid(s.seed, st.pod, n))
+            st = replace(st, uid=_pod_uid(s.seed or 0, st.pod, n))
         out.append(st)
     return out
 
@@ -1267,7 +1269,8 @@ def to_dict(s: Scenario) -> dict[str, Any]:
     out: dict[str, Any] = {"name": s.name, "flavor": s.flavor}
     if s.socket is not None:
         out["socket"] = s.socket
-    out["seed"] = s.seed
+    if s.seed is not None:
+        out["seed"] = s.seed
     q = s.quirks
     quirks: dict[str, Any] = {}
     if q.handshake is not None:

@@ -14,6 +14,7 @@ import os
 import queue
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from types import ModuleType
@@ -22,9 +23,11 @@ from typing import Any
 import grpc
 
 import cri_api
-from fakecri import convert
+from fakecri import convert, stats
+from fakecri.clock import VirtualClock
 from fakecri.flavors import Flavor
 from fakecri.model import Container, CriError, RuntimeModel, Sandbox
+from fakecri.reaper import Reaper
 from fakecri.relay import SocketIdentity, claim_socket_path, release_socket_path, socket_identity
 from fakecri.truth import RpcServed
 
@@ -284,41 +287,58 @@ class Handlers:
 
     def ContainerStatus(self, pb: ModuleType, api: str, req: Any) -> Any:
         c = self.model.container_status(req.container_id)
-        info = convert.container_info(self.flavor, c) if req.verbose else {}
+        info = convert.container_info(self.flavor, c, self.model.sandboxes.get(c.sandbox_id),
+                                      self.model.processes.host_name) if req.verbose else {}
         status = self.policy.shape_status(convert.container_status(pb, c, self.flavor), pb)
         return pb.ContainerStatusResponse(status=status, info=info)
 
     def UpdateContainerResources(self, pb: ModuleType, api: str, req: Any) -> Any:
-        self.model.container_status(req.container_id)
+        linux = convert.message_dict(req.linux) if req.HasField("linux") else {}
+        with _lookup_text("failed to find container: not found"):
+            self.model.update_container_resources(req.container_id, linux)
         return pb.UpdateContainerResourcesResponse()
 
     def ReopenContainerLog(self, pb: ModuleType, api: str, req: Any) -> Any:
-        c = self.model.container_status(req.container_id)
-        if c.state != "running":
-            raise CriError("UNKNOWN", f"container {c.id!r} is not running")
+        self.model.reopen_container_log(req.container_id)
         return pb.ReopenContainerLogResponse()
 
     def ExecSync(self, pb: ModuleType, api: str, req: Any) -> Any:
-        out, err, code = self.model.exec_sync(req.container_id, list(req.cmd))
-        return pb.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
+        res = self.model.exec_sync(req.container_id, list(req.cmd), req.timeout)
+        _wait_for(res.duration_ns, real=not isinstance(self.model.clock, VirtualClock))
+        if res.error is not None:
+            raise res.error
+        return pb.ExecSyncResponse(stdout=res.stdout, stderr=res.stderr, exit_code=res.exit_code)
+
+    def Exec(self, pb: ModuleType, api: str, req: Any) -> Any:
+        return self._streaming("Exec", req.container_id, 'failed to find container "{}" in store: not found')
+
+    def Attach(self, pb: ModuleType, api: str, req: Any) -> Any:
+        return self._streaming("Attach", req.container_id, "failed to find container in store: not found")
+
+    def PortForward(self, pb: ModuleType, api: str, req: Any) -> Any:
+        with _lookup_text(f'failed to find sandbox "{req.pod_sandbox_id}": not found'):
+            sb = self.model.pod_sandbox_status(req.pod_sandbox_id)
+        if sb.state != "ready":
+            raise CriError("UNKNOWN", "sandbox container is not running")
+        raise CriError("UNIMPLEMENTED", "method PortForward not implemented")
+
+    def _streaming(self, method: str, container_id: str, not_found: str) -> Any:
+        """Exec/Attach: fakecri serves no streaming endpoint; after the checks a real runtime makes
+        (the container exists and runs), it answers as a Go runtime answers an RPC it does not
+        implement (docs/fidelity.md)."""
+        with _lookup_text(not_found.format(container_id)):
+            c = self.model.container_status(container_id)
+        if c.state != "running":
+            raise CriError("UNKNOWN", f"container is in CONTAINER_{c.state.upper()} state")
+        raise CriError("UNIMPLEMENTED", f"method {method} not implemented")
 
     def _stats(self, pb: ModuleType, c: Container) -> Any:
-        now = self.model.clock.now_ns()
-        running = c.state == "running"
-        cpu = (now - c.started_at) // 100 if running and c.started_at else 0
-        return pb.ContainerStats(
-            attributes=pb.ContainerAttributes(id=c.id, metadata=pb.ContainerMetadata(name=c.name, attempt=c.attempt),
-                                              labels=c.labels, annotations=c.annotations),
-            cpu=pb.CpuUsage(timestamp=now, usage_core_nano_seconds=pb.UInt64Value(value=cpu),
-                            usage_nano_cores=pb.UInt64Value(value=10_000_000 if running else 0)),
-            memory=pb.MemoryUsage(timestamp=now, working_set_bytes=pb.UInt64Value(value=4_194_304 if running else 0)),
-            writable_layer=pb.FilesystemUsage(timestamp=now, fs_id=pb.FilesystemIdentifier(
-                mountpoint="/var/lib/fakecri/snapshots"), used_bytes=pb.UInt64Value(value=8192),
-                inodes_used=pb.UInt64Value(value=2)),
-        )
+        return stats.container_stats(pb, c, self.model.clock.now_ns())
 
     def ContainerStats(self, pb: ModuleType, api: str, req: Any) -> Any:
-        return pb.ContainerStatsResponse(stats=self._stats(pb, self.model.container_status(req.container_id)))
+        with _lookup_text("failed to find container: not found"):
+            c = self.model.container_status(req.container_id)
+        return pb.ContainerStatsResponse(stats=stats.one(pb, c, self.model.clock.now_ns()))
 
     def ListContainerStats(self, pb: ModuleType, api: str, req: Any) -> Any:
         f = req.filter if req.HasField("filter") else None
@@ -378,8 +398,38 @@ RUNTIME_RPCS = ("Version", "Status", "RunPodSandbox", "StopPodSandbox", "RemoveP
                 "ListPodSandbox", "CreateContainer", "StartContainer", "StopContainer", "RemoveContainer",
                 "ListContainers", "ContainerStatus", "UpdateContainerResources", "ReopenContainerLog", "ExecSync",
                 "ContainerStats", "ListContainerStats", "UpdateRuntimeConfig")
+#: The streaming-session RPCs: served (answered as containerd would, without a streaming server)
+#: but not targets for scenario faults.
+STREAMING_RPCS = ("Exec", "Attach", "PortForward")
 IMAGE_RPCS = ("ListImages", "ImageStatus", "PullImage", "RemoveImage", "ImageFsInfo")
 _TARGET_FIELDS = ("container_id", "pod_sandbox_id")
+
+
+@contextlib.contextmanager
+def _lookup_text(text: str) -> Iterator[None]:
+    """A NOT_FOUND from the lookup, worded as the calling RPC words it in containerd 1.6."""
+    try:
+        yield
+    except CriError as e:
+        if e.code != "NOT_FOUND":
+            raise
+        raise CriError("NOT_FOUND", text) from None
+
+
+def _wait_for(duration_ns: int | None, *, real: bool) -> None:
+    """Let a command's time pass before answering: its duration on a real clock (nothing on a
+    virtual one); a command that never ends holds the call until the client gives up."""
+    context = current_context()
+    if (duration_ns is not None and (not real or duration_ns <= 0)) or (context is None and duration_ns is None):
+        return
+    done = threading.Event()
+    if context is not None and not context.add_callback(done.set):
+        return  # the call is already over
+    deadline = None if duration_ns is None else time.monotonic() + duration_ns / 1e9
+    while context is None or context.is_active():  # in steps: a client that leaves frees the worker
+        left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+        if left <= 0 or done.wait(left):
+            return
 
 
 def _target(req: Any) -> str | None:
@@ -487,6 +537,7 @@ class FakeCriServer:
         self.handlers = Handlers(model, self.policy, self.hub)
         self._server: grpc.Server | None = None
         self._bound: SocketIdentity | None = None  # the socket this server created (stop removes only it)
+        self.reaper = Reaper(model)  # applies process exits on a real clock
         self._streams_close_unavailable = model.flavor.events == "stream-then-closed"
 
     @property
@@ -504,6 +555,7 @@ class FakeCriServer:
             target = _target(req)
             try:
                 policy.before_call(name, api, target)
+                model.settle()
                 t0 = model.clock.now_ns()
                 resp = handler(pb, api, req)
             except CriError as e:
@@ -566,7 +618,7 @@ class FakeCriServer:
     def _servicers(self, api: str) -> list[tuple[Any, Callable[[Any, grpc.Server], None]]]:
         mods = cri_api.api(api)
         pb, pb_grpc = mods.pb2, mods.pb2_grpc
-        runtime_ns: dict[str, Any] = {n: self._unary(n, pb, api) for n in RUNTIME_RPCS}
+        runtime_ns: dict[str, Any] = {n: self._unary(n, pb, api) for n in RUNTIME_RPCS + STREAMING_RPCS}
         if hasattr(pb, "GetEventsRequest"):
             runtime_ns["GetContainerEvents"] = self._events(pb, api)
         image_ns = {n: self._unary(n, pb, api) for n in IMAGE_RPCS}
@@ -612,6 +664,7 @@ class FakeCriServer:
                     os.unlink(private)
         self._bound = socket_identity(self.socket_path)
         self._server = server
+        self.reaper.start()
         log.info("fakecri %s serving %s on %s", self.model.flavor.name, "+".join(self.model.flavor.apis),
                  self.socket_path)
         return self
@@ -619,6 +672,7 @@ class FakeCriServer:
     def stop(self, grace: float | None = 0.5) -> None:
         """Stop serving; open event streams end (UNAVAILABLE "subscription closed" where the flavour does)."""
         self.hub.close_all()
+        self.reaper.stop()
         if self._server is not None:
             self._server.stop(grace).wait()
             self._server = None

@@ -896,21 +896,28 @@ class DiffEngine:
 def _same_container(old: ContainerSnap, new: ContainerSnap) -> bool:
     """Immutable identity: a container never changes sandbox, name or attempt, so a listed ID that
     does is a reused ID -- the one sign of reuse left when timestamps are zero or wrong. Missing
-    metadata (an empty name, a runtime quirk) proves nothing."""
+    metadata (an empty name, a runtime quirk) proves nothing; then the labels, immutable as well and
+    carried outside the metadata, still tell two containers apart (an empty set proves nothing)."""
     if old.sandbox_id != new.sandbox_id:
         return False
-    return not old.name or not new.name or (old.name == new.name and old.attempt == new.attempt)
+    if old.name and new.name:
+        return old.name == new.name and old.attempt == new.attempt
+    return not old.labels or not new.labels or old.labels == new.labels
 
 
 def _same_sandbox(old: SandboxSnap, new: SandboxSnap) -> bool:
     """Immutable identity, as ``_same_container``: a pod sandbox never changes its pod's name,
     namespace, UID or attempt, so a listed ID that does is a reused ID. Missing metadata (empty
-    strings) proves nothing."""
+    strings) proves nothing; then differing non-empty label sets (immutable too) do."""
     if old.uid and new.uid and old.uid != new.uid:
         return False
     if old.name and new.name and (old.name != new.name or old.attempt != new.attempt):
         return False
-    return not old.namespace or not new.namespace or old.namespace == new.namespace
+    if old.namespace and new.namespace and old.namespace != new.namespace:
+        return False
+    if old.name and new.name and old.uid and new.uid:
+        return True
+    return not old.labels or not new.labels or old.labels == new.labels
 
 
 def _reused(old_created_ns: int, new_created_at: int, hi: int) -> bool:

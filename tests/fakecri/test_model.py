@@ -506,17 +506,26 @@ def test_start_refusals_and_start_error():
 
 
 def test_exec_sync():
+    """ExecSync runs through the interpreter; texts as containerd 1.6 words them (recorded)."""
     m, _ = tmodel()
     s = m.run_pod_sandbox("p", "ns", "u")
     c = m.create_container(s.id, "c", 0, "busybox")
-    assert cri_error(m.exec_sync, c.id, ["true"]) == ("UNKNOWN", f"container {c.id!r} is not running")
+    assert cri_error(m.exec_sync, c.id, ["true"]) == (
+        "UNKNOWN", "failed to exec in container: container is in CONTAINER_CREATED state")
     m.start_container(c.id)
-    code, msg = cri_error(m.exec_sync, c.id, ["true"])
-    assert (code, msg) == ("UNIMPLEMENTED", "fakecri does not run processes: ExecSync is not emulated "
-                                            "(set an exec result in the scenario to answer it)")
-    m.exec_result = (b"out", b"err", 3)
-    assert m.exec_sync(c.id[:6], ["true"]) == (b"out", b"err", 3)
-    assert cri_error(m.exec_sync, "nope", [])[0] == "NOT_FOUND"
+    res = m.exec_sync(c.id, ["sh", "-c", "echo a; echo b >&2; exit 5"])
+    assert (res.stdout, res.stderr, res.exit_code, res.duration_ns, res.error) == (b"a\n", b"b\n", 5, 0, None)
+    res = m.exec_sync(c.id, ["sleep", "5"], 1)
+    assert (res.duration_ns, res.error.code, res.error.message) == (
+        10**9, "DEADLINE_EXCEEDED", "failed to exec in container: timeout 1s exceeded: context deadline exceeded")
+    code, msg = cri_error(m.exec_sync, c.id, ["nosuchcmd"])
+    assert code == "UNKNOWN" and msg.endswith(
+        'unable to start container process: exec: "nosuchcmd": executable file not found in $PATH: unknown')
+    m.exec_result = (b"out", b"err", 3)  # a scenario's fixed answer wins
+    res = m.exec_sync(c.id[:6], ["true"])
+    assert (res.stdout, res.stderr, res.exit_code) == (b"out", b"err", 3)
+    assert cri_error(m.exec_sync, "nope", []) == (
+        "NOT_FOUND", 'failed to exec in container: failed to find container "nope" in store: not found')
 
 
 def test_lose_state_truth_table():
@@ -569,13 +578,20 @@ def test_seeded_ids_and_injected_truth():
     from fakecri.truth import Truth
 
     truth = Truth()
-    m = RuntimeModel(VirtualClock(1), get_flavor("containerd-1.7"), truth)
+    m = RuntimeModel(VirtualClock(1), get_flavor("containerd-1.7"), truth, seed=0)
     assert m.truth is truth and m.reuse_ids == [] and m.runtime_config == {} and m.exec_result is None
     s = m.run_pod_sandbox("p", "ns", "u")
     assert s.id == "f728b4fa42485e3a0a5d2f346baa9455e3e70682c2094cac629f6fbed82c07cd"  # random.Random(0)
     assert [r.transition for r in truth.records()] == ["ready"]
     m7, _ = tmodel()  # seed 7
     assert m7.run_pod_sandbox("p", "ns", "u").id == "d23f0824128b2f330c5c7fd0a6a3a4506513270e269e0d37f2a74de452e6b438"
+
+
+def test_unseeded_models_draw_different_ids():
+    """Two instances without a seed are two runtimes: their first IDs differ (issue 18, item 8)."""
+    a = RuntimeModel(VirtualClock(1), get_flavor("containerd-1.7"))
+    b = RuntimeModel(VirtualClock(1), get_flavor("containerd-1.7"))
+    assert a.run_pod_sandbox("p", "ns", "u").id != b.run_pod_sandbox("p", "ns", "u").id
 
 
 def test_sandbox_and_container_fields():

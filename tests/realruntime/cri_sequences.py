@@ -23,15 +23,16 @@ The *shape* of a response is what must agree between two runtimes, not the value
 * list answers scoped to the sequence's own pods and images (a real containerd may hold other
   tests' objects), order-free.
 
-A process that exits by itself is real on containerd and scripted on the fake: sequences call
-``r.wait_exited(cid, code)``, which asks the bundle's ``exit_process`` hook (fake: the model's
-``exit_container``; real: nothing) and then polls ``ContainerStatus`` (unrecorded) until EXITED.
+A process exits by itself on both runtimes (fakecri interprets the command): sequences call
+``r.wait_exited(cid, code)``, which asks the bundle's ``exit_process`` hook (none by default: a
+bundle may script an exit) and then polls ``ContainerStatus`` (unrecorded) until EXITED.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -52,6 +53,7 @@ STATE_CREATED, STATE_RUNNING, STATE_EXITED = 0, 1, 2
 SANDBOX_READY, SANDBOX_NOTREADY = 0, 1
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_CRI_LOG = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d) (stdout|stderr) [FP] .*")
 _TIME_FIELDS = frozenset({"created_at", "started_at", "finished_at", "timestamp"})
 _NUMBER_FIELDS = frozenset({"size", "used_bytes", "inodes_used", "value", "pid"})
 _IP_FIELDS = frozenset({"ip"})
@@ -71,7 +73,7 @@ class Bundle:
     pause_image: str
     log_root: str  # parent of every pod's log_directory
     cgroup_parent: str
-    #: make a started container's process exit with this code (fake); the real one exits by itself
+    #: make a started container's process exit with this code (optional: both runtimes run the command)
     exit_process: Callable[[str, int], None] = lambda cid, code: None
     timeout: float = 60.0
 
@@ -328,6 +330,70 @@ class Recorder:
             v = doc.get(k, "<absent>")
             out[k] = (v > 0) if isinstance(v, int) and not isinstance(v, bool) and k == "pid" else v
         self.note(label, out)
+
+    def exec_note(self, label: str, cid: str, cmd: list[str], timeout: int = 0) -> None:
+        """One ExecSync, recorded with its output's values (not only their sizes)."""
+        req = self.pb.ExecSyncRequest(container_id=cid, cmd=cmd, timeout=timeout)
+        try:
+            resp = self.b.rt.ExecSync(req, timeout=self.b.timeout)
+        except grpc.RpcError as e:
+            self.steps.append(Step(self._label(label), e.code().name, None, mask(e.details() or "", self.b.log_root)))
+            return
+        self.steps.append(Step(self._label(label), "OK", {"stdout": resp.stdout.decode(errors="replace"),
+                                                          "stderr": resp.stderr.decode(errors="replace"),
+                                                          "exit_code": resp.exit_code}))
+
+    def log_note(self, label: str, pod: Any, name: str, settle: float = 3.0) -> None:
+        """The container's CRI log file: its lines per stream as ``tag text`` (the order between
+        the two streams is not fixed even in a real runtime), and whether every line is
+        ``<RFC3339Nano> <stream> <F|P> <text>``."""
+        path = f"{pod.log_directory}/{name}.log"
+        deadline = time.monotonic() + settle
+        data, last = b"", None
+        while time.monotonic() < deadline:  # the runtime's log writer may finish a moment after the exit
+            with contextlib.suppress(OSError), open(path, "rb") as f:
+                data = f.read()
+            if data == last:
+                break
+            last = data
+            time.sleep(0.2)
+        lines = data.splitlines()
+        well_formed = all(_CRI_LOG.fullmatch(line) for line in lines)
+        per_stream: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        for line in lines:
+            parts = line.split(b" ", 3) + [b""] * 4
+            per_stream.setdefault(parts[1].decode(errors="replace"), []).append(
+                f"{parts[2].decode(errors='replace')} {parts[3].decode(errors='replace')}")
+        self.note(label, {"file": bool(data) or os.path.exists(path), "well_formed": well_formed, **per_stream})
+
+    def spec_note(self, label: str, resp: Any, ids: dict[str, str]) -> None:
+        """The verbose runtimeSpec's shape: keys, annotations (IDs, pid and paths masked),
+        namespaces, cgroupsPath pattern, mount destinations, process keys and env names."""
+        if resp is None or "info" not in resp.info:
+            self.note(label, "<no info>")
+            return
+        spec = json.loads(resp.info["info"]).get("runtimeSpec", {})
+
+        def m(v: Any) -> Any:
+            text = json.dumps(v)
+            for value, name in ids.items():
+                text = text.replace(value, name)
+            text = re.sub(r"/proc/\d+/", "/proc/<pid>/", mask(text, self.b.log_root))
+            text = re.sub(r'"[^"]*/netns/cni-[0-9a-f-]+"', '"<netns>/cni-<uuid>"', text)
+            return json.loads(text)
+
+        linux = spec.get("linux", {})
+        process = spec.get("process", {})
+        self.note(label, {
+            "keys": sorted(spec), "linux_keys": sorted(linux), "process_keys": sorted(process),
+            "annotations": m(spec.get("annotations", {})),
+            "namespaces": m(linux.get("namespaces", [])),
+            "cgroupsPath": m(linux.get("cgroupsPath", "<absent>")),
+            "resources": m(linux.get("resources", "<absent>")),
+            "mounts": sorted(x.get("destination", "") for x in spec.get("mounts", [])),
+            "args": process.get("args"), "env": sorted(e.split("=", 1)[0] for e in process.get("env", [])),
+            "hostname": "hostname" in spec, "root": spec.get("root"),
+        })
 
     def cleanup(self) -> None:
         """Remove this sequence's pods (and so their containers); unrecorded, errors ignored."""
@@ -620,6 +686,193 @@ def seq_events(r: Recorder) -> None:
     r.raw_stream(f"/runtime.{api}.RuntimeService/GetContainerEvents", "GetContainerEvents")
 
 
+def _wait_for_content(path: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if os.path.getsize(path):
+                return
+        time.sleep(0.02)
+
+
+def seq_process_exit(r: Recorder) -> None:
+    """Issue 18's "done when": ``sh -c "echo hi; exit 3"`` exits by itself with 3, logs ``stdout F hi``."""
+    sid, pod = r.run_pod("exit3")
+    cid = r.create(sid, pod, "app", ["sh", "-c", "echo hi; exit 3"])
+    r.start(cid)
+    r.wait_exited(cid, 3)
+    st = r.status(cid, "ContainerStatus exited by itself")
+    r.time_rules("times exited by itself", st.status, ran_a_while=False)
+    r.list_containers("ListContainers exited by itself")
+    r.log_note("log of echo hi; exit 3", pod, "app")
+
+
+def seq_logs(r: Recorder) -> None:
+    """Partial writes, both streams, a trailing line without newline; ReopenContainerLog."""
+    pb = r.pb
+    sid, pod = r.run_pod("logs")
+    cid = r.create(sid, pod, "app", ["sh", "-c", "echo hi; echo -n part; sleep 0.3; printf 'a\\nb'; echo err >&2; "
+                                                 "printf '%s-%d\\n' x 1 y 2; exit 3"])
+    r.start(cid)
+    r.wait_exited(cid, 3)
+    r.log_note("log lines", pod, "app")
+    long = r.create(sid, pod, "long", ["sh", "-c", "printf '%020000d\\n' 0; exit 0"])
+    r.start(long)
+    r.wait_exited(long, 0)
+    r.log_note("log of a 20000-byte line", pod, "long")
+    r.rt("ReopenContainerLog", pb.ReopenContainerLogRequest(container_id=cid), "ReopenContainerLog exited")
+    run = r.create(sid, pod, "run", ["sh", "-c", "echo one; sleep 1000"])
+    r.start(run)
+    # containerd 1.6 can lose a line written while ReopenContainerLog swaps its writer: reopen once
+    # the first line is in the file
+    _wait_for_content(f"{pod.log_directory}/run.log")
+    r.rt("ReopenContainerLog", pb.ReopenContainerLogRequest(container_id=run), "ReopenContainerLog running")
+    r.rt("ReopenContainerLog", pb.ReopenContainerLogRequest(container_id=UNKNOWN_ID), "ReopenContainerLog unknown")
+    r.rt("StopContainer", pb.StopContainerRequest(container_id=run, timeout=0))
+    r.log_note("log of a stopped long runner", pod, "run")
+
+
+def seq_exec_sync(r: Recorder) -> None:
+    """ExecSync in a running container: output, exit codes, errors, the timeout."""
+    pb = r.pb
+    sid, pod = r.run_pod("exec", network=NETWORK_POD)
+    cfg = r.container_config("app", ["sleep", "1000"])
+    cfg.envs.append(pb.KeyValue(key="FOO", value="bar"))
+    resp = r.rt("CreateContainer", pb.CreateContainerRequest(pod_sandbox_id=sid, config=cfg, sandbox_config=pod),
+                "CreateContainer app")
+    cid = resp.container_id if resp is not None else UNKNOWN_ID
+    r.start(cid)
+    r.exec_note("ExecSync echo x", cid, ["echo", "x"])
+    r.exec_note("ExecSync sh both streams", cid, ["sh", "-c", "echo a; echo b >&2; exit 5"])
+    r.exec_note("ExecSync env", cid, ["sh", "-c", "echo $HOSTNAME $HOME $FOO $PATH"])
+    r.exec_note("ExecSync cat hostname", cid, ["cat", "/etc/hostname"])
+    r.exec_note("ExecSync cat missing", cid, ["cat", "/nope"])
+    r.exec_note("ExecSync cat hosts", cid, ["cat", "/etc/hosts"])
+    r.exec_note("ExecSync cat resolv.conf", cid, ["cat", "/etc/resolv.conf"])
+    r.exec_note("ExecSync hostname", cid, ["hostname"])
+    r.exec_note("ExecSync -e", cid, ["sh", "-ec", "echo before; false; echo never"])
+    r.exec_note("ExecSync redirections", cid, ["sh", "-c", "echo out 1>&2; echo err 2>/dev/null; echo x 2>&1"])
+    r.exec_note("ExecSync write then read", cid, ["sh", "-c", "echo kept > /tmp/f"])
+    r.exec_note("ExecSync read back", cid, ["cat", "/tmp/f"])
+    r.exec_note("ExecSync exit 300", cid, ["sh", "-c", "exit 300"])
+    r.exec_note("ExecSync sleep bad", cid, ["sleep", "x"])
+    r.exec_note("ExecSync printf", cid, ["printf", "%s=%d\\n", "a", "1", "b", "2"])
+    r.exec_note("ExecSync false || true", cid, ["sh", "-c", "false || echo $?; false; echo $?"])
+    r.exec_note("ExecSync timeout", cid, ["sleep", "5"], timeout=1)
+    r.exec_note("ExecSync unknown executable", cid, ["nosuchcmd"])
+    r.exec_note("ExecSync empty", cid, [])
+    r.exec_note("ExecSync unknown container", UNKNOWN_ID, ["echo", "x"])
+    created = r.create(sid, pod, "idle", ["sleep", "1000"])
+    r.exec_note("ExecSync created container", created, ["echo", "x"])
+    r.rt("StopContainer", pb.StopContainerRequest(container_id=cid, timeout=0))
+    r.exec_note("ExecSync exited container", cid, ["echo", "x"])
+
+
+def seq_streaming(r: Recorder) -> None:
+    """Exec/Attach/PortForward: the lookups (unknown IDs) and the answer for a known one."""
+    pb = r.pb
+    sid, pod = r.run_pod("stream")
+    cid = r.create(sid, pod, "app", ["sleep", "1000"])
+    r.start(cid)
+    r.rt("Exec", pb.ExecRequest(container_id=UNKNOWN_ID, cmd=["sh"], stdout=True), "Exec unknown")
+    r.rt("Exec", pb.ExecRequest(container_id=cid, cmd=["sh"], stdout=True), "Exec running")
+    r.rt("Attach", pb.AttachRequest(container_id=cid, stdout=True), "Attach running")
+    r.rt("PortForward", pb.PortForwardRequest(pod_sandbox_id=sid, port=[80]), "PortForward")
+    r.rt("Attach", pb.AttachRequest(container_id=UNKNOWN_ID, stdout=True), "Attach unknown")
+    r.rt("PortForward", pb.PortForwardRequest(pod_sandbox_id=UNKNOWN_ID, port=[80]), "PortForward unknown")
+    exited = r.create(sid, pod, "done", ["sh", "-c", "exit 0"])
+    r.start(exited)
+    r.wait_exited(exited, 0)
+    r.rt("Exec", pb.ExecRequest(container_id=exited, cmd=["sh"], stdout=True), "Exec exited")
+    r.rt("Attach", pb.AttachRequest(container_id=exited, stdout=True), "Attach exited")
+    r.rt("StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=sid))
+    r.rt("PortForward", pb.PortForwardRequest(pod_sandbox_id=sid, port=[80]), "PortForward stopped pod")
+
+
+def seq_stats(r: Recorder) -> None:
+    """ContainerStats/ListContainerStats for running (with a memory limit) and exited containers."""
+    pb = r.pb
+    sid, pod = r.run_pod("stats")
+    cfg = r.container_config("run", ["sleep", "1000"])
+    cfg.linux.resources.CopyFrom(pb.LinuxContainerResources(memory_limit_in_bytes=64 << 20))
+    resp = r.rt("CreateContainer", pb.CreateContainerRequest(pod_sandbox_id=sid, config=cfg, sandbox_config=pod),
+                "CreateContainer run")
+    run = resp.container_id if resp is not None else UNKNOWN_ID
+    r.start(run)
+    done = r.create(sid, pod, "done", ["sh", "-c", "exit 0"])
+    r.start(done)
+    r.wait_exited(done, 0)
+    r.rt("ContainerStats", pb.ContainerStatsRequest(container_id=run), "ContainerStats running")
+    r.rt("ContainerStats", pb.ContainerStatsRequest(container_id=done), "ContainerStats exited")
+    r.rt("ContainerStats", pb.ContainerStatsRequest(container_id=UNKNOWN_ID), "ContainerStats unknown")
+    r.rt("ListContainerStats", pb.ListContainerStatsRequest(filter=pb.ContainerStatsFilter(pod_sandbox_id=sid)),
+         "ListContainerStats of the pod")
+
+
+def seq_update_resources(r: Recorder) -> None:
+    """UpdateContainerResources shows in ContainerStatus and in the verbose runtimeSpec."""
+    pb = r.pb
+    sid, pod = r.run_pod("update")
+    cfg = r.container_config("app", ["sleep", "1000"])
+    cfg.linux.resources.CopyFrom(pb.LinuxContainerResources(cpu_shares=512, memory_limit_in_bytes=64 << 20))
+    resp = r.rt("CreateContainer", pb.CreateContainerRequest(pod_sandbox_id=sid, config=cfg, sandbox_config=pod),
+                "CreateContainer app")
+    cid = resp.container_id if resp is not None else UNKNOWN_ID
+    r.start(cid)
+    r.rt("UpdateContainerResources", pb.UpdateContainerResourcesRequest(
+        container_id=cid, linux=pb.LinuxContainerResources(cpu_shares=256, memory_limit_in_bytes=128 << 20)))
+    st = r.status(cid, "ContainerStatus after update")
+    r.note("resources after update", str(st.status.resources.linux) if st is not None else None)
+    r.spec_note("runtimeSpec after update", r.status(cid, "ContainerStatus verbose after update", verbose=True),
+                {sid: "<sandbox>", cid: "<container>", r.b.cgroup_parent: "<parent>"})
+    r.rt("UpdateContainerResources", pb.UpdateContainerResourcesRequest(
+        container_id=UNKNOWN_ID, linux=pb.LinuxContainerResources(cpu_shares=256)), "UpdateContainerResources unknown")
+    idle = r.create(sid, pod, "idle", ["sleep", "1000"])
+    r.rt("UpdateContainerResources", pb.UpdateContainerResourcesRequest(
+        container_id=idle, linux=pb.LinuxContainerResources(cpu_shares=300)), "UpdateContainerResources created")
+    r.status(idle, "ContainerStatus created after update")
+    r.rt("ContainerStats", pb.ContainerStatsRequest(container_id=idle), "ContainerStats created")
+    r.rt("ReopenContainerLog", pb.ReopenContainerLogRequest(container_id=idle), "ReopenContainerLog created")
+    r.rt("StopContainer", pb.StopContainerRequest(container_id=cid, timeout=0))
+    r.rt("UpdateContainerResources", pb.UpdateContainerResourcesRequest(
+        container_id=cid, linux=pb.LinuxContainerResources(cpu_shares=400)), "UpdateContainerResources exited")
+    r.status(cid, "ContainerStatus exited after update")
+
+
+def seq_runtime_spec(r: Recorder) -> None:
+    """Verbose info's runtimeSpec: annotations, cgroupsPath, namespaces, mounts (pod and node network)."""
+    pb = r.pb
+    for net, name in ((NETWORK_POD, "podnet"), (NETWORK_NODE, "nodenet")):
+        sid, pod = r.run_pod(f"spec-{name}", network=net)
+        cfg = r.container_config("app", ["sleep", "1000"])
+        cfg.mounts.append(pb.Mount(container_path="/data", host_path=r.b.log_root, readonly=True))
+        resp = r.rt("CreateContainer", pb.CreateContainerRequest(pod_sandbox_id=sid, config=cfg, sandbox_config=pod),
+                    f"CreateContainer {name}")
+        cid = resp.container_id if resp is not None else UNKNOWN_ID
+        ids = {sid: "<sandbox>", cid: "<container>", r.b.cgroup_parent: "<parent>", pod.metadata.name: "<pod>",
+               pod.metadata.uid: "<uid>", r.b.busybox_image: "<image>"}
+        r.spec_note(f"container runtimeSpec created {name}", r.status(cid, f"ContainerStatus verbose {name}",
+                                                                       verbose=True), ids)
+        r.start(cid)
+        r.spec_note(f"container runtimeSpec running {name}", r.status(cid, f"ContainerStatus verbose running {name}",
+                                                                       verbose=True), ids)
+        r.spec_note(f"sandbox runtimeSpec {name}", r.pod_status(sid, f"PodSandboxStatus verbose {name}", verbose=True),
+                    ids)
+
+
+def seq_validation(r: Recorder) -> None:
+    """Requests a runtime must refuse: missing metadata, missing image."""
+    pb = r.pb
+    sid, pod = r.run_pod("valid")
+    r.rt("CreateContainer", pb.CreateContainerRequest(
+        pod_sandbox_id=sid, config=pb.ContainerConfig(image=pb.ImageSpec(image=r.b.busybox_image)),
+        sandbox_config=pod), "CreateContainer without metadata")
+    r.rt("CreateContainer", pb.CreateContainerRequest(
+        pod_sandbox_id=sid, config=pb.ContainerConfig(metadata=pb.ContainerMetadata(name="noimage")),
+        sandbox_config=pod), "CreateContainer without image")
+    r.rt("RunPodSandbox", pb.RunPodSandboxRequest(config=pb.PodSandboxConfig()), "RunPodSandbox without metadata")
+
+
 SEQUENCES: dict[str, Callable[[Recorder], None]] = {
     "version": seq_version,
     "status": seq_status,
@@ -638,6 +891,14 @@ SEQUENCES: dict[str, Callable[[Recorder], None]] = {
     "resources_mounts": seq_resources_mounts,
     "pod_network": seq_pod_network,
     "events": seq_events,
+    "process_exit": seq_process_exit,
+    "logs": seq_logs,
+    "exec_sync": seq_exec_sync,
+    "streaming": seq_streaming,
+    "stats": seq_stats,
+    "update_resources": seq_update_resources,
+    "runtime_spec": seq_runtime_spec,
+    "validation": seq_validation,
 }
 
 

@@ -125,8 +125,9 @@ def test_repeat_replays_with_fresh_ids_and_one_consistent_truth(tmp_path: Path, 
     served.append(s)
     s.wait_line("waiting for a client")
     sensor = subprocess.Popen([*CRISENSOR, "run", "-q", "--enable", "--addr", f"unix://{sock}", "--events", "off",
-                               "--poll-interval", "100ms", "--output", str(out)], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                               "--poll-interval", "100ms", "--output", str(out), "--processes", "off"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              cwd=ROOT)
     try:
         assert s.proc.wait(60) == 0, s.lines
     finally:
@@ -238,7 +239,7 @@ def test_verify_mode_flag_wins_and_process_exec_lines_are_set_aside(tmp_path: Pa
     script = f"echo '{exec_line}'; exec \"$@\""
     r, doc = _verify(tmp_path, "--mode", "poll", sensor=["sh", "-c", script, "sh", *CRISENSOR, "run", "--enable",
                                                          "--addr", "{addr}", "--poll-interval", "100ms",
-                                                         "--events", "off"])
+                                                         "--events", "off", "--processes", "off"])
     assert r.returncode == 0, r.stdout + r.stderr
     first = r.stdout.splitlines()[0]
     assert first.startswith("guarantee check: PASS; judged as polling (--mode poll given) every 100ms "

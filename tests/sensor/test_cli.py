@@ -75,7 +75,7 @@ def test_run_writes_events_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
     out = tmp_path / "events.jsonl"
     with FakeCriServer(model, str(tmp_path / "rt.sock")) as server:
         proc = subprocess.Popen([*CLI, "run", "--config", write(tmp_path, "{}\n"), "--enable", "--addr", server.addr,
-                                 "--poll-interval", "50ms", "--output", str(out)],
+                                 "--poll-interval", "50ms", "--output", str(out), "--processes", "off"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
         try:
             _wait_for(lambda: out.exists() and "sensor.connected" in out.read_text())

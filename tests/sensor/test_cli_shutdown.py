@@ -82,7 +82,7 @@ class Rig:
 
     def sensor(self, *extra: str, config: str = "") -> subprocess.Popen[bytes]:
         args = [*CRISENSOR, "run", "--enable", "--addr", f"unix://{self.socket}", "--events", "off",
-                "--output", str(self.events), *extra]
+                "--output", str(self.events), "--processes", "off", *extra]
         if config:
             (self.tmp / "sensor.yaml").write_text(config, encoding="utf-8")
             args += ["--config", str(self.tmp / "sensor.yaml")]

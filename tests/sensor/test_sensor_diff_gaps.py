@@ -149,6 +149,40 @@ def test_a_reused_sandbox_id_with_zero_timestamps_is_told_apart_by_its_metadata(
     assert poll(e, T0 + 200 * MS, sandboxes=[SandboxSnap("s1", "", "", "", 0, "ready", 0)]) == []
 
 
+def test_a_reused_container_id_without_metadata_or_times_is_told_apart_by_its_labels() -> None:
+    """Missing metadata and future created_at hide everything but the labels, which are immutable too:
+    a different non-empty label set under a known ID is another container (found by a random-seed
+    run: the first incarnation got no destroyed, G2)."""
+    e = DiffEngine()
+    first = ContainerSnap("c1", "s1", "app", 0, "busybox", "sha256:b", "exited", T0 + 5 * MS, {"c": "one"})
+    assert types(poll(e, T0 + 20 * MS, containers=[first])) == [
+        "sandbox.ready", "container.created", "container.exited"]
+    hidden = T0 + 3_600_000 * MS  # future_timestamps: proves nothing
+    second = ContainerSnap("c1", "s1", "", 0, "busybox", "sha256:b", "exited", hidden, {"c": "two"})
+    out = poll(e, T0 + 100 * MS, containers=[second])
+    assert [(x.type, x.why) for x in out][:1] == [("container.destroyed", "container ID reused")]
+    assert types(out)[1:] == ["container.created", "container.exited"]
+    assert out[1].labels == {"c": "two"}
+    # the same labels (or none at all) with the name missing prove nothing: no event
+    same = ContainerSnap("c1", "s1", "", 0, "busybox", "sha256:b", "exited", hidden, {"c": "two"})
+    assert poll(e, T0 + 200 * MS, containers=[same]) == []
+    bare = ContainerSnap("c1", "s1", "", 0, "busybox", "sha256:b", "exited", hidden, {})
+    assert poll(e, T0 + 300 * MS, containers=[bare]) == []
+
+
+def test_a_reused_sandbox_id_without_metadata_is_told_apart_by_its_labels() -> None:
+    e = DiffEngine()
+    poll(e, T0 + 20 * MS, sandboxes=[SandboxSnap("s1", "pod", "ns", "uid-1", 0, "ready", 0, {"app": "a"})])
+    out = poll(e, T0 + 100 * MS, sandboxes=[SandboxSnap("s1", "", "", "", 0, "ready", 0, {"app": "b"})])
+    assert [(x.type, x.why) for x in out] == [("sandbox.notready", "sandbox ID reused"),
+                                              ("sandbox.destroyed", "sandbox ID reused"), ("sandbox.ready", None)]
+    # metadata present on both sides decides alone: equal metadata, other labels, is the same sandbox
+    e2 = DiffEngine()
+    poll(e2, T0 + 20 * MS, sandboxes=[SandboxSnap("s1", "pod", "ns", "uid-1", 0, "ready", 0, {"app": "a"})])
+    assert poll(e2, T0 + 100 * MS, sandboxes=[SandboxSnap("s1", "pod", "ns", "uid-1", 0, "ready", 0,
+                                                            {"app": "b"})]) == []
+
+
 def test_a_container_event_naming_a_reused_sandbox_is_not_attributed_to_the_old_pod() -> None:
     e = DiffEngine()
     poll(e, T0 + 20 * MS)

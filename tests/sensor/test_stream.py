@@ -435,7 +435,8 @@ def test_crisensor_run_streams_and_exits_cleanly_on_sigterm(tmp_path) -> None:  
     server = FakeCriServer(model, str(tmp_path / "rt.sock")).start()
     out = tmp_path / "events.jsonl"
     cfg = tmp_path / "sensor.yaml"
-    cfg.write_text(f"crisensor:\n  enabled: true\n  addr: {server.addr}\n  events: on\n  resync_interval: 1m\n")
+    cfg.write_text(f"crisensor:\n  enabled: true\n  addr: {server.addr}\n  events: on\n  resync_interval: 1m\n"
+                   "  processes: 'off'\n")
     (tmp_path / "analytics.yaml").write_text("{}\n")
     proc = subprocess.Popen([sys.executable, "-m", "sensor.cli", "run", "--config", str(cfg), "--analytics-config",
                              str(tmp_path / "analytics.yaml"), "--output", str(out)],
