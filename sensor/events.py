@@ -126,9 +126,26 @@ _event_values = attrgetter(*_EVENT_FIELDS)
 #: ``dataclasses.replace`` cost 2-5 times as much per event).
 _EVENT_SETTERS = tuple(vars(Event)[name].__set__ for name in _EVENT_FIELDS)
 _SET_SEQ = vars(Event)["seq"].__set__
-#: ``json.dumps(d, separators=(",", ":"))``, with the encoder built once (dumps builds one per call
-#: when given separators).
-_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _compact_encoder() -> Any:
+    """``json.dumps(d, separators=(",", ":"))`` with its C encoder built once: ``dumps`` builds an
+    encoder per call when given separators, and ``JSONEncoder.encode`` a C encoder per call (~25% of
+    an event's serialization; a first snapshot of 10,000 containers writes 20,000 events). Events
+    hold no cycles, so the circular-reference check is left out. Same output, byte for byte."""
+    from json.encoder import c_make_encoder, encode_basestring_ascii
+
+    if c_make_encoder is None:  # an interpreter without the C accelerator
+        return json.JSONEncoder(separators=(",", ":")).encode
+
+    def default(o: Any) -> Any:
+        raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+    chunks = c_make_encoder(None, default, encode_basestring_ascii, None, ":", ",", False, False, True)
+    return lambda d: "".join(chunks(d, 0))
+
+
+_ENCODE = _compact_encoder()
 
 
 def from_dict(d: dict[str, Any]) -> Event:
