@@ -26,6 +26,7 @@ BENCHMARKS: tuple[tuple[str, str, list[str], list[str]], ...] = (
     ("stream", "bench.bench_stream", [], ["--scenarios", "fast_exit", "--no-real"]),
     ("execs", "bench.bench_execs", [], ["--execs", "2000", "--storm", "2000"]),
     ("enrichment", "bench.bench_enrichment", [], ["--windows", "0s,270ms", "--containers", "6"]),
+    ("real", "bench.bench_real", [], ["--containers", "6", "--duration", "3s"]),
 )
 
 

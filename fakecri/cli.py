@@ -281,6 +281,37 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return e.exit_code
 
 
+def cmd_record(args: argparse.Namespace) -> int:
+    from fakecri import record
+
+    only = [s for s in (args.only or "").split(",") if s]
+    unknown = [s for s in only if s not in record.SEQUENCES]
+    if unknown:
+        raise UsageError(f"--only: unknown sequence {unknown[0]!r} (accepted: {', '.join(record.SEQUENCES)})")
+    if (args.flavor is None) == (args.addr is None):
+        raise UsageError("record: give exactly one of --flavor NAME (fakecri) or --addr unix:///PATH (a runtime)")
+    if args.flavor is not None:
+        if args.flavor not in FLAVORS:
+            raise UsageError(f"--flavor: unknown flavor {args.flavor!r} (accepted: {', '.join(FLAVORS)})")
+        out = record.record_fake(args.flavor, only or None, busybox=args.image)
+    else:
+        if not args.addr.startswith("unix://"):
+            raise UsageError(f"--addr: {args.addr!r} does not start with unix:// (accepted: unix:///PATH)")
+        rec = record.Recorder(record.Target(addr=args.addr, busybox_image=args.image, log_root=args.log_root,
+                                            cgroup_parent=args.cgroup_parent))
+        try:
+            out = rec.record(only or None)
+        finally:
+            rec.close()
+    text = record.dumps(out)
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    return 0
+
+
 EXIT_CODES = """\
 exit codes:
   0  ok (serve: stopped by SIGTERM/SIGINT or --exit-at-end); also when stdout is closed
@@ -344,6 +375,20 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--start-timeout", default="20s", metavar="D",
                      help="fail if the command has not listed the runtime by then (default 20s)")
     ver.set_defaults(func=cmd_verify, command=None)
+    rec = sub.add_parser(
+        "record", help="run fixed CRI call sequences against a runtime (or a flavour) and write what it answered",
+        description="Drive the sequences of fakecri/record.py (pods and containers with various lives and exit "
+                    "codes, stop/remove orders, removal races, sandbox teardown) against a runtime over runtime.v1 "
+                    "and write its GetContainerEvents stream and every List/Status answer, normalised, as JSON. "
+                    "See docs/fidelity.md.")
+    rec.add_argument("--addr", help="the runtime's socket, unix:///PATH (it must have --image)")
+    rec.add_argument("--flavor", help=f"record fakecri's flavour instead ({', '.join(FLAVORS)})")
+    rec.add_argument("--image", default="busybox", help="image with sh, sleep and exit (default busybox)")
+    rec.add_argument("--log-root", default="/tmp/fakecri-record-logs", help="parent of the pods' log directories")
+    rec.add_argument("--cgroup-parent", default="", help="the pods' cgroup parent")
+    rec.add_argument("--only", metavar="A,B", help="only these sequences")
+    rec.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+    rec.set_defaults(func=cmd_record)
     return p
 
 

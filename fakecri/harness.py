@@ -43,6 +43,7 @@ import os
 import threading
 import uuid
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -85,6 +86,14 @@ def backend_path(public: str) -> str:
 def _ns(value: int | str) -> int:
     return parse_duration(value) if isinstance(value, str) else int(value)
 
+
+
+@dataclass(frozen=True)
+class RevealExit:
+    """Internal timeline step: the runtime shows a pending exit (the flavour's state lag is over)."""
+
+    at_ns: int
+    container: str
 
 class Harness:
     """A scenario served on a unix socket. ``start``/``stop`` (or ``with``); thread-safe reads."""
@@ -193,7 +202,7 @@ class Harness:
             raise RuntimeError("the timeline is already running")
         # The timeline starts once the runtime answers: server start-up is not step jitter.
         self.start_ns = self.clock.now_ns()
-        self.runner = Runner(self.plan.steps, self._apply, clock=self.clock, start_ns=self.start_ns,
+        self.runner = Runner(self._timeline(), self._apply, clock=self.clock, start_ns=self.start_ns,
                              end_ns=self.plan.end_ns, speed=self.speed)
         self._record_quirks()
         if isinstance(self.clock, VirtualClock):
@@ -228,7 +237,7 @@ class Harness:
         self.containers.clear()
         self.repetition += 1
         self.start_ns = self.clock.now_ns()
-        self.runner = Runner(self.plan.steps, self._apply, clock=self.clock, start_ns=self.start_ns,
+        self.runner = Runner(self._timeline(), self._apply, clock=self.clock, start_ns=self.start_ns,
                              end_ns=self.plan.end_ns, speed=self.speed)
         if isinstance(self.clock, VirtualClock):
             self.runner.advance_to(0)
@@ -313,6 +322,16 @@ class Harness:
 
     # ---- applying steps ----------------------------------------------------------------------
 
+    def _timeline(self) -> list[object]:
+        """The plan's steps, plus a ``RevealExit`` ``state_lag_ns`` after each exit (state lag)."""
+        lag = self.plan.flavor.state_lag_ns
+        steps: list[object] = list(self.plan.steps)
+        if lag > 0:
+            exits = [s for s in self.plan.steps if isinstance(s, sc.ExitContainer)]
+            steps += [RevealExit(s.at_ns + lag, s.container) for s in exits]
+            steps.sort(key=lambda s: s.at_ns)  # type: ignore[attr-defined]  # stable: a plan's own order holds
+        return steps
+
     def _live_container(self, step: sc.Step, name: str) -> Container | None:
         c = self.containers.get(name)
         if c is None or self.model.containers.get(c.id) is not c:
@@ -379,7 +398,16 @@ class Harness:
                 m.start_container(c.id)
         elif isinstance(step, sc.ExitContainer):
             if (c := self._live_container(step, step.container)) is not None:
-                m.exit_container(c.id, step.code, step.reason)
+                code, reason = step.code, step.reason
+                if not self.serving and m.flavor.runtime_name == "containerd":
+                    # containerd loses the code of a process that exits while it is down: after the
+                    # restart it reports 255, Unknown (measured on 1.7 and 2.1, docs/realruntime.md)
+                    code, reason = 255, "Unknown"
+                m.exit_container(c.id, code, reason, lagged=True)
+        elif isinstance(step, RevealExit):
+            c = self.containers.get(step.container)
+            if c is not None:
+                m.reveal_exit(c.id)
         elif isinstance(step, sc.StopContainer):
             if (c := self._live_container(step, step.container)) is not None:
                 m.stop_container(c.id)

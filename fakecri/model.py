@@ -12,6 +12,13 @@ Theory of operation
   runtime gives for which mistake is written once, here, with the flavour deciding the few places
   where CRI-O and containerd differ.
 * Timestamps are wall-clock ns from the clock; 0 means unset, as in the CRI.
+* State lag (the flavour's ``state_lag_ns``, DESIGN.md section 6): a process that exits by itself
+  (``exit_container(..., lagged=True)``) is *pending*: its truth time is taken then, but List,
+  Status and the event stream keep showing it running until ``reveal_exit`` (the harness calls it
+  ``state_lag_ns`` later). Stop, Remove (containerd stops a running container first, and that
+  waits until the exit is handled: recorded on 1.7 and 2.1), a pod stop or a lost state reveal it
+  at once. The truth
+  record carries both times: ``time_ns`` (the exit) and ``shown_ns`` (when answers first showed it).
 * IDs are 64 hex digits from an RNG: seeded (``seed=N``), a run is repeatable byte for byte;
   unseeded (``seed=None``), every instance draws fresh IDs, as two real runtimes would. Like
   containerd, any unique ID prefix is accepted where an ID is expected.
@@ -25,6 +32,7 @@ Theory of operation
 from __future__ import annotations
 
 import hashlib
+import heapq
 import random
 import secrets
 import threading
@@ -124,6 +132,8 @@ class Container:
     log_path: str = ""
     pid: int = 0
     config: dict[str, Any] = field(default_factory=dict)
+    #: an exit not shown yet (state lag): (exited at, exit code, reason or None)
+    pending_exit: tuple[int, int, str | None] | None = None
 
 
 T = TypeVar("T", Sandbox, Container)
@@ -180,6 +190,8 @@ class RuntimeModel:
         self._listeners: list[Callable[[str, Container | Sandbox, str], None]] = []
         #: (sandbox ID, name, attempt) -> container ID: the name-reservation check without a scan.
         self._names: dict[tuple[str, str, int], str] = {}
+        #: (shown at, container ID): emulated process exits waiting out the flavour's state lag
+        self._reveals: list[tuple[int, str]] = []
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -223,7 +235,7 @@ class RuntimeModel:
     def find_sandbox(self, ref: str) -> Sandbox:
         return self._resolve(self.sandboxes, ref, "sandbox")
 
-    def _set_container_state(self, c: Container, action: str, now: int) -> None:
+    def _set_container_state(self, c: Container, action: str, now: int, shown_ns: int | None = None) -> None:
         new = CONTAINER_TRANSITIONS.get(c.state, {}).get(action)
         if new is None:
             raise CriError("UNKNOWN", f"container {c.id} is in {c.state.upper()} state; cannot {action}")
@@ -242,6 +254,7 @@ class RuntimeModel:
             pod=sb.pod if sb else None,
             exit_code=c.exit_code if new == "exited" else None,
             reason=c.reason if new == "exited" else None,
+            shown_ns=shown_ns if shown_ns is not None and shown_ns > now else None,
         )
         if new == "removed":
             del self.containers[c.id]
@@ -321,7 +334,9 @@ class RuntimeModel:
                 raise
             now = self.clock.now_ns()
             for c in [c for c in self.containers.values() if c.sandbox_id == s.id]:
-                if c.state == "running":
+                if c.pending_exit is not None:
+                    self._reveal(c, now)
+                elif c.state == "running":
                     self._exit(c, SIGKILL_EXIT, REASON_ERROR, now)
             if s.state == "ready":
                 self._set_sandbox_state(s, "stop", now)
@@ -424,32 +439,71 @@ class RuntimeModel:
 
     def settle(self) -> None:
         """Apply every process exit (and log write) that has fallen due by now, each at its own
-        instant, so the truth and the answers agree with what the processes did."""
-        if not self.processes.pending:
+        instant, so the truth and the answers agree with what the processes did. With the
+        flavour's state lag an exit is pending first and shows ``state_lag_ns`` later."""
+        if not self.processes.pending and not self._reveals:
             return
         with self.lock:
             now = self.clock.now_ns()
+            lag = self.flavor.state_lag_ns
             while (hit := self.processes.pop_due(now)) is not None:
                 cid, code, due = hit
                 c = self.containers.get(cid)
-                if c is not None and c.state == "running":
-                    self._exit(c, code, None, due)
+                if c is not None and c.state == "running" and c.pending_exit is None:
+                    if lag > 0:
+                        c.pending_exit = (due, code, None)
+                        heapq.heappush(self._reveals, (due + lag, cid))
+                    else:
+                        self._exit(c, code, None, due)
+            while self._reveals and self._reveals[0][0] <= now:
+                at, cid = heapq.heappop(self._reveals)
+                c = self.containers.get(cid)
+                if c is not None and c.pending_exit is not None and c.pending_exit[0] + lag == at:
+                    self._reveal(c, at)  # shown at its own instant
 
-    def _exit(self, c: Container, exit_code: int, reason: str | None, now: int) -> None:
+    def next_due(self) -> int | None:
+        """When the next process event or state-lag reveal falls due (ns), or None (the reaper)."""
+        due = self.processes.next_due()
+        if self._reveals:
+            due = self._reveals[0][0] if due is None else min(due, self._reveals[0][0])
+        return due
+
+    def _exit(self, c: Container, exit_code: int, reason: str | None, now: int, shown_ns: int | None = None) -> None:
         c.finished_at = now
         c.exit_code = exit_code
         c.reason = reason or (REASON_COMPLETED if exit_code == 0 else REASON_ERROR)
         c.pid = 0
-        self._set_container_state(c, "exit", now)
+        self._set_container_state(c, "exit", now, shown_ns)
 
-    def exit_container(self, ref: str, exit_code: int = 0, reason: str | None = None) -> None:
-        """The container's process ends by itself (scenario step); OOM kills pass ``OOMKilled``."""
+    def exit_container(self, ref: str, exit_code: int = 0, reason: str | None = None, *,
+                       lagged: bool = False) -> None:
+        """The container's process ends by itself (scenario step); OOM kills pass ``OOMKilled``.
+        ``lagged`` with a flavour that has state lag: pending until ``reveal_exit`` (module docstring)."""
         with self.lock:
             self.settle()
             c = self.find_container(ref)
-            if c.state != "running":
+            if c.state != "running" or c.pending_exit is not None:
                 raise CriError("FAILED_PRECONDITION", f"container {c.id} is not running")
-            self._exit(c, exit_code, reason, self.clock.now_ns())
+            now = self.clock.now_ns()
+            if lagged and self.flavor.state_lag_ns > 0:
+                c.pending_exit = (now, exit_code, reason)
+                return
+            self._exit(c, exit_code, reason, now)
+
+    def reveal_exit(self, ref: str) -> bool:
+        """Show a pending exit (state lag over); False if there was none (stopped or removed meanwhile)."""
+        with self.lock:
+            c = self.containers.get(ref)
+            if c is None or c.pending_exit is None:
+                return False
+            self._reveal(c, self.clock.now_ns())
+            return True
+
+    def _reveal(self, c: Container, now: int) -> None:
+        assert c.pending_exit is not None
+        at, code, reason = c.pending_exit
+        c.pending_exit = None
+        self._exit(c, code, reason, at, shown_ns=now)
 
     def stop_container(self, ref: str, timeout: int = 0) -> None:
         with self.lock:
@@ -460,7 +514,9 @@ class RuntimeModel:
                 if e.code == "NOT_FOUND" and self.flavor.stop_unknown == "ok":
                     return
                 raise
-            if c.state == "running":
+            if c.pending_exit is not None:  # containerd's Stop waits until the exit is processed
+                self._reveal(c, self.clock.now_ns())
+            elif c.state == "running":
                 self._exit(c, SIGKILL_EXIT, REASON_ERROR, self.clock.now_ns())
 
     def remove_container(self, ref: str) -> None:
@@ -473,6 +529,8 @@ class RuntimeModel:
                     return
                 raise
             now = self.clock.now_ns()
+            if c.pending_exit is not None:  # containerd stops it first, which waits for the exit to show
+                self._reveal(c, now)
             if c.state == "running":
                 if self.flavor.remove_running == "refuse":
                     raise CriError("UNKNOWN", f"container {c.id!r} is running, stop it before removing")
@@ -610,7 +668,9 @@ class RuntimeModel:
             self.settle()
             now = self.clock.now_ns()
             for c in list(self.containers.values()):
-                if c.state == "running":
+                if c.pending_exit is not None:
+                    self._reveal(c, now)
+                elif c.state == "running":
                     self._exit(c, SIGKILL_EXIT, REASON_ERROR, now)
                 self._set_container_state(c, "remove", now)
             for s in list(self.sandboxes.values()):

@@ -41,7 +41,7 @@ class Reaper:
         while not self._stop.is_set():
             with model.lock:
                 model.settle()
-                due = model.processes.next_due()
+                due = model.next_due()  # process events and state-lag reveals
                 now = model.clock.now_ns()
                 self._wake.clear()
             # nothing scheduled: sleep until ``start`` schedules something (wakeup) or ``stop``

@@ -354,6 +354,7 @@ class Quirks:
     handshake: str | None = None  #: none | cmux | cmux-settings; None: the flavour's (fakecri.flavors)
     apis: tuple[str, ...] | None = None  #: None: the flavour's
     events: str | None = None  #: None: the flavour's GetContainerEvents behaviour
+    state_lag_ns: int | None = None  #: None: the flavour's state lag (0 turns it off)
     faults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  #: on for the whole run
     line: int | None = _line()
 
@@ -399,6 +400,8 @@ def flavor_of(scenario: Scenario, override: str | None = None) -> Flavor:
         changes["apis"] = tuple(scenario.quirks.apis)
     if scenario.quirks.events is not None:
         changes["events"] = scenario.quirks.events
+    if scenario.quirks.state_lag_ns is not None:
+        changes["state_lag_ns"] = scenario.quirks.state_lag_ns
     return f.replace(**changes) if changes else f
 
 
@@ -482,7 +485,7 @@ def _convert(node: yaml.Node, file: str, path: str) -> _Y:
 # ---- the parser ----------------------------------------------------------------------------------
 
 _TOP_KEYS = ("name", "flavor", "socket", "seed", "quirks", "images", "timeline", "generators", "processes", "end")
-_QUIRK_KEYS = ("handshake", "apis", "events")
+_QUIRK_KEYS = ("handshake", "apis", "events", "state_lag")
 
 
 def _q(value: Any) -> str:
@@ -652,6 +655,9 @@ class _Parser:
                                "[v1], [v1alpha2] or [v1, v1alpha2]")
         if "events" in m:
             kw["events"] = self.choice(m["events"], "quirks.events", EVENTS_MODES)
+        if "state_lag" in m:  # a duration; false (or 0) turns the flavour's off
+            lag = m["state_lag"]
+            kw["state_lag_ns"] = 0 if lag.value is False else self.duration(lag, "quirks.state_lag")
         faults: dict[str, dict[str, Any]] = {}
         for name in FAULTS:
             if name in m:
@@ -1279,6 +1285,8 @@ def to_dict(s: Scenario) -> dict[str, Any]:
         quirks["apis"] = list(q.apis)
     if q.events is not None:
         quirks["events"] = q.events
+    if q.state_lag_ns is not None:
+        quirks["state_lag"] = _dur(q.state_lag_ns)
     for name, params in q.faults.items():
         quirks[name] = _fault_params_out(name, params) if params else True
     if quirks:

@@ -9,6 +9,7 @@ needs to know what a client could have seen and when.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
@@ -87,6 +88,8 @@ class EventHub:
         self._sent: dict[int, int] = {}
         self._lock = threading.Lock()
         self._next = 0
+        self._ghosts = 0  # closed subscriptions that still take one event (Flavor.events_shared)
+        self._turn = 0  # round robin over subscribers (Flavor.events_shared)
         model.on_change(self._on_change)
 
     def subscribe(self, pb: ModuleType) -> tuple[int, queue.SimpleQueue[Any]]:
@@ -99,7 +102,8 @@ class EventHub:
 
     def unsubscribe(self, key: int) -> None:
         with self._lock:
-            self._subs.pop(key, None)
+            if self._subs.pop(key, None) is not None and self._model.flavor.events_shared:
+                self._ghosts += 1
             self._sent.pop(key, None)
 
     def sent(self, key: int) -> int | None:
@@ -115,32 +119,51 @@ class EventHub:
         for _, q in subs:
             q.put(reason)
 
+    def _takers(self, subs: list[tuple[int, tuple[ModuleType, queue.SimpleQueue[Any]]]],
+                ) -> list[tuple[int, tuple[ModuleType, queue.SimpleQueue[Any]]]]:
+        """Who gets one event: every subscriber, or with ``events_shared`` one of them in turn -- or
+        a closed subscription that still takes it (lost)."""
+        if not self._model.flavor.events_shared:
+            return subs
+        with self._lock:
+            if self._ghosts:
+                self._ghosts -= 1
+                return []
+            self._turn += 1
+            return [subs[self._turn % len(subs)]] if subs else []
+
     def _on_change(self, kind: str, obj: Container | Sandbox, transition: str) -> None:
         if (kind == "container" and transition not in _EVENT_TYPE) or not self.policy.stream_event(kind, obj.id,
                                                                                                     transition):
             return
+        model = self._model
+        flavor = model.flavor
         with self._lock:
             subs = list(self._subs.items())
-        if not subs:
+        if not subs and not (flavor.events_shared and self._ghosts):
             return
-        model = self._model
         sandbox_id = obj.sandbox_id if isinstance(obj, Container) else obj.id
         sb = model.sandboxes.get(sandbox_id)
         members = [c for c in model.containers.values() if c.sandbox_id == sandbox_id]
         # Sandbox transitions are announced as container events whose ID is the sandbox's, as containerd
         # does: RunPodSandbox CREATED, its stop STOPPED, RemovePodSandbox DELETED.
         event_type = {"ready": 0, "notready": 2}.get(transition, _EVENT_TYPE.get(transition, 0))
-        for key, (pb, q) in subs:
-            q.put(pb.ContainerEventResponse(
-                container_id=obj.id,
-                container_event_type=event_type,
-                created_at=model.clock.now_ns(),
-                pod_sandbox_status=convert.pod_sandbox_status(pb, sb) if sb is not None else None,
-                containers_statuses=[convert.container_status(pb, c, model.flavor) for c in members],
-            ))
-            with self._lock:
-                if key in self._sent:
-                    self._sent[key] += 1
+        started = kind == "sandbox" and transition == "ready" and flavor.sandbox_started_event
+        types = (0, 1) if started else (event_type,)  # a new sandbox: CREATED, then STARTED
+        if sb is None and kind == "sandbox" and flavor.deleted_sandbox_status:
+            sb = dataclasses.replace(obj, state="notready")  # type: ignore[arg-type]  # its last status
+        for t in types:
+            for key, (pb, q) in self._takers(subs):
+                q.put(pb.ContainerEventResponse(
+                    container_id=obj.id,
+                    container_event_type=t,
+                    created_at=model.clock.now_ns(),
+                    pod_sandbox_status=convert.pod_sandbox_status(pb, sb) if sb is not None else None,
+                    containers_statuses=[convert.container_status(pb, c, model.flavor) for c in members],
+                ))
+                with self._lock:
+                    if key in self._sent:
+                        self._sent[key] += 1
 
 
 class Handlers:

@@ -53,6 +53,10 @@ class ContainerTransition:
     pod: PodRef | None = None
     exit_code: int | None = None
     reason: str | None = None
+    #: when List/Status/the stream first showed it, if later than ``time_ns`` (state lag); None: at
+    #: once. Records are written in the order answers could show them, so such a record follows
+    #: others with later ``time_ns``.
+    shown_ns: int | None = None
     kind: Literal["container"] = "container"
 
 
@@ -119,6 +123,8 @@ _KINDS: dict[str, type] = {
 def to_dict(record: TruthRecord, seq: int) -> dict[str, Any]:
     """The JSON form of a record: ``seq`` first, then ``kind``, then the record's own fields."""
     body = asdict(record)
+    if body.get("shown_ns", 0) is None:
+        del body["shown_ns"]  # only lagged transitions carry it
     out: dict[str, Any] = {"seq": seq, "kind": body.pop("kind")}
     if "argv" in body:
         body["argv"] = list(body["argv"])

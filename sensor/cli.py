@@ -100,6 +100,7 @@ SUPERVISE_S = 1.0
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sensor.analytics import Pipeline, ProgressPoller
+    from sensor.diff import DiffEngine
     from sensor.metrics import Metrics
     from sensor.output import Emitter, stream_name
 
@@ -144,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     poller = ProgressPoller(client, emitter, poll_interval_ns=cfg.poll_interval_ns, metrics=metrics,
                             events=cfg.events, resync_interval_ns=cfg.resync_interval_ns, stop_check_s=None,
-                            status_time_share=STATUS_TIME_SHARE)
+                            status_time_share=STATUS_TIME_SHARE, engine=DiffEngine(state_lag_ns=cfg.state_lag_ns))
     # The analytics stage (event_reorder_window) sees every lifecycle event; with a process source
     # it holds each exec for the window, enriches it as of its own time and writes it (process.exec).
     from sensor.processes import start_processes

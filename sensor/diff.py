@@ -43,6 +43,12 @@ without a previous snapshot). ``place`` narrows and fills that window per event:
   of ``cur.received_ns`` (a runtime clock quirk) is no time: the step is estimated like an
   unreported one, inside the poll-derived window, which stays honest. Where ``lo`` is 0 (first
   snapshot) an event's own reported time becomes ``lo``;
+* state lag (DESIGN.md section 6): List/Status show a container running (or created) for a while
+  after its process exited (or started). A ``running``/``exited`` step with no reported time may
+  therefore predate the last list that showed the earlier state: its ``lo`` is lowered by the
+  engine's ``state_lag_ns`` (configured, measured per runtime: docs/realruntime.md), never below
+  the container's ``created_at``. Not below its reported ``started_at`` either? No: that is stamped
+  once the start returned, and an instant exit's ``finished_at`` can precede it (seen on containerd);
 * an event's window is also bounded by reported times of its neighbours: nothing happens before
   an earlier lifecycle step's reported time (``floor``) or after a later one's (a forged running
   lies in ``[created_at, finished_at]``). Only past times (``<= cur.received_ns``) bound anything.
@@ -255,7 +261,9 @@ class DiffEngine:
 
     _stream_source = "stream"  # the source of what stream() emits: "stream", or "lookup"
 
-    def __init__(self) -> None:
+    def __init__(self, state_lag_ns: int = 0) -> None:
+        #: how long List/Status may lag behind a container's process (rule 4, state lag)
+        self.state_lag_ns = state_lag_ns
         self._containers: dict[str, _Container] = {}
         self._sandboxes: dict[str, _Sandbox] = {}
         self._prev: Snapshot | None = None
@@ -826,6 +834,8 @@ class DiffEngine:
             pod = sb.pod
             after = max(after, sb.ready_ns)  # no estimate before its sandbox was ready
         times = place(reported, ctx.lo, ctx.hi, floor=floor, cap=cap, after=after, origin=ctx.origin)
+        if self.state_lag_ns:
+            times = _lagged(steps, reported, times, _past(c.created_at, ctx.hi), self.state_lag_ns)
         for step, (tm, lo, hi) in zip(steps, times, strict=True):
             exit_code = reason = None
             if step.state == "exited" and step.why is None and detail is not None:
@@ -891,6 +901,18 @@ class DiffEngine:
                 )
             )
         return max([floor, *(r for r in reported if 0 < r <= ctx.hi)]), times[-1][0]
+
+
+def _lagged(steps: Sequence[Step], reported: Sequence[int], times: list[tuple[int, int, int]], created: int,
+            lag: int) -> list[tuple[int, int, int]]:
+    """Rule 4, state lag: an unreported ``running``/``exited`` step's window reaches ``lag`` further
+    back, not below the container's ``created_at`` (0: unknown), which precedes its process."""
+    out = list(times)
+    for i, step in enumerate(steps):
+        tm, lo, hi = out[i]
+        if step.state in _NEEDS_STATUS and not 0 < reported[i] <= hi and lo > created:
+            out[i] = (tm, max(lo - lag, created), hi)
+    return out
 
 
 def _same_container(old: ContainerSnap, new: ContainerSnap) -> bool:

@@ -558,7 +558,7 @@ def g7_latency(ctx: Context) -> GuaranteeResult:
                 continue
             done.add(ev.type)
             tr = _transition(inc, ev)
-            t = inc.effective(tr)
+            t = inc.visible(tr)  # from when the runtime showed it: its own state lag is not the sensor's
             if t is None or t < ctx.start_ns or ev.observed_ns < t:
                 continue
             stream = ctx.log.stream_open(t, certain=True) if p.mode == "stream" and lc is CONTAINER else None

@@ -33,6 +33,13 @@ and never going back:
 
 Everything else stays with the current incarnation; duplicates are judged by G1/G6, not hidden here.
 
+State lag
+---------
+A transition the runtime showed late (a truth record's ``shown_ns``: the fake's ``state_lag``
+quirk) has two times: when it happened (``times``: what G4 and G5 judge) and when answers first
+showed it (``shown``). States -- what an answer could show, what the sensor was obliged to report
+and when -- follow the shown times.
+
 States and ties
 ---------------
 An incarnation is in state S from the time of transition S up to the time of its next transition.
@@ -121,6 +128,8 @@ class Incarnation:
     index: int
     times: dict[str, int] = field(default_factory=dict)
     records: dict[str, tuple[int, TruthRecord]] = field(default_factory=dict)
+    #: transitions answers showed later than they happened (state lag): when they first showed them
+    shown: dict[str, int] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     reused: bool = False  # the ID has more than one incarnation
 
@@ -148,6 +157,10 @@ class Incarnation:
             return self.gone_ns
         return t
 
+    def visible(self, transition: str) -> int | None:
+        """When answers first showed ``transition`` (its effective time unless it lagged)."""
+        return self.shown.get(transition, self.effective(transition))
+
     def truth(self, *transitions: str) -> tuple[tuple[int, TruthRecord], ...]:
         """Evidence: the truth records of these transitions (those that exist)."""
         out = []
@@ -165,7 +178,7 @@ class Incarnation:
     # -- states ----------------------------------------------------------------------------------
 
     def _boundaries(self) -> list[tuple[int, str]]:
-        return [(self.times[t], t) for t in self.lifecycle.transitions if t in self.times]
+        return [(self.shown.get(t, self.times[t]), t) for t in self.lifecycle.transitions if t in self.times]
 
     def state_interval(self, state: str) -> tuple[int, int] | None:
         """Closed interval ``[entered, left]`` of ``state`` (``left`` = FOREVER if never left)."""
@@ -253,6 +266,9 @@ def split(records: Iterable[tuple[int, TruthRecord]], lifecycle: Lifecycle) -> P
                 continue
             cur.times[tr] = rec.time_ns
             cur.records[tr] = (seq, rec)
+            shown = getattr(rec, "shown_ns", None)
+            if shown is not None and shown > rec.time_ns:
+                cur.shown[tr] = shown
             if tr == "destroyed":
                 cur = None
         for inc in incs:

@@ -303,7 +303,7 @@ class RpcLog:
         """Earliest certain answer that carried the runtime's own timestamp of ``transition`` and
         was sent by ``by_end_ns`` (so the sensor could have used it)."""
         sources = inc.lifecycle.reported.get(transition, ())
-        t = inc.times.get(transition)
+        t = inc.shown.get(transition, inc.times.get(transition))  # answers carry it once they show it
         if not sources or t is None:
             return None
         hi = min(inc.end_ns, by_end_ns + 1)

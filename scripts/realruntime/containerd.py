@@ -1,5 +1,10 @@
 #!/usr/bin/env python3
-"""Run a private, throw-away REAL containerd (1.6, CRI plugin, runc, CNI bridge) for tests.
+"""Run a private, throw-away REAL containerd (1.6, 1.7 or 2.1; CRI plugin, runc, CNI bridge) for tests.
+
+``release`` picks the binary: ``"1.6"`` is the system's Debian package; ``"1.7"`` (Debian trixie)
+and ``"2.1"`` (Debian sid) are extracted by ``fetch-containerd.sh`` into a private cache
+(``$CRISENSOR_CONTAINERD_CACHE``, default ``/var/cache/crisensor-containerd/<suite>``) and run with
+their own shim and ``ctr`` first on ``PATH``; 2.x gets a version 3 config.
 
 Everything lives under one temporary directory: config, root, state, runc state, the
 CRI socket, the CNI config and IPAM state, the containerd log.  Images come from
@@ -63,6 +68,37 @@ CNI_CACHE_DIR = Path("/var/lib/cni/results")
 SHIM_SOCKET_DIR = Path("/run/containerd/s")  # hard-coded in containerd 1.6 shims
 SUN_PATH_MAX = 107  # bytes usable in sockaddr_un.sun_path (one byte for the NUL)
 CRI_APIS = ("runtime.v1", "runtime.v1alpha2")
+#: release -> Debian suite it is fetched from (None: the system package)
+RELEASES: dict[str, str | None] = {"1.6": None, "1.7": "trixie", "2.1": "sid"}
+FETCH_SCRIPT = Path(__file__).resolve().parent / "fetch-containerd.sh"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("CRISENSOR_CONTAINERD_CACHE", "/var/cache/crisensor-containerd"))
+
+
+def release_bin_dir(release: str) -> Path | None:
+    """Where ``release``'s binaries are (None: the system's PATH). Raises KeyError for unknown ones."""
+    suite = RELEASES[release]
+    return None if suite is None else cache_root() / suite / "usr" / "bin"
+
+
+def fetch_release(release: str, timeout: float = 300) -> str | None:
+    """Fetch ``release`` into the cache if it is not there yet; the reason it cannot be, or None."""
+    suite, bin_dir = RELEASES[release], release_bin_dir(release)
+    if suite is None or bin_dir is None or (bin_dir.parent.parent / ".complete").is_file():
+        return None
+    if os.geteuid() != 0:
+        return f"containerd {release} is not in {bin_dir.parent.parent} and fetching it needs root"
+    try:
+        res = subprocess.run(["bash", str(FETCH_SCRIPT), suite, str(cache_root())], capture_output=True,
+                             text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"fetching containerd {release} from Debian {suite} failed: {e}"
+    if res.returncode != 0:
+        tail = " | ".join(res.stderr.strip().splitlines()[-3:])
+        return f"fetching containerd {release} from Debian {suite} failed (no network to the mirror?): {tail}"
+    return None
 
 
 class ContainerdError(RuntimeError):
@@ -76,7 +112,9 @@ class ContainerdUnavailable(ContainerdError):
 # --------------------------------------------------------------------------- availability
 
 
-def _which(name: str) -> str | None:
+def _which(name: str, bin_dir: Path | None = None) -> str | None:
+    if bin_dir is not None and (bin_dir / name).is_file():
+        return str(bin_dir / name)
     return shutil.which(name) or shutil.which(name, path="/usr/local/sbin:/usr/sbin:/sbin")
 
 
@@ -87,9 +125,12 @@ def _cni_bin_dir() -> Path | None:
     return None
 
 
-def containerd_unavailable_reason() -> str | None:
-    """Why a real containerd cannot run on this machine, or ``None`` if it can."""
+def containerd_unavailable_reason(release: str = "1.6") -> str | None:
+    """Why a real containerd ``release`` cannot run on this machine, or ``None`` if it can."""
     install = "apt-get install -y " + " ".join(APT_PACKAGES)
+    if release not in RELEASES:
+        return f"unknown containerd release {release!r}; known: {', '.join(RELEASES)}"
+    bin_dir = release_bin_dir(release)
     if not sys.platform.startswith("linux"):
         return f"real containerd needs Linux (this is {sys.platform})"
     if os.geteuid() != 0:
@@ -97,6 +138,13 @@ def containerd_unavailable_reason() -> str | None:
     missing = [b for b in ("containerd", "ctr", "containerd-shim-runc-v2", "runc", "ip") if not _which(b)]
     if missing:
         return f"missing {', '.join(missing)}: {install}"
+    if bin_dir is not None:
+        reason = fetch_release(release)
+        if reason:
+            return reason
+        absent = [b for b in ("containerd", "ctr", "containerd-shim-runc-v2") if not (bin_dir / b).is_file()]
+        if absent:
+            return f"{', '.join(absent)} missing in {bin_dir}: remove {bin_dir.parent.parent} and fetch again"
     if _cni_bin_dir() is None:
         dirs = " or ".join(str(d) for d in CNI_BIN_DIRS)
         return f"CNI plugins {', '.join(CNI_PLUGINS)} not found in {dirs}: {install}"
@@ -222,6 +270,8 @@ class ContainerdHandle:
     pod_subnet: str
     cgroup_parent: str  # suggested LinuxPodSandboxConfig.cgroup_parent; removed at teardown
     snapshotter: str
+    release: str = "1.6"
+    bin_dir: Path | None = None  # the release's private binaries (None: the system's)
     pid: int = 0
     #: shared directories that did not exist before this run (a k8s.io cgroup parent, /run/containerd/s,
     #: /var/lib/cni/results): removed at teardown, each only if empty, children first
@@ -240,7 +290,7 @@ class ContainerdHandle:
     def ctr(
         self, *args: str, namespace: str = K8S_NAMESPACE, timeout: float = 30, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        cmd = [_which("ctr") or "ctr", "--address", str(self.socket), "--namespace", namespace, *args]
+        cmd = [_which("ctr", self.bin_dir) or "ctr", "--address", str(self.socket), "--namespace", namespace, *args]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if check and res.returncode != 0:
             raise ContainerdError(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr.strip()}")
@@ -276,7 +326,7 @@ def path_fits_socket(tmpdir: str | Path) -> bool:
     return len(str(Path(tmpdir).resolve() / "containerd.sock.ttrpc").encode()) <= SUN_PATH_MAX
 
 
-def make_handle(tmpdir: Path, snapshotter: str | None = None) -> ContainerdHandle:
+def make_handle(tmpdir: Path, snapshotter: str | None = None, release: str = "1.6") -> ContainerdHandle:
     tmpdir = Path(tmpdir).resolve()
     key = _key(tmpdir)
     sock = tmpdir / "containerd.sock"
@@ -300,6 +350,8 @@ def make_handle(tmpdir: Path, snapshotter: str | None = None) -> ContainerdHandl
         pod_subnet=f"10.88.{int(key[:2], 16)}.0/24",
         cgroup_parent=f"/crisensor-{key}",
         snapshotter=snapshotter or pick_snapshotter(tmpdir),
+        release=release,
+        bin_dir=release_bin_dir(release),
     )
 
 
@@ -308,6 +360,8 @@ def _q(s: object) -> str:
 
 
 def render_config(h: ContainerdHandle) -> str:
+    if not h.release.startswith("1."):
+        return render_config_v3(h)
     cri = '[plugins."io.containerd.grpc.v1.cri"'
     disabled = [
         "io.containerd.snapshotter.v1.aufs",
@@ -365,6 +419,75 @@ disabled_plugins = {json.dumps(disabled)}
 """
 
 
+def render_config_v3(h: ContainerdHandle) -> str:
+    """containerd 2.x: config version 3 (the CRI plugin split into runtime and images plugins)."""
+    rt, images = "[plugins.'io.containerd.cri.v1.runtime'", "[plugins.'io.containerd.cri.v1.images'"
+    disabled = [
+        "io.containerd.snapshotter.v1.btrfs",
+        "io.containerd.snapshotter.v1.zfs",
+        "io.containerd.snapshotter.v1.devmapper",
+        "io.containerd.snapshotter.v1.blockfile",
+        "io.containerd.snapshotter.v1.erofs",
+        "io.containerd.differ.v1.erofs",
+        "io.containerd.tracing.processor.v1.otlp",
+        "io.containerd.internal.v1.tracing",
+        "io.containerd.nri.v1.nri",  # would serve /var/run/nri/nri.sock, shared with the host
+    ]
+    return f"""\
+# Generated by scripts/realruntime/containerd.py -- private throw-away containerd {h.release} for tests.
+version = 3
+root = {_q(h.root)}
+state = {_q(h.state)}
+oom_score = 0
+disabled_plugins = {json.dumps(disabled)}
+
+[grpc]
+  address = {_q(h.socket)}
+
+[ttrpc]
+  address = {_q(str(h.socket) + ".ttrpc")}
+
+[plugins]
+  [plugins.'io.containerd.internal.v1.opt']
+    path = {_q(h.tmpdir / "opt")}
+
+  [plugins.'io.containerd.grpc.v1.cri']
+    stream_server_address = "127.0.0.1"
+    stream_server_port = "0"
+
+  {images}]
+    snapshotter = {_q(h.snapshotter)}
+
+  {images}.pinned_images]
+    sandbox = {_q(h.pause_image)}
+
+  {rt}]
+    restrict_oom_score_adj = true
+    netns_mounts_under_state_dir = true
+    disable_apparmor = true
+    enable_selinux = false
+    tolerate_missing_hugetlb_controller = true
+    disable_hugetlb_controller = true
+
+  {rt}.cni]
+    bin_dirs = [{_q(h.cni_bin_dir)}]
+    conf_dir = {_q(h.cni_conf_dir)}
+    max_conf_num = 1
+
+  {rt}.containerd]
+    default_runtime_name = "runc"
+
+  {rt}.containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    snapshotter = {_q(h.snapshotter)}
+
+  {rt}.containerd.runtimes.runc.options]
+    BinaryName = {_q(_which("runc") or "runc")}
+    Root = {_q(h.runc_root)}
+    SystemdCgroup = false
+"""
+
+
 def render_cni_conflist(h: ContainerdHandle) -> str:
     conf = {
         "cniVersion": "1.0.0",
@@ -406,7 +529,7 @@ def load_handle(tmpdir: Path) -> ContainerdHandle:
         meta = json.loads((tmpdir / "handle.json").read_text())
     except (OSError, ValueError):
         return make_handle(tmpdir, "overlayfs")
-    h = make_handle(tmpdir, meta.get("snapshotter") or None)
+    h = make_handle(tmpdir, meta.get("snapshotter") or None, meta.get("release") or "1.6")
     h.own_dirs = [Path(d) for d in meta.get("own_dirs", [])]
     return h
 
@@ -415,12 +538,14 @@ def load_handle(tmpdir: Path) -> ContainerdHandle:
 
 
 def _start(h: ContainerdHandle, log_level: str) -> subprocess.Popen[bytes]:
-    cmd = [_which("containerd") or "containerd", "--config", str(h.config_path), "--log-level", log_level]
+    cmd = [_which("containerd", h.bin_dir) or "containerd", "--config", str(h.config_path), "--log-level", log_level]
     setpriv = shutil.which("setpriv")
     if setpriv:  # containerd gets SIGTERM if this (the test) process dies without tearing down
         cmd = [setpriv, "--pdeathsig", "TERM", "--", *cmd]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONTAINERD_", "GRPC_"))}
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    if h.bin_dir is not None:  # the release's own shim, found by containerd on PATH
+        env["PATH"] = f"{h.bin_dir}:{env['PATH']}"
     with open(h.log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd,
@@ -493,6 +618,24 @@ def _import_images(h: ContainerdHandle, archives: dict[str, Path], timeout: floa
             time.sleep(0.05)
 
 
+#: tmpdir -> the containerd process of a running instance (``restart`` replaces it)
+_RUNNING: dict[Path, subprocess.Popen[bytes]] = {}
+
+
+def restart(h: ContainerdHandle, *, down_s: float = 0.0, sig: int = signal.SIGKILL, timeout: float = 30.0) -> float:
+    """Kill the instance's containerd (SIGKILL: a crash; its shims and containers live on), wait
+    ``down_s``, start it again on the same root, state and socket; return the seconds it was down
+    (until it answered CRI again)."""
+    proc = _RUNNING[h.tmpdir]
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    proc.wait(timeout=timeout)
+    time.sleep(down_s)
+    proc = _RUNNING[h.tmpdir] = _start(h, "info")
+    _wait_ready(h, proc, timeout)
+    return time.monotonic() - t0
+
+
 @contextlib.contextmanager
 def running_containerd(
     tmpdir: str | Path,
@@ -502,6 +645,7 @@ def running_containerd(
     stop_timeout: float = 10.0,
     snapshotter: str | None = None,
     log_level: str = "info",
+    release: str = "1.6",
 ) -> Iterator[ContainerdHandle]:
     """Start containerd under ``tmpdir``, import the offline images, yield, tear everything down.
 
@@ -509,11 +653,11 @@ def running_containerd(
     (with the tail of containerd's log) if it does not come up, and :class:`ContainerdError` at
     exit if the teardown left a process, mount, bridge or shim socket behind.
     """
-    reason = containerd_unavailable_reason()
+    reason = containerd_unavailable_reason(release)
     if reason:
         raise ContainerdUnavailable(reason)
     t0 = time.monotonic()
-    h = make_handle(Path(tmpdir), snapshotter)
+    h = make_handle(Path(tmpdir), snapshotter, release)
     try:
         archives = _images.build_images(Path(image_cache) if image_cache else h.tmpdir / "images")
     except _images.ImageBuildError as e:
@@ -526,7 +670,7 @@ def running_containerd(
     proc: subprocess.Popen[bytes] | None = None
     failed = False
     try:
-        proc = _start(h, log_level)
+        proc = _RUNNING[h.tmpdir] = _start(h, log_level)
         _wait_ready(h, proc, start_timeout)
         _import_images(h, archives, timeout=start_timeout)
         h.start_seconds = time.monotonic() - t0
@@ -535,6 +679,7 @@ def running_containerd(
         failed = True
         raise
     finally:
+        proc = _RUNNING.pop(h.tmpdir, proc)  # restart() may have replaced it
         leftovers = teardown(h, proc, stop_timeout=stop_timeout)
         if leftovers and not failed:
             raise ContainerdError(f"teardown of {h.tmpdir} left: " + "; ".join(leftovers))
@@ -886,16 +1031,18 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description="private throw-away containerd for tests")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("check", help="print why containerd cannot run here, or ok")
+    check = sub.add_parser("check", help="print why containerd cannot run here, or ok")
+    check.add_argument("--release", choices=sorted(RELEASES), default="1.6")
     run = sub.add_parser("run", help="start under DIR, print the socket, wait for Ctrl-C")
     run.add_argument("dir", type=Path)
     run.add_argument("--image-cache", type=Path)
+    run.add_argument("--release", choices=sorted(RELEASES), default="1.6")
     clean = sub.add_parser("cleanup", help="tear down whatever a crashed run left under DIR")
     clean.add_argument("dir", type=Path)
     args = ap.parse_args(argv)
 
     if args.cmd == "check":
-        reason = containerd_unavailable_reason()
+        reason = containerd_unavailable_reason(args.release)
         print(reason or "ok")
         return 1 if reason else 0
     if args.cmd == "cleanup":
@@ -910,7 +1057,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)  # also when started in the background (SIGINT ignored)
     signal.signal(signal.SIGTERM, _stop)
     try:
-        with running_containerd(args.dir, image_cache=args.image_cache) as h:
+        with running_containerd(args.dir, image_cache=args.image_cache, release=args.release) as h:
             print(f"containerd ready in {h.start_seconds:.2f}s at {h.addr} (pid {h.pid}); Ctrl-C stops it")
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()

@@ -65,7 +65,7 @@ def containerd_or_skip(tmpdir: Path, config: pytest.Config | None = None, **kwar
     On exit ``running_containerd`` raises if anything was left behind; this checks once more
     from the outside (processes, mounts, bridge, CNI cache) and fails the test if so.
     """
-    reason = rr.containerd_unavailable_reason()
+    reason = rr.containerd_unavailable_reason(kwargs.get("release", "1.6"))
     if reason:
         skip_or_fail(reason)
     with contextlib.ExitStack() as stack:

@@ -18,6 +18,7 @@ is the real one with one part swapped.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from fakecri.check import GUARANTEES, CheckParams, Report, check
 from fakecri.harness import Harness, bundled_path
 from fakecri.model import Container, CriError, Sandbox
 from sensor.client import CriClient
+from sensor.config import SensorConfig
 from sensor.diff import DiffEngine
 from sensor.events import Event
 from sensor.output import Emitter
@@ -43,13 +45,17 @@ RPC_TIMEOUT_S = 1.0
 STEP_GUARANTEES = ("G1", "G2", "G3", "G4", "G5", "G6")
 
 
+SHIPPED_ENGINE = functools.partial(DiffEngine, state_lag_ns=SensorConfig().state_lag_ns)
+
+
 @dataclass(frozen=True)
 class Parts:
     """The classes the sensor is assembled from (a mutant swaps one)."""
 
     client: type[CriClient] = CriClient
     emitter: type[Emitter] = Emitter
-    engine: Callable[[], Any] = DiffEngine
+    #: as ``crisensor run`` builds it: with the configured state lag bound (the fake's flavours lag)
+    engine: Callable[[], Any] = SHIPPED_ENGINE
 
 
 class Sensor:

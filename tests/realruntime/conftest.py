@@ -1,6 +1,8 @@
-"""Fixtures that run a REAL containerd 1.6 (CRI plugin, runc, CNI bridge) -- see docs/realruntime.md.
+"""Fixtures that run a REAL containerd (CRI plugin, runc, CNI bridge) -- see docs/realruntime.md.
 
-``real_containerd`` (session scope) yields a ``ContainerdHandle``: ``.addr`` ("unix://..."),
+``real_containerd`` (1.6, the system package), ``containerd_17`` and ``containerd_21`` (fetched from
+Debian trixie/sid into a private cache; ``streaming_containerd`` runs a test on each) are session
+scoped, each with its own root, state and socket, and yield a ``ContainerdHandle``: ``.addr`` ("unix://..."),
 ``.socket``, ``.busybox_image``, ``.pause_image``, ``.cgroup_parent``, ``.root``, ``.state``...
 Where containerd cannot run (not root, packages missing) its tests are skipped with the reason;
 with ``CI=true`` they FAIL with it instead, so CI never silently skips the real runtime. At
@@ -41,15 +43,38 @@ from crisensor_realruntime.pytest_support import containerd_or_skip, sigterm_run
 _timings: list[str] = []
 
 
-@pytest.fixture(scope="session")
-def real_containerd(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config):
-    tmpdir = tmp_path_factory.mktemp("containerd")
-    with sigterm_runs_teardown(), containerd_or_skip(tmpdir, pytestconfig) as handle:
+def _containerd(release: str, tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config):
+    tmpdir = tmp_path_factory.mktemp(f"containerd-{release}")
+    with sigterm_runs_teardown(), containerd_or_skip(tmpdir, pytestconfig, release=release) as handle:
         yield handle
     _timings.append(
-        f"real_containerd: started in {handle.start_seconds:.2f}s, torn down in {handle.teardown_seconds:.2f}s, "
+        f"containerd {release}: started in {handle.start_seconds:.2f}s, torn down in {handle.teardown_seconds:.2f}s, "
         "nothing left behind"
     )
+
+
+@pytest.fixture(scope="session")
+def real_containerd(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config):
+    """containerd 1.6: the system's Debian package (polling only)."""
+    yield from _containerd("1.6", tmp_path_factory, pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def containerd_17(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config):
+    """containerd 1.7 from Debian trixie, fetched into /var/cache/crisensor-containerd (streams events)."""
+    yield from _containerd("1.7", tmp_path_factory, pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def containerd_21(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config):
+    """containerd 2.1 from Debian sid, fetched into /var/cache/crisensor-containerd (v1 only, config v3)."""
+    yield from _containerd("2.1", tmp_path_factory, pytestconfig)
+
+
+@pytest.fixture(params=["1.7", "2.1"])
+def streaming_containerd(request: pytest.FixtureRequest):
+    """Each real containerd that serves GetContainerEvents, in turn."""
+    return request.getfixturevalue({"1.7": "containerd_17", "2.1": "containerd_21"}[request.param])
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -21,14 +21,14 @@ from crisensor_realruntime.pytest_support import containerd_or_skip, skip_or_fai
 
 def test_unavailable_skips_outside_ci(monkeypatch, tmp_path):
     monkeypatch.delenv("CI", raising=False)
-    monkeypatch.setattr(rr, "containerd_unavailable_reason", lambda: "no containerd here")
+    monkeypatch.setattr(rr, "containerd_unavailable_reason", lambda release="1.6": "no containerd here")
     with pytest.raises(pytest.skip.Exception, match="no containerd here"), containerd_or_skip(tmp_path):
         pass
 
 
 def test_unavailable_fails_in_ci(monkeypatch, tmp_path):
     monkeypatch.setenv("CI", "true")
-    monkeypatch.setattr(rr, "containerd_unavailable_reason", lambda: "no containerd here")
+    monkeypatch.setattr(rr, "containerd_unavailable_reason", lambda release="1.6": "no containerd here")
     with pytest.raises(pytest.fail.Exception, match=r"no containerd here.*CI=true"), containerd_or_skip(tmp_path):
         pass
 
@@ -113,3 +113,27 @@ def test_images_build_offline_and_deterministically(tmp_path):
     assert members["pause"].isfile() and members["pause"].mode & 0o111
     (tmp_path / "pause").write_bytes(contents["pause"])
     assert bi.elf_is_static(tmp_path / "pause"), "pause must be static (the image has no libc)"
+
+
+def test_config_v3_for_containerd_2_parses():
+    """containerd 2.x: config version 3 with the CRI plugin split into runtime and images plugins."""
+    h = rr.make_handle(Path("/tmp/crisensor-config-test"), "overlayfs", "2.1")  # nothing is created
+    cfg = tomllib.loads(rr.render_config(h))
+    assert cfg["version"] == 3 and cfg["root"] == str(h.root) and cfg["grpc"]["address"] == str(h.socket)
+    runtime = cfg["plugins"]["io.containerd.cri.v1.runtime"]
+    images = cfg["plugins"]["io.containerd.cri.v1.images"]
+    assert images["pinned_images"]["sandbox"] == h.pause_image and images["snapshotter"] == "overlayfs"
+    assert runtime["restrict_oom_score_adj"] is True
+    assert runtime["cni"]["bin_dirs"] == [str(h.cni_bin_dir)] and runtime["cni"]["conf_dir"] == str(h.cni_conf_dir)
+    assert runtime["containerd"]["runtimes"]["runc"]["options"]["Root"] == str(h.runc_root)
+    assert "io.containerd.nri.v1.nri" in cfg["disabled_plugins"]
+    assert h.bin_dir == rr.cache_root() / "sid" / "usr" / "bin"
+
+
+def test_release_reasons(monkeypatch, tmp_path):
+    assert "unknown containerd release '9.9'" in (rr.containerd_unavailable_reason("9.9") or "")
+    monkeypatch.setenv("CRISENSOR_CONTAINERD_CACHE", str(tmp_path))  # nothing fetched there
+    monkeypatch.setattr(rr.os, "geteuid", lambda: 1000)
+    reason = rr.fetch_release("1.7")
+    assert reason is not None and "needs root" in reason and str(tmp_path / "trixie") in reason
+    assert rr.fetch_release("1.6") is None  # the system's package: nothing to fetch

@@ -216,5 +216,5 @@ def test_bundled_scenarios_match_the_json_schema() -> None:
 
 def test_schema_and_loader_know_the_same_faults_and_methods() -> None:
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
-    assert set(SCHEMA["properties"]["quirks"]["properties"]) == {"handshake", "apis", "events", *sc.FAULTS}
+    assert set(SCHEMA["properties"]["quirks"]["properties"]) == {*sc._QUIRK_KEYS, *sc.FAULTS}
     assert set(sc.CRI_METHODS) == {*RUNTIME_RPCS, *IMAGE_RPCS, "GetContainerEvents"}

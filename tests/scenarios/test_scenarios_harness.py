@@ -48,13 +48,17 @@ def test_virtual_clock_applies_each_step_at_its_exact_instant(fakecri) -> None: 
     assert h.advance("250ms") == 3  # app and job: create with start; job's first process
     assert [x.metadata.name for x in c.rt.ListContainers(c.pb.ListContainersRequest(), timeout=5).containers] == \
         ["app", "job"]
-    assert h.advance_to(500 * MS) == 3  # job: second process, exit, remove
+    # job: second process, exit, remove -- which meets the exit still pending (containerd-1.7's state
+    # lag, 50 ms) and shows it first, as containerd's RemoveContainer stops the container first; the
+    # exit's reveal step then finds nothing to do
+    assert h.advance_to(500 * MS) == 4
     assert [x.metadata.name for x in c.rt.ListContainers(c.pb.ListContainersRequest(), timeout=5).containers] == \
         ["app"]
     c.close()
     job = [r for r in h.truth if isinstance(r, ContainerTransition) and r.name == "job"]
     assert [(r.transition, r.time_ns - start) for r in job] == [
         ("created", 100 * MS), ("running", 100 * MS), ("exited", 380 * MS), ("destroyed", 381 * MS)]
+    assert job[2].shown_ns is not None and job[2].shown_ns - start == 381 * MS
     assert job[0].labels["app"] == "job" and job[0].labels["io.kubernetes.pod.name"] == "web"
     procs = [r for r in h.truth if isinstance(r, ProcessEvent)]
     assert [p.container_id for p in procs] == [job[0].container_id] * 2
@@ -185,7 +189,7 @@ def test_real_clock_runs_the_timeline_and_measures_jitter(fakecri) -> None:  # n
     h = fakecri.start("fast_exit", clock="real", speed=5.0)
     assert h.wait_end(10)
     j = h.jitter_summary()
-    assert j["count"] == len(h.plan.steps) and j["max_ns"] < 500 * MS
+    assert j["count"] == len(h.runner.steps) and j["max_ns"] < 500 * MS  # the plan + reveals (state lag)
     job = [r for r in h.truth if isinstance(r, ContainerTransition) and r.name == "job"]
     created = job[0].time_ns - h.start_ns
     assert 20 * MS <= created <= 20 * MS + 500 * MS  # 100 ms at speed 5
@@ -228,7 +232,9 @@ def test_drawn_scenarios_run_to_the_end_twice_the_same(tmp_path_factory, s: sc.S
             dumps.append(h.truth.dumps())
             records = h.truth.records()
     assert dumps[0] == dumps[1]
-    times = [r.time_ns for r in records]
+    # records come in the order answers could show them: a lagged exit (state lag) keeps its own,
+    # earlier time_ns and is recorded when it shows (shown_ns)
+    times = [getattr(r, "shown_ns", None) or r.time_ns for r in records]
     assert times == sorted(times)
     seen: dict[str, list[str]] = {}
     for r in records:

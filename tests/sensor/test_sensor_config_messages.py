@@ -21,7 +21,7 @@ ACC_WINDOW = "a Go duration >= 0 and <= 1h, e.g. 150ms, 1s, 1m30s"
 ACC_BYTES = "a byte count from 1 to 2147483647 (gRPC's limit), e.g. 16777216 (16 MiB)"
 KEYS = ("crisensor.enabled, crisensor.addr, crisensor.poll_interval, crisensor.handshake, crisensor.events, "
         "crisensor.processes, crisensor.lookup_on_miss, crisensor.processes_scope, "
-        "crisensor.max_recv_bytes, crisensor.rpc_timeout, crisensor.resync_interval")
+        "crisensor.max_recv_bytes, crisensor.rpc_timeout, crisensor.resync_interval, crisensor.state_lag")
 NEAR = "crisensor (other top-level sections belong to other Capsule8 components)"
 VALUE = "plain scalars, lists and mappings"
 
