@@ -17,6 +17,7 @@ import traceback
 
 #: (name, module, default arguments, --quick arguments)
 BENCHMARKS: tuple[tuple[str, str, list[str], list[str]], ...] = (
+    ("process", "bench.bench_process", [], ["--quick"]),
     ("poll", "bench.bench_poll", [], ["--polls", "10", "--churn-polls", "5"]),
     ("latency", "bench.bench_latency", [], ["--duration", "5s", "--large", "0"]),
     ("fake", "bench.bench_fake", [], ["--rates", "1000", "--duration", "4s"]),

@@ -95,8 +95,9 @@ def _parse_hostport(text: str) -> tuple[str, int]:
 #: decoding a huge list is left behind, as a daemon thread, so that the sensor exits within a
 #: second at any scale).
 SHUTDOWN_JOIN_S = 0.25
-#: How often the main thread looks for a signal or a stopped poll loop.
-SUPERVISE_S = 0.05
+#: The main thread sleeps on a self-pipe (``sensor.wakeup``) that signals, the poll loop's end and a
+#: failed output poke; this is only its safety net.
+SUPERVISE_S = 1.0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -134,9 +135,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(f"--output: cannot open {args.output}: {e.strerror}") from None
     stop = threading.Event()
+    from sensor.wakeup import Wakeup
+
+    wakeup = Wakeup()
     client = make_client(cfg)
+
+    def output_failed(_: Exception) -> None:
+        stop.set()
+        wakeup.poke()
+
     # A failed output stops the sensor from whichever thread wrote (poll loop or stream reader).
-    emitter_kw: dict[str, Any] = {"name": args.output or stream_name(out), "on_failure": lambda _: stop.set(),
+    emitter_kw: dict[str, Any] = {"name": args.output or stream_name(out), "on_failure": output_failed,
                                   "on_unwritten": metrics.events_unwritten.inc}
     if keeper is not None:  # every batch is journalled after it is written (docs/state.md)
         from sensor.statedir import PersistingEmitter
@@ -144,8 +153,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         emitter: Emitter = PersistingEmitter(out, keeper=keeper, **emitter_kw)
     else:
         emitter = Emitter(out, **emitter_kw)
+    # stop_check_s=None: every stop comes with poller.interrupt() (below), so the loop sleeps undisturbed;
+    # status calls stop halfway through the poll interval (polls keep their rate under churn)
+    from sensor.poller import STATUS_TIME_SHARE
+
     poller = ProgressPoller(client, emitter, poll_interval_ns=cfg.poll_interval_ns, metrics=metrics,
-                            events=cfg.events, resync_interval_ns=cfg.resync_interval_ns,
+                            events=cfg.events, resync_interval_ns=cfg.resync_interval_ns, stop_check_s=None,
+                            status_time_share=STATUS_TIME_SHARE,
                             engine=DiffEngine(state_lag_ns=cfg.state_lag_ns) if keeper is None else keeper.engine)
     # The analytics stage (event_reorder_window) sees every lifecycle event; with a process source
     # it holds each exec for the window, enriches it as of its own time and writes it (process.exec).
@@ -176,16 +190,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         except BaseException as e:  # re-raised by the main thread: one traceback, exit 1
             crashed.append(e)
             stop.set()
+        finally:
+            wakeup.poke()
 
     # The poll loop runs on its own thread so that the main thread can always act on a signal at
     # once: cancel the RPCs in flight and exit, however long the current poll would still take.
     worker = threading.Thread(target=poll_loop, name="crisensor-poll", daemon=True)
+    wakeup.watch_signals()
     if not signalled:
         worker.start()
     try:
         while worker.is_alive() and not stop.is_set() and not signalled:
-            worker.join(SUPERVISE_S)
+            wakeup.wait(SUPERVISE_S)
     finally:
+        wakeup.unwatch_signals()
         stop.set()
         poller.interrupt()
         # The process source stops first; the execs it already delivered are released and written

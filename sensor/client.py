@@ -39,6 +39,9 @@ from sensor.wire import (  # noqa: F401 - re-exported: the client's API since be
     sandbox_snap,
 )
 
+#: ContainerStatus calls a poll keeps in flight at once (docs/performance.md, "First snapshot").
+STATUS_IN_FLIGHT = 16
+
 
 class ConnectError(Exception):
     """Could not reach or negotiate with the runtime. ``str()`` is the one line users see."""
@@ -96,6 +99,10 @@ class CriClient:
         self._raws: dict[str, Any] = {}  # path -> multicallable with raw answers, for _raw_channel
         self._raw_channel: grpc.Channel | None = None
         self.cancelled = False  #: set by ``cancel``: every call fails at once with CANCELLED
+        #: ContainerStatus calls in flight at once (``status``); 1 = one after the other.
+        self.status_in_flight = STATUS_IN_FLIGHT
+        #: IDs the last ``status`` call did not ask about because its ``until`` had passed.
+        self.status_unasked = 0
 
     # ---- connection --------------------------------------------------------------------------
 
@@ -271,34 +278,69 @@ class CriClient:
         details, _ = self.status([cid])
         return container, details.get(cid), sandbox
 
-    def status(self, ids: Iterable[str]) -> tuple[dict[str, ContainerDetail | None], CriCallError | None]:
+    def status(self, ids: Iterable[str], *, until: float | None = None
+               ) -> tuple[dict[str, ContainerDetail | None], CriCallError | None]:
         """ContainerStatus per ID: NotFound -> ``None`` (removed since the list); other errors -> absent.
 
-        Stops at the first connection-level error (UNAVAILABLE, DEADLINE_EXCEEDED) and returns it
-        with what it had, so the caller can still finish the poll with partial details.
+        Up to ``status_in_flight`` calls are in flight at once (``sensor.fanout``): a poll that needs
+        hundreds of statuses (churn, a first snapshot with many exited containers) waits for the
+        runtime's throughput, not for hundreds of round trips one after the other. Stops issuing at the
+        first connection-level error (UNAVAILABLE, DEADLINE_EXCEEDED), cancels what is still in flight
+        and returns that error with what it had, so the caller can still finish the poll with partial
+        details. ``until`` (``time.monotonic()``): issue no call after it; IDs not asked by then are
+        absent from the result, and counted in ``status_unasked``.
         """
+        import time
+
+        from sensor.fanout import fan_out
+
         out: dict[str, ContainerDetail | None] = {}
         pb = self.pb
         fn = self._unary(self._api(), "ContainerStatus", pb.ContainerStatusRequest)
-        for cid in ids:
-            if self.cancelled:  # shutdown: do not start thousands of calls that would fail anyway
-                return out, CriCallError("ContainerStatus", "CANCELLED", "the sensor is stopping")
+        timeout = self.rpc_timeout_s
+
+        ids = list(ids)
+        issued = 0
+
+        def start(cid: str) -> Any:
+            nonlocal issued
+            issued += 1
+            self.rpc_count["ContainerStatus"] = self.rpc_count.get("ContainerStatus", 0) + 1
+            self._refuse_if_cancelled("ContainerStatus")
             try:
-                st = parse(pb.ContainerStatusResponse,
-                           self._call(fn, pb.ContainerStatusRequest(container_id=cid), "ContainerStatus"),
-                           "ContainerStatus", nested="status").status
+                return fn.future(pb.ContainerStatusRequest(container_id=cid), timeout=timeout)
+            except ValueError:  # "Cannot invoke RPC on closed channel!": cancel() won the race
+                self._refuse_if_cancelled("ContainerStatus")
+                raise
+
+        def take(cid: str, future: Any) -> CriCallError | None:
+            try:
+                raw = future.result()
+            except grpc.RpcError as e:
+                code = _code(e)
+                if code == "NOT_FOUND":
+                    out[cid] = None
+                elif code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                    return CriCallError("ContainerStatus", code, _details(e))
+                elif code == "CANCELLED" and self.cancelled:
+                    return CriCallError("ContainerStatus", "CANCELLED", "the sensor is stopping")
+                return None
+            try:
+                st = parse(pb.ContainerStatusResponse, raw, "ContainerStatus", nested="status").status
             except MalformedResponse as e:
                 self.tally.malformed[e.method] += 1  # as a failed call: the list's state stands
-                continue
-            except CriCallError as e:
-                if e.code == "NOT_FOUND":
-                    out[cid] = None
-                elif e.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
-                    return out, e
-                continue
+                return None
             note_state(self.tally, CONTAINER_STATE_ENUM, st.state)
             out[cid] = container_detail(st)
-        return out, None
+            return None
+
+        more = None if until is None else (lambda: time.monotonic() < until)
+        try:
+            err = fan_out(ids, start, take, self.status_in_flight, more=more)
+        except CriCallError as e:  # cancelled before or while issuing
+            err = e
+        self.status_unasked = 0 if err is not None else len(ids) - issued
+        return out, err
 
     def version(self) -> Any:
         pb = self.pb

@@ -18,7 +18,12 @@ the blind interval as a ``sensor.gap`` event and forges what vanished meanwhile 
 
 Rule 2 -- steady state is cheap. ``begin`` compares each listed container's ``(state,
 created_at)`` with the tracked record and builds nothing for unchanged ones; ``ContainerStatus`` is
-requested only for containers that are new or moved forward to running/exited. Each tracked
+requested only for containers that are new or moved forward to running/exited -- on the very first
+snapshot only for exited ones: a container already running when the sensor starts started at an
+unknown time in its past, and asking 10,000 of them one ``started_at`` each took seconds (its
+``running`` is placed in ``[created_at, list]`` like any unreported time). Exited containers come
+first in the list ``begin`` returns: a caller that cannot afford every status call (the poller's
+status budget) keeps their exit codes and loses only start times, which are then estimated. Each tracked
 container costs one small slotted record (plus the latest ``ContainerSnap``, kept for metadata).
 Destroyed objects are forgotten, so memory is bounded by what currently exists.
 
@@ -351,14 +356,16 @@ class DiffEngine:
                 p.sb_changed.append((st, s))
 
         need: list[str] = []
+        need_exited: list[str] = []
+        seen_before = self._prev is not None  # False: the first snapshot; its running containers need no status
         containers = self._containers
         for c in snapshot.containers:
             t = containers.get(c.id)
             if t is None:
                 if c.id not in p.c_new:
                     p.c_new[c.id] = c
-                    if c.state in _NEEDS_STATUS:
-                        need.append(c.id)
+                    if c.state in _NEEDS_STATUS and (seen_before or c.state == "exited"):
+                        (need_exited if c.state == "exited" else need).append(c.id)
                 continue
             if t.gen == gen:
                 continue
@@ -374,13 +381,13 @@ class DiffEngine:
                     is_regression("container", t.listed, c.state) and not _known_same(t.created_ns, c.created_at)):
                 p.c_replaced.append((t, c))
                 if c.state in _NEEDS_STATUS:
-                    need.append(c.id)
+                    (need_exited if c.state == "exited" else need).append(c.id)
             else:
                 t.was_listed = True
                 p.c_changed.append((t, c))
                 if c.state in _NEEDS_STATUS and _RANK[c.state] > _RANK[t.announced]:
-                    need.append(c.id)
-        return need
+                    (need_exited if c.state == "exited" else need).append(c.id)
+        return need_exited + need  # exited first: what a status budget keeps (sensor.poller)
 
     def failed(self, now_ns: int, error: str) -> None:
         """A list failed or timed out: the engine is blind until the next success. Drops a pending begin()."""

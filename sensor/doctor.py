@@ -75,7 +75,8 @@ __all__ = [
 ]
 
 #: The checks, in the order they run.
-CHECKS = ("config", "path", "socket", "access", "handshake", "runtime", "events", "lists", "message size", "processes")
+CHECKS = ("config", "path", "socket", "access", "handshake", "runtime", "events", "lists", "message size", "memory",
+          "processes")
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 
@@ -325,6 +326,8 @@ class Doctor:
     list_rounds: int = 3
     #: None when the proc connector accepts a subscription, else why not (``sensor.procsource.probe``)
     processes_probe: Callable[[], str | None] | None = None
+    #: the sensor's memory limit in bytes, None for none (``sensor.footprint.memory_limit``: its cgroup's)
+    memory_limit: Callable[[], int | None] | None = None
 
     def run(self) -> Iterator[Check]:
         done: list[str] = []
@@ -586,6 +589,7 @@ class Doctor:
                 yield from skipped("the lists failed")
                 return
             yield emit(self._size(sizes, cfg))
+            yield emit(self._memory(sizes[2]))
         finally:
             client.close()
 
@@ -661,6 +665,25 @@ class Doctor:
                          "raise crisensor.poll_interval (`crisensor tune` measures the trade-off); polls that overrun "
                          "their slot are skipped and counted"), sizes
         return Check("lists", OK, found), sizes
+
+    def _memory(self, containers: int) -> Check:
+        """Whether the sensor's memory limit holds this node (``sensor.footprint``: measured peak RSS
+        per container, plus 25% headroom)."""
+        from sensor import footprint
+
+        limit = (self.memory_limit or footprint.memory_limit)()
+        need = footprint.needed_bytes(containers)
+        found = (f"{_count(containers, 'container', 'containers')} need about {_bytes(need)} "
+                 f"(measured peak RSS + {footprint.HEADROOM - 1:.0%} headroom)")
+        if limit is None:
+            return Check("memory", OK, found + "; no memory limit on this process's cgroup")
+        holds = footprint.max_containers(limit)
+        found += f"; the memory limit {_bytes(limit)} holds up to about {holds:,} containers"
+        if need > limit:
+            return Check("memory", WARN, found + ": the sensor would be OOM-killed on this node",
+                         f"raise the DaemonSet's memory limit to at least {_bytes(need)} "
+                         "(deploy/kubernetes/base/daemonset.yaml; docs/performance.md, \"Memory\")")
+        return Check("memory", OK, found)
 
     def _size(self, sizes: tuple[int, int, int], cfg: SensorConfig) -> Check:
         sandbox_bytes, container_bytes, n = sizes

@@ -9,7 +9,8 @@ verifier among them) can refuse a format they do not know. The JSON Schema lives
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -50,14 +51,14 @@ WHY_STRINGS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pod:
     name: str
     namespace: str
     uid: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Event:
     """One lifecycle event. ``seq`` is assigned at emission (0 until then)."""
 
@@ -82,7 +83,13 @@ class Event:
     seq: int = 0
 
     def with_seq(self, seq: int) -> Event:
-        return replace(self, seq=seq)
+        # What ``dataclasses.replace(self, seq=seq)`` gives, without its per-call field walk: the
+        # emitter numbers every event, 20,000 of them in a first snapshot of 10,000 containers.
+        numbered = object.__new__(type(self))
+        for put, value in zip(_EVENT_SETTERS, _event_values(self), strict=True):
+            put(numbered, value)
+        _SET_SEQ(numbered, seq)
+        return numbered
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -113,7 +120,35 @@ class Event:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        return _ENCODE(self.to_dict())
+
+
+_EVENT_FIELDS = tuple(f.name for f in fields(Event))
+_event_values = attrgetter(*_EVENT_FIELDS)
+#: The slots' own setters: how ``with_seq`` fills a copy of a frozen event (``__init__`` and
+#: ``dataclasses.replace`` cost 2-5 times as much per event).
+_EVENT_SETTERS = tuple(vars(Event)[name].__set__ for name in _EVENT_FIELDS)
+_SET_SEQ = vars(Event)["seq"].__set__
+
+
+def _compact_encoder() -> Any:
+    """``json.dumps(d, separators=(",", ":"))`` with its C encoder built once: ``dumps`` builds an
+    encoder per call when given separators, and ``JSONEncoder.encode`` a C encoder per call (~25% of
+    an event's serialization; a first snapshot of 10,000 containers writes 20,000 events). Events
+    hold no cycles, so the circular-reference check is left out. Same output, byte for byte."""
+    from json.encoder import c_make_encoder, encode_basestring_ascii
+
+    if c_make_encoder is None:  # an interpreter without the C accelerator
+        return json.JSONEncoder(separators=(",", ":")).encode
+
+    def default(o: Any) -> Any:
+        raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+    chunks = c_make_encoder(None, default, encode_basestring_ascii, None, ":", ",", False, False, True)
+    return lambda d: "".join(chunks(d, 0))
+
+
+_ENCODE = _compact_encoder()
 
 
 def from_dict(d: dict[str, Any]) -> Event:

@@ -36,8 +36,9 @@ and every list that engine takes goes through it. ``tests/perf/test_fastpath_equ
 checks the equivalence on arbitrary snapshot sequences, and over a real socket.
 
 Costs: a steady-state poll costs the RPCs plus two byte comparisons; a poll with k changes also
-hashes the answer's entries once (a few ms at 10,000) and decodes k entries. Memory: the last
-list's entry bytes (~700 bytes per kubelet-made container) and one snapshot value per entry,
+hashes the answer's entries once, confirms each matching hash against the kept answer (a few ms at
+10,000) and decodes k entries. Memory: the last answer (no second copy of its entries: an entry is
+known by its hash and its place in the answer, ``_Index``) and one snapshot value per entry,
 shared with the engine's records.
 
 Bytes that do not decode. Both paths decode with ``sensor.wire`` (``ListKind``), so an answer
@@ -54,8 +55,7 @@ decoded and found unchanged by the engine) but costs as much as the plain path.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import compress, repeat
-from operator import attrgetter, is_
+from operator import attrgetter
 from typing import Any, Protocol
 
 from sensor.diff import DiffEngine
@@ -78,11 +78,16 @@ class Listing:
 @dataclass(frozen=True, slots=True)
 class _Index:
     """One list of one kind as the fast path remembers it. Its dicts are handed on (updated) to the
-    index of the next list (``_Kind.delta``): an index is used once."""
+    index of the next list (``_Kind.delta``): an index is used once.
+
+    No entry's bytes are kept apart from ``raw`` (rule 1, memory): an entry is known by its hash,
+    and a hash that matches is confirmed by comparing the new entry with the bytes at its place in
+    ``raw`` (``where``), in C. A hash that matches only by accident is then a changed entry, decoded."""
 
     raw: bytes
-    snaps: dict[bytes, Any]  # entry bytes -> its snapshot value (ContainerSnap or SandboxSnap)
-    ids: dict[str, bytes]  # ID -> entry bytes (IDs are unique in an indexed list)
+    snaps: dict[int, Any]  # hash of the entry bytes -> its snapshot value (ContainerSnap or SandboxSnap)
+    where: dict[int, int]  # hash of the entry bytes -> its place in raw: offset << 32 | length
+    ids: dict[str, int]  # ID -> hash of its entry (IDs are unique in an indexed list)
     empty: int = 0  # entries dropped for an empty ID (sensor.wire, rule 2): counted again when repeated
 
 
@@ -91,6 +96,44 @@ class _Delta:
     index: _Index
     changed: list[Any]  # snapshot values of new or changed entries, in list order
     gone: list[str]  # IDs listed in the reference list and absent now
+
+
+def _places(entries: list[bytes], total: int) -> list[int] | None:
+    """Where each entry's payload lies in the answer it was split from (``offset << 32 | length``),
+    assuming the canonical layout: every entry framed as tag ``0x0a`` + minimal varint length, and
+    nothing else. ``None`` when the sizes do not add up to ``total`` (a non-canonical answer: then
+    it cannot be a reference, and is decoded whole on every poll -- correct, only slower)."""
+    out = []
+    pos = 0
+    for n in map(len, entries):
+        pos += 2 if n < 128 else 3 if n < 16384 else 1 + (n.bit_length() + 6) // 7
+        out.append(pos << 32 | n)
+        pos += n
+    return out if pos == total else None
+
+
+def _index(raw: bytes, entries: list[bytes], snaps: list[Any]) -> _Index | None:
+    """The index of a whole answer: its entries (split) and their values, in list order. Entries with
+    an empty ID are left out (counted in ``empty``). ``None`` when an entry or an ID repeats (or two
+    entries' hashes collide), or the answer is not in canonical layout (``_places``)."""
+    places = _places(entries, len(raw))
+    if places is None:
+        return None
+    hashes = list(map(hash, entries))
+    if all(map(_ID, snaps)):  # the common case, in C
+        by_hash = dict(zip(hashes, snaps, strict=True))
+        ids = dict(zip(map(_ID, snaps), hashes, strict=True))
+        where = dict(zip(hashes, places, strict=True))
+        n = len(snaps)
+    else:
+        kept = [(h, p, s) for h, p, s in zip(hashes, places, snaps, strict=True) if s.id]
+        by_hash = {h: s for h, _, s in kept}
+        ids = {s.id: h for h, _, s in kept}
+        where = {h: p for h, p, _ in kept}
+        n = len(kept)
+    if len(by_hash) != n or len(ids) != n:
+        return None
+    return _Index(raw, by_hash, where, ids, len(snaps) - n)
 
 
 class _Kind:
@@ -105,24 +148,22 @@ class _Kind:
         self.wire = wire
 
     def full(self, pb: Any, raw: bytes, tally: Tally) -> tuple[list[Any], _Index | None]:
-        """Decode a whole answer; index it if no entry and no ID repeats (else ``None``)."""
+        """Decode a whole answer; index it if no entry and no ID repeats (else ``None``).
+
+        Entry by entry (split first, then each entry parsed on its own), never as one message: the
+        same values and the same checks as ``decode_all`` (field 1 is the answer's only field), but
+        without a parsed tree of the whole answer -- at 10,000 containers that tree was the largest
+        allocation of a first snapshot, and the process's RSS never gave it back."""
         w = self.wire
-        snaps = w.decode_all(pb, raw, tally)
         entries = split_entries(raw, w.method)
+        snaps = [w.decode_one(pb, e, tally) for e in entries]
         kept = w.keep(snaps, tally)
-        pairs = list(zip(entries, snaps, strict=True))
-        if len(kept) != len(snaps):  # dropped records (rare): index only those with an ID
-            pairs = [(e, s) for e, s in pairs if s.id]
-        by_entry = dict(pairs)
-        ids = dict(zip(map(_ID, by_entry.values()), by_entry, strict=True))
-        index = _Index(raw, by_entry, ids, len(snaps) - len(pairs)) if len(ids) == len(pairs) else None
-        return kept, index
+        return kept, _index(raw, entries, snaps)
 
     def delta(self, pb: Any, raw: bytes, ref: _Index, tally: Tally) -> _Delta | None:
         """What changed since ``ref``; ``None`` when this answer repeats an entry or an ID.
 
         Consumes ``ref``: the new index reuses (updates) its dicts, so the caller must drop ``ref``.
-        Every pass over all entries runs in C (set and map builtins); Python loops only over changes.
         """
         w = self.wire
         if raw == ref.raw:
@@ -130,17 +171,26 @@ class _Kind:
                 tally.dropped[(w.kind, "empty_id")] += ref.empty
             return _Delta(ref, [], [])
         entries = split_entries(raw, w.method)
-        snaps, ids = ref.snaps, ref.ids
-        got = list(map(snaps.get, entries))  # the snapshot value of each unchanged entry, else None
-        added = list(compress(entries, map(is_, got, repeat(None))))  # new or changed, in list order
+        places = _places(entries, len(raw))
+        if places is None:
+            return None
+        hashes = list(map(hash, entries))
+        snaps, where, ids, old = ref.snaps, ref.where, ref.ids, ref.raw
+        got: list[Any] = []  # the snapshot value of each unchanged entry, else None
+        add = got.append
+        for e, h in zip(entries, hashes, strict=True):
+            at = where.get(h)
+            # the same bytes at the place the hash was seen: unchanged (a collision is a change)
+            add(snaps[h] if at is not None and at & 0xFFFFFFFF == len(e) and old.startswith(e, at >> 32) else None)
+        new_at = [i for i, g in enumerate(got) if g is None]  # new or changed, in list order
         kept = set(map(_ID, filter(None, got)))  # IDs listed unchanged
-        if len(kept) != len(entries) - len(added):
+        if len(kept) != len(entries) - len(new_at):
             return None  # an unchanged entry listed twice
-        decoded = [w.decode_one(pb, e, tally) for e in added]
+        decoded = [w.decode_one(pb, entries[i], tally) for i in new_at]
         empty = sum(1 for s in decoded if not s.id)
         if empty:
             tally.dropped[(w.kind, "empty_id")] += empty
-            added = [e for e, s in zip(added, decoded, strict=True) if s.id]
+            new_at = [i for i, s in zip(new_at, decoded, strict=True) if s.id]
             decoded = [s for s in decoded if s.id]
         changed = decoded
         new_ids = {s.id for s in changed}
@@ -148,11 +198,18 @@ class _Kind:
             return None  # an ID listed twice
         gone = ids.keys() - kept - new_ids
         for i in (ids.keys() - kept) if len(kept) != len(ids) else ():
-            del snaps[ids.pop(i)]  # gone, or listed with a new entry
-        for e, s in zip(added, changed, strict=True):
-            snaps[e] = s
-            ids[s.id] = e
-        return _Delta(_Index(raw, snaps, ids, empty), changed, list(gone))
+            h = ids.pop(i)  # gone, or listed with a new entry
+            del snaps[h]
+        for i, s in zip(new_at, changed, strict=True):
+            h = hashes[i]
+            if h in snaps:
+                return None  # a changed entry's hash collides with a kept one's: no reference, decode whole
+            snaps[h] = s
+            ids[s.id] = h
+        # places in the new answer: of the unchanged entries, then of the new ones
+        where = {h: p for h, p, g in zip(hashes, places, got, strict=True) if g is not None}
+        where.update((hashes[i], places[i]) for i in new_at)
+        return _Delta(_Index(raw, snaps, where, ids, empty), changed, list(gone))
 
 
 _ID = attrgetter("id")

@@ -44,6 +44,9 @@ class Metrics:
         self.lookups = Counter("crisensor_lookups_total", "Lookups of containers an exec named before any poll "
                                "announced them (crisensor.lookup_on_miss), by result: found, not_found, failed, "
                                "unknown_state.", ["result"], registry=r)
+        self.status_skipped = Counter("crisensor_status_skipped_total",
+                                      "ContainerStatus calls left out because a poll needed more than its budget "
+                                      "(the containers' start times are estimated).", registry=r)
         self.overruns = Counter("crisensor_schedule_overruns_total",
                                 "Poll ticks skipped because a poll ran past its slot.", registry=r)
         # The analytics stage (sensor.analytics.Pipeline; docs/analytics.md).

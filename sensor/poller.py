@@ -42,6 +42,7 @@ import logging
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,7 +53,7 @@ from sensor.events import Event
 from sensor.fastpath import FastPath, PlainPath
 from sensor.metrics import Metrics
 from sensor.output import Emitter
-from sensor.snapshot import StreamEvent
+from sensor.snapshot import ContainerDetail, StreamEvent
 from sensor.stream import SUBSCRIBE_WAIT_S, StreamEnd, StreamPlan, StreamReader
 from sensor.wire import MalformedResponse, Tally, UnusableEvent
 
@@ -64,6 +65,16 @@ CONNECTION_CODES = frozenset({"UNAVAILABLE", "CANCELLED"})
 READER_JOIN_S = 5.0
 #: ``run`` checks ``stop`` at least this often while it sleeps (its shutdown latency).
 STOP_CHECK_S = 0.05
+#: ContainerStatus calls one poll makes at most (``Poller.status_budget``; docs/performance.md,
+#: "Churn"). The engine lists exited containers first, so what a poll over budget leaves out are
+#: start times of containers it saw running: estimated inside their window instead. At 1,000 container
+#: lifecycles/s a 250 ms poll needs ~250 exits and ~250 starts; every status costs the runtime
+#: ~0.5 ms (fakecri) and the sensor ~0.25 ms, so all 500 would not fit in the poll interval.
+STATUS_BUDGET = 256
+#: ... and, in ``crisensor run``, issues none after this share of the poll interval has passed since
+#: the poll began (the same trade on a slow or busy machine, where 256 calls take longer than a poll
+#: interval): polls keep their rate under churn.
+STATUS_TIME_SHARE = 0.5
 #: Distinct unknown enum values logged (each once); past this many they are only counted.
 UNKNOWN_LOGGED_MAX = 64
 
@@ -109,7 +120,9 @@ class Poller:
     def __init__(self, client: CriClient, emitter: Emitter, *, poll_interval_ns: int,
                  now_ns: Callable[[], int] = time.time_ns, engine: DiffEngine | None = None,
                  metrics: Metrics | None = None, fast: bool = True, events: str = "off",
-                 resync_interval_ns: int = 10_000_000_000, subscribe_wait_s: float = SUBSCRIBE_WAIT_S) -> None:
+                 resync_interval_ns: int = 10_000_000_000, subscribe_wait_s: float = SUBSCRIBE_WAIT_S,
+                 stop_check_s: float | None = STOP_CHECK_S, status_budget: int = STATUS_BUDGET,
+                 status_time_share: float | None = None) -> None:
         self.client = client
         self.emitter = emitter
         self.poll_interval_ns = poll_interval_ns
@@ -127,6 +140,16 @@ class Poller:
         self.lock = threading.Lock()
         self.plan = StreamPlan(events, resync_interval_ns)
         self.subscribe_wait_s = subscribe_wait_s
+        #: How often ``run`` looks at ``stop`` while it sleeps; ``None``: never by itself -- whoever
+        #: sets ``stop`` also calls ``interrupt`` (as ``crisensor run`` does), so an idle sensor
+        #: sleeps until its next list (docs/performance.md, "Idle streaming").
+        self.stop_check_s = stop_check_s
+        self.status_budget = status_budget
+        #: ``STATUS_TIME_SHARE`` (``crisensor run`` sets it): status calls stop that far into the poll
+        #: interval. ``None``: no time limit, so a poll's events never depend on how busy the machine is.
+        self.status_time_share = status_time_share
+        self.budget_log = StateLog(log)  # over the count budget (once per streak)
+        self.time_log = StateLog(log)  # out of time for status calls (once per streak)
         self.reader: StreamReader | None = None
         self.stream_log = StateLog(log)
         self.input_log = StateLog(log)  # what the runtime sent that the sensor dropped (sensor.wire)
@@ -218,7 +241,7 @@ class Poller:
             else:
                 self.state_log.say(logging.WARNING, f"crisensor: list failed ({e}); will retry")
             return False
-        details, err = self.client.status(need) if need else ({}, None)
+        details, err = self._statuses(need, t0)
         self._note_input(self.client.tally.take(), poll=True)
         if reconciling:
             events = self.engine.finish(details, self.now_ns(), source="resync")
@@ -235,6 +258,38 @@ class Poller:
         self.metrics.poll_seconds.observe(time.perf_counter() - t0)
         self.metrics.tracked.set(self.engine.table_sizes()[0])
         return True
+
+    def _statuses(self, need: list[str], t0: float) -> tuple[dict[str, ContainerDetail | None], CriCallError | None]:
+        """ContainerStatus for ``need`` within the poll's budgets: at most ``status_budget`` calls
+        (``need`` lists exited containers first) and, with ``status_time_share``, none issued past
+        that share of the poll interval. What is left out is counted and logged once per streak."""
+        if len(need) > self.status_budget:
+            skipped = len(need) - self.status_budget
+            need = need[: self.status_budget]  # exited first (sensor.diff): start times are what is lost
+            self.metrics.status_skipped.inc(skipped)
+            self.budget_log.say(logging.WARNING, f"crisensor: a poll needed {skipped + len(need)} ContainerStatus "
+                                                 f"calls, over the budget of {self.status_budget}; the start times "
+                                                 f"of {skipped} containers are estimated (counted in "
+                                                 "crisensor_status_skipped_total)", key="over")
+        elif need:
+            self.budget_log.reset()
+        share = self.status_time_share
+        if need and share is not None:
+            until = time.monotonic() - (time.perf_counter() - t0) + self.poll_interval_ns / 1e9 * share
+            details, err = self.client.status(need, until=until)
+        else:
+            details, err = self.client.status(need) if need else ({}, None)
+        unasked = self.client.status_unasked if need and share is not None else 0
+        if unasked:
+            self.metrics.status_skipped.inc(unasked)
+            self.time_log.say(logging.WARNING, f"crisensor: a poll ran out of time for {unasked} of its "
+                                               f"{len(need)} ContainerStatus calls (over "
+                                               f"{share:.0%} of the poll interval); their times are "
+                                               "estimated (counted in crisensor_status_skipped_total)",
+                                               key="time")
+        elif need:
+            self.time_log.reset()
+        return details, err
 
     def _note_input(self, tally: Tally, *, poll: bool = False) -> None:
         """Count (and log, without flooding) what decoding dropped or read loosely (``sensor.wire``).
@@ -433,10 +488,16 @@ class Poller:
         self._wake.set()  # _wait returns now rather than at its next STOP_CHECK_S
 
     def emit(self, events: list[Event]) -> list[Event]:
-        for e in events:
+        if len(events) == 1:
+            e = events[0]
             self.metrics.events.labels(e.type, e.source).inc()
             if e.synthetic and e.why:
                 self.metrics.synthetic.labels(e.why).inc()
+        elif events:  # counted per label first: a first snapshot emits 20,000 events at 10,000 containers
+            for (kind, source), n in Counter((e.type, e.source) for e in events).items():
+                self.metrics.events.labels(kind, source).inc(n)
+            for why, n in Counter(e.why for e in events if e.synthetic and e.why).items():
+                self.metrics.synthetic.labels(why).inc(n)
         return self.emitter.emit(events)
 
     # ---- real-time schedule -------------------------------------------------------------------
@@ -457,7 +518,7 @@ class Poller:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            if self._wake.wait(min(left, STOP_CHECK_S)):
+            if self._wake.wait(left if self.stop_check_s is None else min(left, self.stop_check_s)):
                 self._wake.clear()
                 if not stop.is_set():
                     self.step()
@@ -483,5 +544,34 @@ class Poller:
                 self.metrics.overruns.inc(missed)
                 k += missed
                 due = start + k * interval
+            idle = self._idle_s()
+            if idle > due - now:  # streaming and nothing to do: sleep through the ticks until the next list
+                if self._sleep(stop, idle):
+                    return
+                start, k = time.monotonic(), 0  # what woke it (the list due, the reader) is the next step
+                continue
             if self._wait(stop, max(0.0, due - now)):
                 return
+
+    def _sleep(self, stop: threading.Event, seconds: float) -> bool:
+        """Sleep ``seconds`` or until the reader wakes ``run``; True as soon as ``stop`` is set."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self._wake.wait(left if self.stop_check_s is None else min(left, self.stop_check_s)):
+                self._wake.clear()
+                return stop.is_set()
+        return True
+
+    def _idle_s(self) -> float:
+        """Seconds until a step has something to do while an announced stream is open and idle (the
+        next reconciling list); 0 otherwise. The reader wakes ``run`` for anything sooner."""
+        reader = self.reader
+        if (not self.plan.streaming or reader is None or reader is not self._announced or self._list_now
+                or self.engine.resync_wanted or self._last_list_ns is None):
+            return 0.0
+        period = self.plan.list_period_ns(self.poll_interval_ns)
+        due_ns = self._last_list_ns + period - self.poll_interval_ns // 2  # as _list_due
+        return max(0.0, (due_ns - self.now_ns()) / 1e9)

@@ -37,6 +37,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from operator import attrgetter
+from sys import intern
 from typing import Any, Generic, TypeVar
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -190,18 +191,28 @@ def split_entries(raw: bytes, method: str = "list") -> list[bytes]:
 # --- conversion (rule 3) --------------------------------------------------------------------------------
 
 
+# Strings that repeat across records (sandbox IDs, images, names, label keys, and label values such
+# as a pod's name, namespace and UID, the same on every container of the pod) are interned: one
+# copy per distinct string instead of one per record -- ~40% of a tracked container's memory
+# (docs/performance.md, "Memory"). Interned strings are freed with their last user.
+
+
+def _labels(labels: Any) -> dict[str, str]:
+    return {intern(k): intern(v) for k, v in labels.items()}
+
+
 def sandbox_snap(s: Any) -> SandboxSnap:
     md = s.metadata
-    return SandboxSnap(id=s.id, name=md.name, namespace=md.namespace, uid=md.uid, attempt=md.attempt,
-                       state=SANDBOX_STATES[s.state] if 0 <= s.state < 2 else "unknown",
-                       created_at=s.created_at, labels=dict(s.labels))
+    return SandboxSnap(id=s.id, name=intern(md.name), namespace=intern(md.namespace), uid=intern(md.uid),
+                       attempt=md.attempt, state=SANDBOX_STATES[s.state] if 0 <= s.state < 2 else "unknown",
+                       created_at=s.created_at, labels=_labels(s.labels))
 
 
 def container_snap(c: Any) -> ContainerSnap:
-    return ContainerSnap(id=c.id, sandbox_id=c.pod_sandbox_id, name=c.metadata.name, attempt=c.metadata.attempt,
-                         image=c.image.image, image_ref=c.image_ref,
+    return ContainerSnap(id=c.id, sandbox_id=intern(c.pod_sandbox_id), name=intern(c.metadata.name),
+                         attempt=c.metadata.attempt, image=intern(c.image.image), image_ref=intern(c.image_ref),
                          state=CONTAINER_STATES[c.state] if 0 <= c.state < 4 else "unknown",
-                         created_at=c.created_at, labels=dict(c.labels))
+                         created_at=c.created_at, labels=_labels(c.labels))
 
 
 def container_detail(st: Any) -> ContainerDetail:

@@ -84,8 +84,9 @@ def test_a_malformed_burst_is_logged_once(hostile, sensor, caplog) -> None:  # t
 @pytest.mark.parametrize("bad", list(BAD_ANSWERS))
 def test_a_status_that_does_not_decode_is_a_failed_status_call(hostile, sensor, bad) -> None:  # type: ignore[no-untyped-def]
     server = hostile()
-    sbs, cs = populate(server, 1)
     s = sensor(server)
+    assert s.poller.step()  # the first snapshot, empty: it would ask no status of a running container
+    sbs, cs = populate(server, 1)
     server.fault("ContainerStatus", BAD_ANSWERS[bad](PB.ContainerStatusResponse(
         status=status_of(server.containers[0])).SerializeToString()))
     assert s.poller.step()

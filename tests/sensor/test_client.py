@@ -119,3 +119,32 @@ def test_status_notfound_is_none_and_other_errors_absent(tmp_path) -> None:  # t
         assert details["0" * 64] is None
         assert details[c.id] is not None and details[c.id].started_at == 0
         client.close()
+
+
+def test_status_fan_out_gives_what_one_call_after_the_other_gives(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """ContainerStatus calls in flight together (sensor.fanout) answer exactly as sequential ones,
+    NotFound included, whatever the number in flight."""
+    model = RuntimeModel(RealClock(), get_flavor("containerd-1.7"))
+    model.pull_image("busybox")
+    sb = model.run_pod_sandbox("p", "ns", "u")
+    ids = []
+    for i in range(40):
+        c = model.create_container(sb.id, f"c{i}", 0, "busybox")
+        if i % 3:
+            model.start_container(c.id)
+        if i % 3 == 2:
+            model.stop_container(c.id)
+        ids.append(c.id)
+    ids[5:5] = ["f" * 64]  # unknown: NotFound, in the middle
+    with FakeCriServer(model, str(tmp_path / "s.sock")) as server:
+        client = CriClient(server.addr)
+        client.connect()
+        answers = []
+        for flight in (1, 4, 16, 64):
+            client.status_in_flight = flight
+            answers.append(client.status(ids))
+        client.close()
+    assert all(a == answers[0] for a in answers)
+    details, err = answers[0]
+    assert err is None and details["f" * 64] is None and len(details) == len(ids)
+    assert details[ids[2]] is not None and details[ids[2]].finished_at > 0  # c2: exited

@@ -174,6 +174,8 @@ def test_notfound_race_is_tolerated(rig) -> None:  # type: ignore[no-untyped-def
     r = rig(policy=policy)
     policy.model = r.model
     m, clock, p = r.model, r.clock, r.poller
+    p.step()  # the first snapshot (it asks no status of running containers)
+    clock.advance(250 * MS)
     sb = m.run_pod_sandbox("p", "ns", "u")
     c = m.create_container(sb.id, "c", 0, "busybox")
     m.start_container(c.id)
@@ -203,3 +205,60 @@ def test_memory_stays_bounded_under_churn(rig) -> None:  # type: ignore[no-untyp
         p.step()
         clock.advance(250 * MS)
         assert p.engine.table_sizes() == (0, 1)
+
+
+def test_a_poll_over_its_status_budget_keeps_exits_and_estimates_starts(rig) -> None:  # type: ignore[no-untyped-def]
+    """At most ``status_budget`` ContainerStatus calls per poll (churn: docs/performance.md); the
+    engine lists exited containers first, so their exit codes and times stay exact while the start
+    times of the rest are estimated inside honest windows."""
+    r = rig()
+    m, clock, p = r.model, r.clock, r.poller
+    p.status_budget = 2
+    p.step()  # the first snapshot (empty)
+    sb = m.run_pod_sandbox("p", "ns", "u")
+    started = []
+    for i in range(3):
+        c = m.create_container(sb.id, f"run{i}", 0, "busybox")
+        m.start_container(c.id)
+        started.append(c.id)
+    gone = m.create_container(sb.id, "quick", 0, "busybox")
+    m.start_container(gone.id)
+    clock.advance(50 * MS)
+    m.exit_container(gone.id, 3, "Error")
+    clock.advance(200 * MS)
+    calls = r.client.rpc_count.get("ContainerStatus", 0)
+    p.step()
+    assert r.client.rpc_count["ContainerStatus"] - calls == 2
+    assert p.metrics.status_skipped._value.get() == 2
+    events = r.events()
+    validate(events)
+    ex = by_type(events, gone.id)["container.exited"]
+    assert (ex["exit_code"], ex["time_ns"]) == (3, truth_time(m, gone.id, "exited"))
+    exact = 0
+    for cid in started:
+        run = by_type(events, cid)["container.running"]
+        assert run["window_ns"][0] <= truth_time(m, cid, "running") <= run["window_ns"][1]
+        exact += run["time_ns"] == truth_time(m, cid, "running")
+    assert exact == 1  # the one start the budget still had room for
+
+
+def test_status_calls_stop_at_the_time_share_of_the_poll(rig) -> None:  # type: ignore[no-untyped-def]
+    """``status_time_share`` (crisensor run: half the poll interval): no status call is issued after
+    it, and what was not asked is placed like any unreported change -- honest windows, no exit code."""
+    r = rig()
+    m, clock, p = r.model, r.clock, r.poller
+    p.status_time_share = 0.0  # already past: the poll asks nothing
+    p.step()
+    sb = m.run_pod_sandbox("p", "ns", "u")
+    c = m.create_container(sb.id, "c", 0, "busybox")
+    m.start_container(c.id)
+    clock.advance(50 * MS)
+    m.exit_container(c.id, 3, "Error")
+    clock.advance(200 * MS)
+    p.step()
+    assert r.client.rpc_count.get("ContainerStatus", 0) == 0
+    assert p.metrics.status_skipped._value.get() == 1
+    events = r.events()
+    validate(events)
+    ex = by_type(events, c.id)["container.exited"]
+    assert ex["exit_code"] is None and ex["window_ns"][0] <= truth_time(m, c.id, "exited") <= ex["window_ns"][1]

@@ -92,15 +92,29 @@ def test_first_seen_created(h: Harness) -> None:
 
 
 def test_first_seen_running(h: Harness) -> None:
-    events = h.poll(T0 + 100, T0 + 110, (sb(),), (ct(),), {"c1": det(started=T0 + 50)})
-    assert h.need == ["c1"]
+    # The first snapshot asks no status of running containers (seconds at 10,000): started_at is not
+    # reported, so running is placed in [created_at, list] like any unreported time.
+    events = h.poll(T0 + 100, T0 + 110, (sb(),), (ct(),))
+    assert h.need == []
     assert kinds(events) == [
         ("sandbox.ready", False, None),
         ("container.created", True, "created before first seen"),
         ("container.running", False, None),
     ]
-    assert events[1].time_ns == T0 + 2 and events[2].time_ns == T0 + 50
+    assert events[1].time_ns == T0 + 2 and events[2].time_ns == (T0 + 2 + T0 + 110) // 2
     assert events[2].window_ns == (T0 + 2, T0 + 110)
+
+
+def test_running_after_the_first_snapshot_asks_status(h: Harness) -> None:
+    h.poll(T0 + 100, T0 + 110, (sb(),), (ct(cid="c0"),))
+    events = h.poll(T0 + 200, T0 + 210, (sb(),), (ct(cid="c0"), ct()), {"c1": det(started=T0 + 150)})
+    assert h.need == ["c1"]
+    assert events[-1].type == "container.running" and events[-1].time_ns == T0 + 150
+
+
+def test_first_snapshot_asks_status_of_exited_only(h: Harness) -> None:
+    h.poll(T0 + 100, T0 + 110, (sb(),), (ct(cid="c0", state="created"), ct(cid="c1"), ct(cid="c2", state="exited")))
+    assert h.need == ["c2"]
 
 
 def test_first_seen_exited_that_ran(h: Harness) -> None:
@@ -508,7 +522,7 @@ def test_steady_state_needs_no_status_and_emits_nothing(h: Harness) -> None:
     containers = tuple(ct(f"c{i}", state=("created", "running", "exited")[i % 3]) for i in range(300))
     details = {c.id: det(c.id, started=T0 + 5, finished=T0 + 6 if c.state == "exited" else 0) for c in containers}
     first = h.poll(T0 + 100, T0 + 110, (sb(),), containers, details)
-    assert len(h.need) == 200 and len(first) == 1 + 100 * 1 + 100 * 2 + 100 * 3
+    assert len(h.need) == 100 and len(first) == 1 + 100 * 1 + 100 * 2 + 100 * 3  # first snapshot: exited only
     for k in range(3):
         assert h.poll(T0 + 200 + k * 100, T0 + 210 + k * 100, (sb(),), containers) == []
         assert h.need == []

@@ -1,0 +1,570 @@
+"""Benchmark: what the operator pays -- the real ``crisensor run`` process next to the transport floor
+(DESIGN.md section 7, issue "pay only what the transport costs").
+
+    python -m bench.bench_process [--sizes 1000,10000] [--window 12s] [--repeats 3] [--churn-rate 1000]
+                                  [--churn 10000] [--quick] [--json FILE]
+
+Every figure is taken from outside, as an operator's ``top`` would: ``fakecri serve`` runs in one
+process, the measured client in another, and this process reads the client's ``/proc/PID/stat``
+(utime + stime: every thread, also those that ended) and ``/proc/PID/status`` (VmHWM: peak RSS).
+Two clients take turns against the same fake, in the same run:
+
+* ``sensor``: ``crisensor run`` (processes off, output to a file), polling every 250 ms
+  (``events: off``) or streaming (``events: on``, a reconciling list every ``resync_interval``);
+* ``floor``: ``python -m bench.bench_process floor``, the transport floor: a grpcio client that
+  fetches the same ListContainers + ListPodSandbox answers at the same rate and decodes nothing
+  (``poll``), or holds a GetContainerEvents stream open and reads its items undecoded (``stream``).
+
+Cases, per node size (``large_node``: kubelet-shaped containers, 100 per pod, containerd-1.7):
+
+* ``poll idle``: CPU per poll over ``--window`` after the first snapshot; peak RSS; the first
+  snapshot's wall time (from the ``sensor.connected`` event's time to the moment the first poll's
+  last event is in the output file, seen within 20 ms; ``first_snapshot_diffed_s`` stops at that
+  event's ``observed_ns``, before the events are written) and the process's time from spawn to it;
+* ``stream idle``: CPU per second with an open, idle stream (the sensor's resyncs included);
+* ``poll churn`` / ``stream churn`` (``--churn`` node size only): the node churns ``--churn-rate``
+  container lifecycles/s (each runs 0.5-2 s, is removed 50-250 ms after it exits); the sensor's poll
+  wall times come from its own histogram (``--metrics-addr``, scraped at the churn's start and
+  end: the share of polls <= 250 ms, and p50/p99 interpolated within buckets); the fake's
+  ground-truth jitter is the one ``fakecri serve`` prints at the scenario's end.
+
+Sensor and floor alternate ``--repeats`` times per case; the table shows medians and the median of
+the per-pair ratios, so a machine whose load changes over the run moves both sides of a ratio.
+The machine's load average is recorded before and after. ``--quick`` is the CI-sized version
+(1,000 containers, short windows, no churn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import write_result
+
+DEFAULT_JSON = Path(__file__).parent / "results" / "process.json"
+POLL_S = 0.25
+RESYNC_S = 10.0
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+PODS_PER = 100  # containers per pod
+
+NODE = """\
+flavor: containerd-1.7
+seed: 11
+generators:
+  - large_node: {{containers: {containers}, pods: {pods}}}
+{churn}end: {end}
+"""
+CHURN = """\
+  - churn:
+      start: {start}ms
+      duration: {duration}ms
+      rate: {rate}
+      lifetime: {{uniform: [500ms, 2s]}}
+      removal_delay: {{uniform: [50ms, 250ms]}}
+      pods: 20
+      prefix: churn
+"""
+
+
+# --- /proc -------------------------------------------------------------------------------------
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU of a whole process (every thread, live or ended), seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+def status_mb(pid: int, key: str = "VmHWM") -> float:
+    """A ``/proc/PID/status`` size (VmHWM: peak RSS; VmRSS: now), MB (10^6 bytes)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024 / 1e6
+    return float("nan")
+
+
+def machine_load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def _tool(name: str, module: str) -> list[str]:
+    exe = Path(sys.executable).parent / name
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-c", f"import sys; from {module} import main; sys.exit(main(sys.argv[1:]))"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class Fake:
+    """``fakecri serve`` on a generated node, in its own process."""
+
+    containers: int
+    workdir: str
+    churn_rate: float = 0.0
+    churn_start_s: float = 0.0
+    churn_s: float = 0.0
+    proc: subprocess.Popen[str] | None = None
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def sock(self) -> str:
+        return os.path.join(self.workdir, "cri.sock")
+
+    @property
+    def addr(self) -> str:
+        return f"unix://{self.sock}"
+
+    def start(self) -> Fake:
+        churn = ""
+        if self.churn_rate:
+            churn = CHURN.format(start=int(self.churn_start_s * 1000), duration=int(self.churn_s * 1000),
+                                 rate=self.churn_rate)
+        end = f"{int((self.churn_start_s + self.churn_s) * 1000) + 3000}ms" if self.churn_rate else "24h"
+        path = os.path.join(self.workdir, "node.yaml")
+        Path(path).write_text(NODE.format(containers=self.containers, pods=max(1, self.containers // PODS_PER),
+                                          churn=churn, end=end))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.sock)
+        self.errlog = open(os.path.join(self.workdir, "fake.log"), "w")  # noqa: SIM115 - closed in stop
+        at_end = ["--exit-at-end"] if self.churn_rate else []  # then it prints the churn's jitter
+        self.proc = subprocess.Popen([*_tool("fakecri", "fakecri.cli"), "serve", path, "--socket", self.sock,
+                                      "--start", "now", *at_end], stdout=subprocess.DEVNULL, stderr=self.errlog,
+                                     text=True)
+        self._wait_listed()
+        return self
+
+    def _wait_listed(self) -> None:
+        from sensor.client import CriClient
+        from sensor.wire import split_entries
+
+        deadline = time.monotonic() + 120
+        while not os.path.exists(self.sock):
+            if time.monotonic() > deadline or (self.proc and self.proc.poll() is not None):
+                raise RuntimeError(f"fakecri did not start: {self.read_log()}")
+            time.sleep(0.05)
+        client = CriClient(self.addr, rpc_timeout_s=30)
+        client.connect()
+        try:
+            while time.monotonic() < deadline:
+                _, cs, _, _ = client.list_bytes()
+                if len(split_entries(cs, "ListContainers")) >= self.containers:
+                    return
+                time.sleep(0.1)
+        finally:
+            client.close()
+        raise RuntimeError("fakecri did not populate the node in time")
+
+    def read_log(self) -> str:
+        with contextlib.suppress(OSError):
+            return Path(os.path.join(self.workdir, "fake.log")).read_text()
+        return ""
+
+    def jitter(self) -> dict[str, float] | None:
+        """The ground-truth jitter ``fakecri serve`` printed at the scenario's end (p50/p99/max, ms)."""
+        m = re.search(r"jitter p50 ([\d.]+) ms, p99 ([\d.]+) ms, max ([\d.]+) ms", self.read_log())
+        return None if m is None else {"p50_ms": float(m[1]), "p99_ms": float(m[2]), "max_ms": float(m[3])}
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.errlog.close()
+
+
+@dataclass
+class Client:
+    """One measured client process: the sensor or the floor."""
+
+    kind: str  # "sensor" | "floor"
+    mode: str  # "poll" | "stream"
+    proc: subprocess.Popen[str]
+    spawned_ns: int
+    output: str = ""
+    metrics_port: int = 0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+def spawn_sensor(fake: Fake, mode: str, workdir: str, *, metrics: bool = False) -> Client:
+    cfg = os.path.join(workdir, "sensor.yaml")
+    Path(cfg).write_text("crisensor:\n  enabled: true\n"
+                         f"  addr: {fake.addr}\n  poll_interval: 250ms\n  processes: off\n"
+                         f"  events: {'on' if mode == 'stream' else 'off'}\n  resync_interval: {RESYNC_S:g}s\n")
+    out = os.path.join(workdir, f"events-{time.monotonic_ns()}.jsonl")
+    port = _free_port() if metrics else 0
+    argv = [*_tool("crisensor", "sensor.cli"), "-q", "run", "--config", cfg, "--output", out]
+    if metrics:
+        argv += ["--metrics-addr", f"127.0.0.1:{port}"]
+    t = time.time_ns()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    return Client("sensor", mode, proc, t, out, port)
+
+
+def spawn_floor(fake: Fake, mode: str) -> Client:
+    t = time.time_ns()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.bench_process", "floor", "--addr", fake.addr,
+                             "--mode", mode], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return Client("floor", mode, proc, t)
+
+
+def wait_first_snapshot(c: Client, expected_events: int, timeout_s: float = 120.0) -> dict[str, float]:
+    """Wait until the sensor wrote its first poll's events (``expected_events`` lines incl.
+    ``sensor.connected``); the first snapshot's wall time and the time from spawn to its end."""
+    deadline = time.monotonic() + timeout_s
+    lines = 0
+    pos = 0
+    last = b""
+    first = b""
+    while time.monotonic() < deadline:
+        if c.proc.poll() is not None:
+            raise RuntimeError("the sensor exited before its first snapshot")
+        with contextlib.suppress(FileNotFoundError), open(c.output, "rb") as f:
+            f.seek(pos)
+            chunk = f.read()
+            cut = chunk.rfind(b"\n") + 1
+            if cut:
+                block = chunk[:cut]
+                pos += cut
+                if not first:
+                    first = block.split(b"\n", 1)[0]
+                lines += block.count(b"\n")
+                last = block[: -1].rsplit(b"\n", 1)[-1]
+        if lines >= expected_events:
+            seen = time.time_ns()  # its last event is written (within this loop's 20 ms)
+            used = cpu_s(c.pid)  # the process's CPU so far: start-up and the first snapshot
+            connected = json.loads(first)
+            done = json.loads(last)
+            return {"first_snapshot_s": (seen - connected["time_ns"]) / 1e9,
+                    "first_snapshot_diffed_s": (done["observed_ns"] - connected["time_ns"]) / 1e9,
+                    "spawn_to_snapshot_s": (seen - c.spawned_ns) / 1e9,
+                    "startup_s": (connected["time_ns"] - c.spawned_ns) / 1e9,
+                    "spawn_to_snapshot_cpu_s": used}
+        time.sleep(0.02)
+    raise RuntimeError(f"no first snapshot within {timeout_s:.0f} s ({lines} of {expected_events} events)")
+
+
+def wait_floor_ready(c: Client) -> None:
+    assert c.proc.stdout is not None
+    line = c.proc.stdout.readline()
+    if not line.startswith("ready"):
+        raise RuntimeError(f"the floor client did not start: {line!r}")
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The sensor's poll-duration histogram: cumulative counts by upper bound (``+Inf`` too)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for m in re.finditer(r'^crisensor_poll_duration_seconds_bucket\{le="([^"]+)"\} ([\d.e+]+)$', text, re.M):
+        out[m[1]] = float(m[2])
+    return out
+
+
+def hist_quantile(before: dict[str, float], after: dict[str, float], q: float) -> float | None:
+    """Quantile ``q`` (0-1) of the polls between two scrapes, linear within a bucket (seconds)."""
+    bounds = sorted((float(k), after[k] - before.get(k, 0.0)) for k in after)
+    total = bounds[-1][1] if bounds else 0
+    if not total:
+        return None
+    want = q * total
+    lo, below = 0.0, 0.0
+    for ub, n in bounds:
+        if n >= want:
+            if ub == float("inf"):
+                return lo
+            return lo + (ub - lo) * ((want - below) / (n - below) if n > below else 1.0)
+        lo, below = ub, n
+    return lo
+
+
+# --- the floor client (a subprocess) -------------------------------------------------------------
+
+
+def floor_main(addr: str, mode: str) -> int:
+    """Fetch what the sensor fetches, decode nothing: the transport floor. Runs until SIGTERM."""
+    import threading
+
+    import grpc
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    options = [("grpc.max_receive_message_length", 16 * 1024 * 1024), ("grpc.enable_retries", 0)]
+    channel = grpc.insecure_channel(addr, options=options)
+    grpc.channel_ready_future(channel).result(timeout=30)
+    empty = b""  # the list requests, serialized: no filter
+    lists = [channel.unary_unary(f"/runtime.v1.RuntimeService/{m}") for m in ("ListContainers", "ListPodSandbox")]
+    if mode == "stream":
+        call = channel.unary_stream("/runtime.v1.RuntimeService/GetContainerEvents")(empty)
+        reader = threading.Thread(target=lambda: [None for _ in call], daemon=True)
+        reader.start()
+        print("ready", flush=True)
+        stop.wait()
+        call.cancel()
+        return 0
+    # The answers are kept until the next poll's arrive, as the sensor keeps its last list: dropping
+    # a 7 MB buffer at once makes the allocator hand it back to the kernel and fault it in again.
+    kept = [fn(empty, timeout=30) for fn in lists]
+    print("ready", flush=True)
+    start, k = time.monotonic(), 0
+    while not stop.is_set():
+        kept = [fn(empty, timeout=30) for fn in lists]
+        k += 1
+        due = start + k * POLL_S
+        now = time.monotonic()
+        if now > due:
+            k += int((now - due) // POLL_S) + 1
+            due = start + k * POLL_S
+        stop.wait(due - now)
+    del kept
+    return 0
+
+
+# --- cases ---------------------------------------------------------------------------------------
+
+
+def _expected(containers: int) -> int:
+    return 1 + max(1, containers // PODS_PER) + 2 * containers  # connected, sandbox.ready, created + running
+
+
+def measure(fake: Fake, kind: str, mode: str, window_s: float, workdir: str, *, settle_s: float = 1.0,
+            metrics: bool = False, until: float | None = None) -> dict[str, Any]:
+    """One client's run: start, wait for its first snapshot, measure CPU over the window, stop."""
+    c = spawn_sensor(fake, mode, workdir, metrics=metrics) if kind == "sensor" else spawn_floor(fake, mode)
+    row: dict[str, Any] = {"client": kind, "mode": mode}
+    try:
+        if kind == "sensor":
+            row.update(wait_first_snapshot(c, _expected(fake.containers)))
+        else:
+            wait_floor_ready(c)
+        time.sleep(settle_s)
+        if until is not None:  # churn: the window is the churn's own
+            time.sleep(max(0.0, until - time.monotonic()))
+        h0 = scrape(c.metrics_port) if metrics else {}
+        c0, t0 = cpu_s(c.pid), time.monotonic()
+        time.sleep(window_s)
+        c1, t1 = cpu_s(c.pid), time.monotonic()
+        h1 = scrape(c.metrics_port) if metrics else {}
+        row["cpu_s"] = c1 - c0
+        row["wall_s"] = t1 - t0
+        row["cpu_ms_per_s"] = (c1 - c0) / (t1 - t0) * 1e3
+        row["cpu_ms_per_poll"] = row["cpu_ms_per_s"] * POLL_S
+        row["rss_mb"] = status_mb(c.pid, "VmRSS")
+        row["peak_rss_mb"] = status_mb(c.pid, "VmHWM")
+        if metrics and h1:
+            polls = h1.get("+Inf", 0) - h0.get("+Inf", 0)
+            row["polls"] = polls
+            row["polls_le_250ms"] = (h1.get("0.25", 0) - h0.get("0.25", 0)) / polls if polls else None
+            p50, p99 = hist_quantile(h0, h1, 0.5), hist_quantile(h0, h1, 0.99)
+            row["poll_p50_ms"] = None if p50 is None else p50 * 1e3
+            row["poll_p99_ms"] = None if p99 is None else p99 * 1e3
+    finally:
+        _stop(c.proc)
+        if c.output:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(c.output)
+    return row
+
+
+def idle_cases(containers: int, window_s: float, repeats: int, modes: list[str]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-process-") as d:
+        fake = Fake(containers, d).start()
+        try:
+            for mode in modes:
+                for r in range(repeats):
+                    for kind in ("sensor", "floor"):
+                        row = measure(fake, kind, mode, window_s, d)
+                        row.update(containers=containers, case=f"{mode} idle", repeat=r, load=machine_load())
+                        rows.append(row)
+                        _say(row)
+        finally:
+            fake.stop()
+    return rows
+
+
+def churn_case(containers: int, rate: float, churn_s: float, mode: str, kind: str) -> dict[str, Any]:
+    """One client against a node that churns ``rate`` lifecycles/s for ``churn_s`` seconds."""
+    lead_s = 4.0 + containers / 2500  # the client starts and takes its first snapshot before the churn
+    with tempfile.TemporaryDirectory(prefix="bench-process-") as d:
+        fake = Fake(containers, d, churn_rate=rate, churn_start_s=lead_s, churn_s=churn_s)
+        t0 = time.monotonic()
+        fake.start()
+        try:
+            window = churn_s - 1.0
+            row = measure(fake, kind, mode, window, d, settle_s=0.0, metrics=kind == "sensor",
+                          until=t0 + lead_s + 1.0)
+            if fake.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    fake.proc.wait(max(0.0, t0 + lead_s + churn_s + 15.0 - time.monotonic()))
+        finally:
+            fake.stop()
+        row.update(containers=containers, case=f"{mode} churn", rate=rate, repeat=0, load=machine_load(),
+                   fake_jitter=fake.jitter())
+        _say(row)
+        return row
+
+
+def _say(row: dict[str, Any]) -> None:
+    extra = ""
+    if "first_snapshot_s" in row:
+        extra += f" first snapshot {row['first_snapshot_s']:.2f} s"
+    if row.get("poll_p99_ms") is not None:
+        extra += f" poll p99 {row['poll_p99_ms']:.0f} ms"
+    if row.get("fake_jitter"):
+        extra += f" fake jitter p99 {row['fake_jitter']['p99_ms']:.2f} ms"
+    print(f"  {row['containers']:>6,} {row['case']:<12} {row['client']:<6} cpu {row['cpu_ms_per_s']:6.2f} ms/s "
+          f"({row['cpu_ms_per_poll']:5.2f} ms/poll) peak RSS {row['peak_rss_mb']:6.1f} MB{extra}  "
+          f"load {row['load'][0]}", flush=True)
+
+
+# --- summary -------------------------------------------------------------------------------------
+
+
+def _med(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per (size, case): medians of sensor and floor, and the median of per-repeat ratios."""
+    out = []
+    keys = sorted({(r["containers"], r["case"]) for r in rows}, key=lambda k: (k[0], k[1]))
+    for n, case in keys:
+        sensor = [r for r in rows if (r["containers"], r["case"], r["client"]) == (n, case, "sensor")]
+        floor = [r for r in rows if (r["containers"], r["case"], r["client"]) == (n, case, "floor")]
+        pairs = [(s, f) for s in sensor for f in floor if f["repeat"] == s["repeat"]]
+        line: dict[str, Any] = {"containers": n, "case": case, "runs": len(sensor)}
+        for side, rs in (("sensor", sensor), ("floor", floor)):
+            line[f"{side}_cpu_ms_per_s"] = _med([r["cpu_ms_per_s"] for r in rs])
+            line[f"{side}_cpu_ms_per_poll"] = _med([r["cpu_ms_per_poll"] for r in rs])
+            line[f"{side}_peak_rss_mb"] = _med([r["peak_rss_mb"] for r in rs])
+        line["cpu_ratio"] = _med([s["cpu_ms_per_s"] / f["cpu_ms_per_s"] for s, f in pairs if f["cpu_ms_per_s"]])
+        line["rss_over_floor_mb"] = _med([s["peak_rss_mb"] - f["peak_rss_mb"] for s, f in pairs])
+        line["first_snapshot_s"] = _med([r.get("first_snapshot_s") for r in sensor])
+        line["spawn_to_snapshot_s"] = _med([r.get("spawn_to_snapshot_s") for r in sensor])
+        line["spawn_to_snapshot_cpu_s"] = _med([r.get("spawn_to_snapshot_cpu_s") for r in sensor])
+        line["startup_s"] = _med([r.get("startup_s") for r in sensor])
+        line["poll_p99_ms"] = _med([r.get("poll_p99_ms") for r in sensor])
+        line["polls_le_250ms"] = _med([r.get("polls_le_250ms") for r in sensor])
+        jit = [r["fake_jitter"]["p99_ms"] for r in sensor + floor if r.get("fake_jitter")]
+        line["fake_jitter_p99_ms"] = max(jit) if jit else None
+        line["loads"] = [r["load"][0] for r in sensor + floor]
+        out.append(line)
+    return out
+
+
+def _f(x: float | None, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def table(summary: list[dict[str, Any]]) -> str:
+    head = (f"{'containers':>10} {'case':<12} {'sensor ms/s':>11} {'floor ms/s':>10} {'ratio':>6} "
+            f"{'sensor/poll':>11} {'floor/poll':>10} {'RSS sensor':>10} {'floor':>6} {'+MB':>6} "
+            f"{'1st snap s':>10} {'poll p99':>8} {'jitter p99':>10}")
+    lines = [head]
+    for s in summary:
+        lines.append(
+            f"{s['containers']:>10,} {s['case']:<12} {_f(s['sensor_cpu_ms_per_s'], '11.2f')} "
+            f"{_f(s['floor_cpu_ms_per_s'], '10.2f')} {_f(s['cpu_ratio'], '5.2f')}x "
+            f"{_f(s['sensor_cpu_ms_per_poll'], '9.2f')}ms {_f(s['floor_cpu_ms_per_poll'], '8.2f')}ms "
+            f"{_f(s['sensor_peak_rss_mb'], '8.1f')}MB {_f(s['floor_peak_rss_mb'], '6.1f')} "
+            f"{_f(s['rss_over_floor_mb'], '+6.1f')} {_f(s['first_snapshot_s'], '10.2f')} "
+            f"{_f(s['poll_p99_ms'], '6.0f'):>6}ms {_f(s['fake_jitter_p99_ms'], '8.2f'):>8}ms")
+    return "\n".join(lines)
+
+
+def run(sizes: list[int], window_s: float, repeats: int, churn_size: int, churn_rate: float, churn_s: float,
+        modes: list[str]) -> dict[str, Any]:
+    from bench.bench_poll import machine
+
+    load_before = machine_load()
+    rows: list[dict[str, Any]] = []
+    for n in sizes:
+        print(f"{n:,} containers, idle: sensor and floor take turns ({repeats} each, {window_s:g} s windows)",
+              flush=True)
+        rows += idle_cases(n, window_s, repeats, modes)
+    if churn_size and churn_rate:
+        print(f"{churn_size:,} containers churning {churn_rate:g} lifecycles/s for {churn_s:g} s", flush=True)
+        for mode in modes:
+            for kind in ("sensor", "floor"):
+                rows.append(churn_case(churn_size, churn_rate, churn_s, mode, kind))
+    summary = summarize(rows)
+    return {"benchmark": "process", "machine": machine(), "load_before": load_before, "load_after": machine_load(),
+            "poll_interval_s": POLL_S, "resync_interval_s": RESYNC_S, "rows": rows, "summary": summary}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sensor.duration import parse_duration
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["floor"]:
+        fp = argparse.ArgumentParser(prog="python -m bench.bench_process floor")
+        fp.add_argument("--addr", required=True)
+        fp.add_argument("--mode", choices=("poll", "stream"), default="poll")
+        a = fp.parse_args(argv[1:])
+        return floor_main(a.addr, a.mode)
+    ap = argparse.ArgumentParser(prog="python -m bench.bench_process", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="1000,10000", help="node sizes for the idle cases (default 1000,10000)")
+    ap.add_argument("--window", default="12s", help="measuring window per run (default 12s)")
+    ap.add_argument("--repeats", type=int, default=3, help="sensor/floor pairs per idle case (default 3)")
+    ap.add_argument("--modes", default="poll,stream", help="poll, stream or both (default both)")
+    ap.add_argument("--churn", type=int, default=10_000, help="node size for the churn cases (0: none)")
+    ap.add_argument("--churn-rate", type=float, default=1000, help="lifecycles/s in the churn cases (default 1000)")
+    ap.add_argument("--churn-duration", default="12s", help="churn duration per run (default 12s)")
+    ap.add_argument("--quick", action="store_true", help="1,000 containers, 4 s windows, one pair, no churn")
+    ap.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"results file (default {DEFAULT_JSON})")
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    window_s = parse_duration(args.window) / 1e9
+    repeats, churn = args.repeats, args.churn
+    if args.quick:
+        sizes, window_s, repeats, churn = [1000], 4.0, 1, 0
+    modes = [m for m in args.modes.split(",") if m]
+    result = run(sizes, window_s, repeats, churn, args.churn_rate, parse_duration(args.churn_duration) / 1e9, modes)
+    print()
+    print(table(result["summary"]))
+    print(f"\nload average before {result['load_before']}, after {result['load_after']} "
+          f"({result['machine']['nproc']} CPUs)")
+    write_result(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

@@ -1,0 +1,30 @@
+"""Event serialization: the prebuilt encoder and the slot-wise numbering give exactly what
+``json.dumps`` and ``dataclasses.replace`` give (sensor/events.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sensor.events import Event, Pod
+
+text = st.text(max_size=12)
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | text,
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
+                           max_leaves=8)
+events = st.builds(
+    Event, type=st.sampled_from(["container.created", "sensor.connected"]), time_ns=st.integers(0, 2**63),
+    window_ns=st.tuples(st.integers(0, 2**63), st.integers(0, 2**63)), observed_ns=st.integers(0, 2**63),
+    container_id=st.none() | text, name=st.none() | text, labels=st.dictionaries(text, text, max_size=4),
+    pod=st.none() | st.builds(Pod, text, text, text), exit_code=st.none() | st.integers(-(2**31), 2**31),
+    synthetic=st.booleans(), why=st.none() | text, info=st.none() | st.dictionaries(text, json_values, max_size=3))
+
+
+@given(events, st.integers(1, 2**40))
+def test_to_json_and_with_seq_match_the_standard_library(e: Event, seq: int) -> None:
+    numbered = e.with_seq(seq)
+    assert numbered == dataclasses.replace(e, seq=seq) and e.seq == 0
+    assert numbered.to_json() == json.dumps(numbered.to_dict(), separators=(",", ":"))
