@@ -510,9 +510,10 @@ class Poller:
         finally:
             self.close()
 
-    def _wait(self, stop: threading.Event, seconds: float) -> bool:
+    def _wait(self, stop: threading.Event, seconds: float, *, step_on_wake: bool = True) -> bool:
         """Sleep ``seconds``; True as soon as ``stop`` is set. A wake from the stream reader runs a
-        ``step`` at once, without moving the schedule."""
+        ``step`` at once, without moving the schedule; with ``step_on_wake=False`` it ends the sleep
+        instead (the caller's next step is what woke it)."""
         deadline = time.monotonic() + seconds
         while not stop.is_set():
             left = deadline - time.monotonic()
@@ -520,6 +521,8 @@ class Poller:
                 return False
             if self._wake.wait(left if self.stop_check_s is None else min(left, self.stop_check_s)):
                 self._wake.clear()
+                if not step_on_wake:
+                    return stop.is_set()
                 if not stop.is_set():
                     self.step()
         return True
@@ -546,24 +549,12 @@ class Poller:
                 due = start + k * interval
             idle = self._idle_s()
             if idle > due - now:  # streaming and nothing to do: sleep through the ticks until the next list
-                if self._sleep(stop, idle):
+                if self._wait(stop, idle, step_on_wake=False):
                     return
                 start, k = time.monotonic(), 0  # what woke it (the list due, the reader) is the next step
                 continue
             if self._wait(stop, max(0.0, due - now)):
                 return
-
-    def _sleep(self, stop: threading.Event, seconds: float) -> bool:
-        """Sleep ``seconds`` or until the reader wakes ``run``; True as soon as ``stop`` is set."""
-        deadline = time.monotonic() + seconds
-        while not stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            if self._wake.wait(left if self.stop_check_s is None else min(left, self.stop_check_s)):
-                self._wake.clear()
-                return stop.is_set()
-        return True
 
     def _idle_s(self) -> float:
         """Seconds until a step has something to do while an announced stream is open and idle (the
