@@ -278,7 +278,7 @@ class CriClient:
         details, _ = self.status([cid])
         return container, details.get(cid), sandbox
 
-    def status(self, ids: Iterable[str], *, until: float | None = None
+    def status(self, ids: Iterable[str], *, until: float | None = None, must: int = 0
                ) -> tuple[dict[str, ContainerDetail | None], CriCallError | None]:
         """ContainerStatus per ID: NotFound -> ``None`` (removed since the list); other errors -> absent.
 
@@ -288,7 +288,8 @@ class CriClient:
         first connection-level error (UNAVAILABLE, DEADLINE_EXCEEDED), cancels what is still in flight
         and returns that error with what it had, so the caller can still finish the poll with partial
         details. ``until`` (``time.monotonic()``): issue no call after it; IDs not asked by then are
-        absent from the result, and counted in ``status_unasked``.
+        absent from the result, and counted in ``status_unasked``. The first ``must`` IDs are asked
+        whatever the time (exits: their codes cannot be estimated).
         """
         import time
 
@@ -334,7 +335,7 @@ class CriClient:
             out[cid] = container_detail(st)
             return None
 
-        more = None if until is None else (lambda: time.monotonic() < until)
+        more = None if until is None else (lambda: issued < must or time.monotonic() < until)
         try:
             err = fan_out(ids, start, take, self.status_in_flight, more=more)
         except CriCallError as e:  # cancelled before or while issuing

@@ -268,6 +268,9 @@ class DiffEngine:
         self._sandboxes: dict[str, _Sandbox] = {}
         self._prev: Snapshot | None = None
         self._pending: _Pending | None = None
+        #: How many of the IDs the last ``begin`` returned (they come first) are exited containers:
+        #: their statuses carry exit codes, which nothing can estimate (sensor.poller asks them all).
+        self.exits_needed = 0
         self._gen = 0
         self._failures = 0
         self._last_error: str | None = None
@@ -387,7 +390,8 @@ class DiffEngine:
                 p.c_changed.append((t, c))
                 if c.state in _NEEDS_STATUS and _RANK[c.state] > _RANK[t.announced]:
                     (need_exited if c.state == "exited" else need).append(c.id)
-        return need_exited + need  # exited first: what a status budget keeps (sensor.poller)
+        self.exits_needed = len(need_exited)
+        return need_exited + need  # exited first: what a status budget always asks (sensor.poller)
 
     def failed(self, now_ns: int, error: str) -> None:
         """A list failed or timed out: the engine is blind until the next success. Drops a pending begin()."""

@@ -66,13 +66,14 @@ READER_JOIN_S = 5.0
 #: ``run`` checks ``stop`` at least this often while it sleeps (its shutdown latency).
 STOP_CHECK_S = 0.05
 #: ContainerStatus calls one poll makes at most (``Poller.status_budget``; docs/performance.md,
-#: "Churn"). The engine lists exited containers first, so what a poll over budget leaves out are
-#: start times of containers it saw running: estimated inside their window instead. At 1,000 container
+#: "Churn"), exits excepted: every exited container is asked (its exit code cannot be estimated), so
+#: what a poll over budget leaves out are start times of containers it saw running: estimated inside
+#: their window instead. At 1,000 container
 #: lifecycles/s a 250 ms poll needs ~250 exits and ~250 starts; every status costs the runtime
 #: ~0.5 ms (fakecri) and the sensor ~0.25 ms, so all 500 would not fit in the poll interval.
 STATUS_BUDGET = 256
-#: ... and, in ``crisensor run``, issues none after this share of the poll interval has passed since
-#: the poll began (the same trade on a slow or busy machine, where 256 calls take longer than a poll
+#: ... and, in ``crisensor run``, issues none but exits' after this share of the poll interval has passed
+#: since the poll began (the same trade on a slow or busy machine, where 256 calls take longer than a poll
 #: interval): polls keep their rate under churn.
 STATUS_TIME_SHARE = 0.5
 #: Distinct unknown enum values logged (each once); past this many they are only counted.
@@ -260,12 +261,16 @@ class Poller:
         return True
 
     def _statuses(self, need: list[str], t0: float) -> tuple[dict[str, ContainerDetail | None], CriCallError | None]:
-        """ContainerStatus for ``need`` within the poll's budgets: at most ``status_budget`` calls
-        (``need`` lists exited containers first) and, with ``status_time_share``, none issued past
-        that share of the poll interval. What is left out is counted and logged once per streak."""
-        if len(need) > self.status_budget:
-            skipped = len(need) - self.status_budget
-            need = need[: self.status_budget]  # exited first (sensor.diff): start times are what is lost
+        """ContainerStatus for ``need`` within the poll's budgets. ``need`` lists exited containers
+        first (sensor.diff): those are always asked, since an exit code cannot be estimated. The rest
+        -- start times, which can be -- get what is left of ``status_budget`` calls and, with
+        ``status_time_share``, none issued past that share of the poll interval. What is left out is
+        counted and logged once per streak."""
+        exits = min(self.engine.exits_needed, len(need))
+        room = max(0, self.status_budget - exits)
+        if len(need) - exits > room:
+            skipped = len(need) - exits - room
+            need = need[: exits + room]
             self.metrics.status_skipped.inc(skipped)
             self.budget_log.say(logging.WARNING, f"crisensor: a poll needed {skipped + len(need)} ContainerStatus "
                                                  f"calls, over the budget of {self.status_budget}; the start times "
@@ -276,7 +281,7 @@ class Poller:
         share = self.status_time_share
         if need and share is not None:
             until = time.monotonic() - (time.perf_counter() - t0) + self.poll_interval_ns / 1e9 * share
-            details, err = self.client.status(need, until=until)
+            details, err = self.client.status(need, until=until, must=exits)
         else:
             details, err = self.client.status(need) if need else ({}, None)
         unasked = self.client.status_unasked if need and share is not None else 0
@@ -284,9 +289,9 @@ class Poller:
             self.metrics.status_skipped.inc(unasked)
             self.time_log.say(logging.WARNING, f"crisensor: a poll ran out of time for {unasked} of its "
                                                f"{len(need)} ContainerStatus calls (over "
-                                               f"{share:.0%} of the poll interval); their times are "
-                                               "estimated (counted in crisensor_status_skipped_total)",
-                                               key="time")
+                                               f"{share:.0%} of the poll interval); the start times of "
+                                               "those containers are estimated (counted in "
+                                               "crisensor_status_skipped_total)", key="time")
         elif need:
             self.time_log.reset()
         return details, err

@@ -92,6 +92,10 @@ class RecordingClient(CriClient):
         super().__init__(*args, **kwargs)
         self.answers: list[Answer] = []
 
+    def _unary(self, api: str, method: str, request_cls: Any, *, stream: bool = False) -> Any:
+        fn = super()._unary(api, method, request_cls, stream=stream)
+        return _RecordingStatus(fn, self) if method == "ContainerStatus" else fn
+
     def _call(self, fn: Any, req: Any, method: str) -> Any:
         target = getattr(req, "container_id", None) if method == "ContainerStatus" else None
         sent = self.now_ns()
@@ -100,6 +104,9 @@ class RecordingClient(CriClient):
         except CriCallError as e:
             self.answers.append(Answer(method, sent, self.now_ns(), e.code, target))
             raise
+        return self._note(method, target, sent, resp)
+
+    def _note(self, method: str, target: str | None, sent: int, resp: Any) -> Any:
         a = Answer(method, sent, self.now_ns(), "OK", target)
         msg = resp
         if isinstance(resp, bytes | bytearray | memoryview):  # the client's undecoded fast path
@@ -114,6 +121,37 @@ class RecordingClient(CriClient):
             a.times = (msg.status.started_at, msg.status.finished_at)
         self.answers.append(a)
         return resp
+
+
+class _RecordingStatus:
+    """ContainerStatus's multicallable as the client fans it out (``future``): each answer is
+    written down when the client takes it, as ``_call`` does for the rest."""
+
+    def __init__(self, fn: Any, client: RecordingClient) -> None:
+        self.fn, self.client = fn, client
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def future(self, req: Any, **kwargs: Any) -> Any:
+        return _RecordingFuture(self.fn.future(req, **kwargs), req.container_id, self.client)
+
+
+class _RecordingFuture:
+    def __init__(self, inner: Any, target: str, client: RecordingClient) -> None:
+        self.inner, self.target, self.client, self.sent = inner, target, client, client.now_ns()
+
+    def cancel(self) -> bool:
+        return self.inner.cancel()
+
+    def result(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            resp = self.inner.result(*args, **kwargs)
+        except grpc.RpcError as e:
+            self.client.answers.append(Answer("ContainerStatus", self.sent, self.client.now_ns(), e.code().name,
+                                              self.target))
+            raise
+        return self.client._note("ContainerStatus", self.target, self.sent, resp)
 
 
 @dataclass
