@@ -77,9 +77,12 @@ class Sensor:
              "--output", str(self.out)],
             stdout=subprocess.DEVNULL, stderr=open(tmp / "sensor.log", "wb"))  # noqa: SIM115
         deadline = time.monotonic() + 20
-        while not any(e["type"] == "sensor.connected" for e in self.events()):
-            assert self.proc.poll() is None, (tmp / "sensor.log").read_text()
-            assert time.monotonic() < deadline, "the sensor never connected"
+        log = tmp / "sensor.log"
+        while not any(e["type"] == "sensor.connected" for e in self.events()) or (
+                events == "on" and "crisensor: streaming events from" not in log.read_text()):
+            # streaming: until the stream is announced, what the sensor's lists show is (rightly) from a poll
+            assert self.proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"the sensor never connected{' and streamed' * (events == 'on')}"
             time.sleep(0.05)
 
     def events(self) -> list[dict]:
