@@ -18,17 +18,10 @@ from fakecri.flavors import get_flavor
 from fakecri.model import RuntimeModel
 from fakecri.server import FakeCriServer
 from sensor.events import WHY_SENSOR_DOWN
+from tests.sensor.test_cli import _wait_for
 
 CLI = [sys.executable, "-m", "sensor.cli"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
-def _wait_for(pred, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 def _events(path: Path) -> list[dict[str, Any]]:
