@@ -19,6 +19,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from sensor.allocator import limit_arenas
 from sensor.client import ConnectError, CriCallError, CriClient
 from sensor.config import DEFAULT_ANALYTICS_PATH, DEFAULT_SENSOR_PATH, ConfigError, SensorConfig, load_config
 from sensor.processes import ProcessesUnavailable
@@ -106,6 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sensor.metrics import Metrics
     from sensor.output import Emitter, stream_name
 
+    limit_arenas()  # before any thread starts: see sensor/allocator.py
     # Signals only note themselves (a handler that takes locks can deadlock the thread it interrupts);
     # the main thread acts on them.
     signalled: list[int] = []

@@ -1,0 +1,67 @@
+"""The sensor caps glibc's malloc arenas (sensor/allocator.py): threads then share them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import sensor.cli
+from sensor.allocator import limit_arenas
+
+#: A child that starts threads which each allocate (every new thread that mallocs gets an arena of
+#: its own while glibc's limit allows), then prints glibc's per-arena statistics.
+CHILD = textwrap.dedent("""
+    import ctypes, sys, threading
+    from sensor.allocator import limit_arenas
+    if sys.argv[1] == "cap":
+        assert limit_arenas(2)
+    held = []
+    together = threading.Barrier(6)  # all alive at once: an ended thread's arena goes to the next
+    def work():
+        together.wait()
+        held.append([bytes(300_000) for _ in range(4)])
+        together.wait()
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ctypes.CDLL(None).malloc_stats()
+""")
+
+
+def _arenas(mode: str) -> int:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(sensor.cli.__file__).parents[1])}
+    r = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return len(re.findall(r"^Arena \d+:", r.stderr, re.M))
+
+
+def _glibc() -> bool:
+    import ctypes
+
+    return hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not _glibc(), reason="glibc's malloc only")
+def test_capped_threads_share_two_arenas_where_uncapped_ones_take_their_own() -> None:
+    assert _arenas("cap") <= 2
+    assert _arenas("free") > 2  # the test can tell: without the cap the threads spread out
+
+
+def test_the_operators_own_setting_wins() -> None:
+    assert limit_arenas(2, env={"MALLOC_ARENA_MAX": "8"}) is False
+
+
+def test_run_caps_the_arenas_before_anything_else(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[object, ...]] = []
+    monkeypatch.setattr(sensor.cli, "limit_arenas", lambda *a: calls.append(a) or True)
+    cfg = tmp_path / "sensor.yaml"
+    cfg.write_text("crisensor:\n  enabled: false\n")
+    assert sensor.cli.main(["-q", "run", "--config", str(cfg)]) == 0
+    assert calls == [()]
