@@ -5,8 +5,9 @@
                                   [--churn 10000] [--quick] [--json FILE]
 
 Every figure is taken from outside, as an operator's ``top`` would: ``fakecri serve`` runs in one
-process, the measured client in another, and this process reads the client's ``/proc/PID/stat``
-(utime + stime: every thread, also those that ended) and ``/proc/PID/status`` (VmHWM: peak RSS).
+process, the measured client in another, and this process reads the client's CPU -- per thread from
+``/proc/PID/task/*/schedstat`` (ns; ``/proc/PID/stat``'s utime + stime, in 10 ms ticks but counting
+ended threads too, when a thread ended during the window) -- and ``/proc/PID/status`` (VmHWM: peak RSS).
 Two clients take turns against the same fake, in the same run:
 
 * ``sensor``: ``crisensor run`` (processes off, output to a file), polling every 250 ms
@@ -88,6 +89,37 @@ def cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         rest = f.read().rsplit(")", 1)[1].split()
     return (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+def thread_cpu_ns(pid: int) -> dict[str, int]:
+    """Each live thread's CPU time, ns (``/proc/PID/task/TID/schedstat``: the scheduler's own count,
+    exact where ``/proc/PID/stat`` counts in 10 ms ticks)."""
+    out: dict[str, int] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            out[tid] = int(f.read().split()[0])
+    return out
+
+
+@dataclass
+class CpuMark:
+    """A process's CPU at one instant, both ways: per live thread (ns) and in ticks (ended threads too)."""
+
+    threads: dict[str, int]
+    ticks_s: float
+
+    @classmethod
+    def take(cls, pid: int) -> CpuMark:
+        return cls(thread_cpu_ns(pid), cpu_s(pid))
+
+    def since(self, before: CpuMark) -> float:
+        """CPU seconds between two marks: the per-thread count (a thread started meanwhile counts from
+        zero); if a thread ended meanwhile its last part is not in that count, and then the tick count
+        is taken when it is larger."""
+        exact = sum(ns - before.threads.get(tid, 0) for tid, ns in self.threads.items()) / 1e9
+        if set(before.threads) - set(self.threads):
+            return max(exact, self.ticks_s - before.ticks_s)
+        return exact
 
 
 def status_mb(pid: int, key: str = "VmHWM") -> float:
@@ -376,13 +408,15 @@ def measure(fake: Fake, kind: str, mode: str, window_s: float, workdir: str, *, 
         if until is not None:  # churn: the window is the churn's own
             time.sleep(max(0.0, until - time.monotonic()))
         h0 = scrape(c.metrics_port) if metrics else {}
-        c0, t0 = cpu_s(c.pid), time.monotonic()
+        c0, t0 = CpuMark.take(c.pid), time.monotonic()
         time.sleep(window_s)
-        c1, t1 = cpu_s(c.pid), time.monotonic()
+        c1, t1 = CpuMark.take(c.pid), time.monotonic()
         h1 = scrape(c.metrics_port) if metrics else {}
-        row["cpu_s"] = c1 - c0
+        used = c1.since(c0)
+        row["cpu_s"] = used
+        row["cpu_ticks_s"] = c1.ticks_s - c0.ticks_s
         row["wall_s"] = t1 - t0
-        row["cpu_ms_per_s"] = (c1 - c0) / (t1 - t0) * 1e3
+        row["cpu_ms_per_s"] = used / (t1 - t0) * 1e3
         row["cpu_ms_per_poll"] = row["cpu_ms_per_s"] * POLL_S
         row["rss_mb"] = status_mb(c.pid, "VmRSS")
         row["peak_rss_mb"] = status_mb(c.pid, "VmHWM")
