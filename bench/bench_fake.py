@@ -12,10 +12,16 @@ containers while churning. This process is the client: every 250 ms it lists (Li
 ListPodSandbox, answers undecoded), as a sensor at 4 Hz would, and times each answer.
 
 Reported per rate: the lifecycles the harness completed on schedule (churn containers destroyed per
-second of churn), the jitter of the churn's steps (actual minus scheduled apply time, as
-``Runner.jitter_ns`` records it; the ``large_node`` set-up at offset 0 is applied back to back and is
+second of churn), the jitter of the churn's steps (``Runner.truth_jitter_ns``, below) and how late
+they were applied (``Runner.jitter_ns``; the ``large_node`` set-up at offset 0 is applied back to back and is
 not churn, so it is left out), steps that failed, the fake's process CPU during the churn, and the
 list answers' wall time and size. The rate is *sustained* when the jitter p99 stays <= 5 ms.
+
+The jitter is the ground truth's timing error: the instant a churn step's transitions are dated at
+(what the truth records and the runtime reports) minus its scheduled instant. A step the timeline
+thread applies late is still dated at its instant (``RuntimeModel.backdated``) unless a transition
+recorded meanwhile forbids it, so this is near zero; how late steps were applied -- hence from when
+answers showed them, each late transition's ``shown_ns`` -- is reported beside it (``late``).
 
 Each rate runs twice: with the fake's process as ``fakecri serve`` runs it (``default``), and
 ``tuned`` (``tune_for_real_time``: a 0.5 ms thread switch interval, and ``gc.freeze()`` after set-up).
@@ -122,10 +128,10 @@ def harness_main(conn: Any, containers: int, rate: float, duration_s: float, soc
         t1.join()
         t2.join()
         steps = runner.steps[: len(runner.jitter_ns)]
-        churn = [j for st, j in zip(steps, runner.jitter_ns, strict=True)
-                 if getattr(st, "container", "").startswith("churn-")]
-        setup = [j for st, j in zip(steps, runner.jitter_ns, strict=True)
-                 if not getattr(st, "container", "").startswith("churn-")]
+        is_churn = [getattr(st, "container", "").startswith("churn-") for st in steps]
+        churn = [j for c, j in zip(is_churn, runner.truth_jitter_ns, strict=True) if c]
+        late = [j for c, j in zip(is_churn, runner.jitter_ns, strict=True) if c]
+        setup = [j for c, j in zip(is_churn, runner.jitter_ns, strict=True) if not c]
         from fakecri.truth import ContainerTransition
 
         destroyed = sum(1 for r in h.truth.records() if isinstance(r, ContainerTransition)
@@ -134,6 +140,7 @@ def harness_main(conn: Any, containers: int, rate: float, duration_s: float, soc
             "churn_steps": len(churn),
             "jitter_p50_ns": _pct(churn, 50), "jitter_p99_ns": _pct(churn, 99),
             "jitter_p999_ns": _pct(churn, 99.9), "jitter_max_ns": max(churn, default=0),
+            "late_p50_ns": _pct(late, 50), "late_p99_ns": _pct(late, 99), "late_max_ns": max(late, default=0),
             "setup_steps": len(setup), "setup_max_lag_ns": max(setup, default=0),
             "errors": len(runner.errors), "skipped": len(h.skipped),
             "destroyed": destroyed,
@@ -265,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fakecri capacity: {args.containers:,}-container node, polled at {1 / POLL_S:.0f} Hz, "
           f"{duration_s:.0f} s of churn per rate")
     print(f"{'process':>8} {'rate/s':>7} {'done/s':>7} {'jitter p50':>10} {'p99':>7} {'p99.9':>7} {'max':>7} "
-          f"{'errors':>6} {'fake CPU':>8} {'list p50':>8} {'list max':>8} {'answer':>8}  sustained")
+          f"{'late p50':>8} {'p99':>7} {'errors':>6} {'fake CPU':>8} {'list p50':>8} {'list max':>8} {'answer':>8}"
+          "  sustained")
     rows = []
     runs = [(p, float(r)) for p in args.process.split(",") if p for r in args.rates.split(",") if r]
     for process, rate in runs:
@@ -273,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(r)
         print(f"{process:>8} {rate:>7.0f} {r['lifecycles_per_s']:>7.0f} {r['jitter_p50_ns'] / 1e6:>8.2f}ms "
               f"{r['jitter_p99_ns'] / 1e6:>5.2f}ms {r['jitter_p999_ns'] / 1e6:>5.2f}ms "
-              f"{r['jitter_max_ns'] / 1e6:>5.1f}ms "
+              f"{r['jitter_max_ns'] / 1e6:>5.1f}ms {r['late_p50_ns'] / 1e6:>6.2f}ms {r['late_p99_ns'] / 1e6:>5.2f}ms "
               f"{r['errors']:>6} {r['cpu_util'] * 100:>7.0f}% {r['list_wall_p50_ms']:>6.1f}ms "
               f"{r['list_wall_max_ms']:>6.1f}ms {r['list_bytes_max'] / 2**20:>6.1f}MB  {r['sustained']}", flush=True)
     result["rates"] = rows

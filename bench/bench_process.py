@@ -228,8 +228,15 @@ class Fake:
 
     def jitter(self) -> dict[str, float] | None:
         """The ground-truth jitter ``fakecri serve`` printed at the scenario's end (p50/p99/max, ms)."""
-        m = re.search(r"jitter p50 ([\d.]+) ms, p99 ([\d.]+) ms, max ([\d.]+) ms", self.read_log())
-        return None if m is None else {"p50_ms": float(m[1]), "p99_ms": float(m[2]), "max_ms": float(m[3])}
+        log = self.read_log()
+        m = re.search(r"jitter p50 ([\d.]+) ms, p99 ([\d.]+) ms, max ([\d.]+) ms", log)
+        if m is None:
+            return None
+        out = {"p50_ms": float(m[1]), "p99_ms": float(m[2]), "max_ms": float(m[3])}
+        late = re.search(r"applied late p50 ([\d.]+) ms, p99 ([\d.]+) ms, max ([\d.]+) ms", log)
+        if late is not None:
+            out.update(late_p50_ms=float(late[1]), late_p99_ms=float(late[2]), late_max_ms=float(late[3]))
+        return out
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -207,7 +207,8 @@ def _run_timeline(h: Any, args: argparse.Namespace, runs: int | None, viewed: An
         j = h.jitter_summary()
         rep = "" if runs == 1 else f" (run {h.repetition + 1}{'' if runs is None else f' of {runs}'})"
         say(f"scenario {name} reached its end{rep} ({j['count']} steps; jitter p50 {_ms(j['p50_ns'])}, p99 "
-            f"{_ms(j['p99_ns'])}, max {_ms(j['max_ns'])}"
+            f"{_ms(j['p99_ns'])}, max {_ms(j['max_ns'])}; applied late p50 {_ms(j['late_p50_ns'])}, p99 "
+            f"{_ms(j['late_p99_ns'])}, max {_ms(j['late_max_ns'])}"
             f"{'; ' + str(len(h.skipped)) + ' steps skipped' if h.skipped else ''})")
         if runs is not None and h.repetition + 1 >= runs:
             break

@@ -43,6 +43,7 @@ import os
 import threading
 import uuid
 import zlib
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -94,6 +95,12 @@ class RevealExit:
 
     at_ns: int
     container: str
+
+
+#: Steps that only change the model: applied late, they still happen at their instant (``_backdate``).
+_MODEL_STEPS = (sc.RunPod, sc.StopPod, sc.RemovePod, sc.CreateContainer, sc.StartContainer, sc.ExitContainer,
+                sc.StopContainer, sc.RemoveContainer)
+
 
 class Harness:
     """A scenario served on a unix socket. ``start``/``stop`` (or ``with``); thread-safe reads."""
@@ -203,7 +210,7 @@ class Harness:
         # The timeline starts once the runtime answers: server start-up is not step jitter.
         self.start_ns = self.clock.now_ns()
         self.runner = Runner(self._timeline(), self._apply, clock=self.clock, start_ns=self.start_ns,
-                             end_ns=self.plan.end_ns, speed=self.speed)
+                             end_ns=self.plan.end_ns, speed=self.speed, backdate=self._backdate)
         self._record_quirks()
         if isinstance(self.clock, VirtualClock):
             self.runner.advance_to(0)
@@ -238,7 +245,7 @@ class Harness:
         self.repetition += 1
         self.start_ns = self.clock.now_ns()
         self.runner = Runner(self._timeline(), self._apply, clock=self.clock, start_ns=self.start_ns,
-                             end_ns=self.plan.end_ns, speed=self.speed)
+                             end_ns=self.plan.end_ns, speed=self.speed, backdate=self._backdate)
         if isinstance(self.clock, VirtualClock):
             self.runner.advance_to(0)
         else:
@@ -345,6 +352,14 @@ class Harness:
             self.skipped.append((step, f"pod {name} is no longer in the runtime"))
             return None
         return s
+
+    def _backdate(self, step: sc.Step, at_ns: int) -> AbstractContextManager[int]:
+        """A late step of the model's own (pods, containers) happens at its instant
+        (``RuntimeModel.backdated``); the others -- the runtime going down or up, faults, stream
+        cuts, process events -- act on sockets and clients now, so they are dated now."""
+        if isinstance(step, _MODEL_STEPS):
+            return self.model.backdated(at_ns)
+        return nullcontext(self.clock.now_ns())
 
     def _apply(self, step: sc.Step) -> None:
         self.model.settle()  # processes that exited before this step's instant, at their own instants

@@ -19,6 +19,11 @@ Theory of operation
   waits until the exit is handled: recorded on 1.7 and 2.1), a pod stop or a lost state reveal it
   at once. The truth
   record carries both times: ``time_ns`` (the exit) and ``shown_ns`` (when answers first showed it).
+* Late steps (``backdated``): the real-time timeline applies a scenario step when it gets the CPU,
+  which on a busy machine is milliseconds after its instant. The step still happens *at* its
+  instant -- the times answers report and the truth records are the scenario's -- and is shown
+  from when it was applied, recorded as ``shown_ns`` like a state lag. So the truth is as exact as
+  the scenario however loaded the machine, and a checker judges deadlines from what answers showed.
 * IDs are 64 hex digits from an RNG: seeded (``seed=N``), a run is repeatable byte for byte;
   unseeded (``seed=None``), every instance draws fresh IDs, as two real runtimes would. Like
   containerd, any unique ID prefix is accepted where an ID is expected.
@@ -36,8 +41,9 @@ import heapq
 import random
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from fakecri.clock import Clock
@@ -192,6 +198,10 @@ class RuntimeModel:
         self._names: dict[tuple[str, str, int], str] = {}
         #: (shown at, container ID): emulated process exits waiting out the flavour's state lag
         self._reveals: list[tuple[int, str]] = []
+        #: The latest truth time recorded so far: a step applied late is never dated before it.
+        self._latest_ns = 0
+        #: (thread, instant) while ``backdated`` applies a late step: that thread's "now".
+        self._as_of: tuple[int, int] | None = None
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -209,6 +219,43 @@ class RuntimeModel:
     def _pid(self) -> int:
         self._next_pid += 1
         return self._next_pid
+
+    def _now(self) -> int:
+        """The model's "now": the clock's, or the instant a late step is applied at (``backdated``)."""
+        as_of = self._as_of
+        if as_of is not None and as_of[0] == threading.get_ident():
+            return as_of[1]
+        return self.clock.now_ns()
+
+    def _record(self, rec: ContainerTransition | SandboxTransition) -> None:
+        """Record a transition in the truth. Under ``backdated`` it happened at the step's instant
+        but answers show it only from now: that is its ``shown_ns``."""
+        as_of = self._as_of
+        if as_of is not None and as_of[0] == threading.get_ident():
+            shown = max(rec.shown_ns or 0, self.clock.now_ns())
+            if shown > rec.time_ns:
+                rec = replace(rec, shown_ns=shown)
+        self._latest_ns = max(self._latest_ns, rec.time_ns)
+        self.truth.record(rec)
+
+    @contextmanager
+    def backdated(self, at_ns: int) -> Iterator[int]:
+        """Apply a scenario step that fell due at ``at_ns`` (clock time) but runs late: everything
+        the calling thread does in the block happens at that instant -- what answers report and
+        what the truth records -- and shows from when it is done (``shown_ns``). Never earlier than
+        the latest transition already recorded, so the truth's order stays its time order. Yields
+        the instant used. Holds the model lock: no answer sees a step half done."""
+        with self.lock:
+            now = self.clock.now_ns()
+            used = min(now, max(at_ns, self._latest_ns))
+            if used >= now:
+                yield now
+                return
+            self._as_of = (threading.get_ident(), used)
+            try:
+                yield used
+            finally:
+                self._as_of = None
 
     def on_change(self, listener: Callable[[str, Container | Sandbox, str], None]) -> None:
         """Call ``listener(kind, obj, truth_transition)`` after every state change (event stream)."""
@@ -263,7 +310,7 @@ class RuntimeModel:
             self.processes.forget(c.id)
         elif new == "exited":
             self.processes.ended(c.id, now)
-        self.truth.record(rec)
+        self._record(rec)
         for listener in self._listeners:
             listener("container", c, rec.transition)
 
@@ -274,7 +321,7 @@ class RuntimeModel:
             name=c.name, attempt=c.attempt, image=c.image, image_ref=c.image_ref,
             labels=dict(c.labels), pod=sb.pod,
         )
-        self.truth.record(rec)
+        self._record(rec)
         for listener in self._listeners:
             listener("container", c, "created")
 
@@ -287,7 +334,7 @@ class RuntimeModel:
             del self.sandboxes[s.id]
         rec = SandboxTransition(sandbox_id=s.id, transition=_SANDBOX_TRUTH[new], time_ns=now, pod=s.pod,
                                 labels=dict(s.labels))
-        self.truth.record(rec)
+        self._record(rec)
         for listener in self._listeners:
             listener("sandbox", s, rec.transition)
 
@@ -309,7 +356,7 @@ class RuntimeModel:
                         f"failed to reserve sandbox name \"{name}_{namespace}_{uid}_{attempt}\": "
                         f"name \"{name}_{namespace}_{uid}_{attempt}\" is reserved for \"{s.id}\"",
                     )
-            now = self.clock.now_ns()
+            now = self._now()
             sid = self.new_id()
             n = self._next_pid
             ip = "" if network == "NODE" else f"10.88.{(n // 250) % 250}.{2 + n % 250}"
@@ -317,7 +364,7 @@ class RuntimeModel:
                         dict(annotations or {}), hostname, log_directory, runtime_handler, network, ip,
                         self._pid(), dict(config or {}))
             self.sandboxes[sid] = s
-            self.truth.record(SandboxTransition(sandbox_id=sid, transition="ready", time_ns=now, pod=s.pod,
+            self._record(SandboxTransition(sandbox_id=sid, transition="ready", time_ns=now, pod=s.pod,
                                                 labels=dict(s.labels)))
             for listener in self._listeners:
                 listener("sandbox", s, "ready")
@@ -332,7 +379,7 @@ class RuntimeModel:
                 if e.code == "NOT_FOUND" and self.flavor.stop_unknown == "ok":
                     return
                 raise
-            now = self.clock.now_ns()
+            now = self._now()
             for c in [c for c in self.containers.values() if c.sandbox_id == s.id]:
                 if c.pending_exit is not None:
                     self._reveal(c, now)
@@ -351,7 +398,7 @@ class RuntimeModel:
                     return  # idempotent in every runtime
                 raise
             self.stop_pod_sandbox(s.id)
-            now = self.clock.now_ns()
+            now = self._now()
             for c in [c for c in self.containers.values() if c.sandbox_id == s.id]:
                 self._set_container_state(c, "remove", now)
             self._set_sandbox_state(s, "remove", now)
@@ -404,7 +451,7 @@ class RuntimeModel:
                     f"failed to reserve container name \"{name}_{s.name}_{s.namespace}_{s.uid}_{attempt}\": "
                     f"name \"{name}_{s.name}_{s.namespace}_{s.uid}_{attempt}\" is reserved for \"{c.id}\"",
                 )
-            now = self.clock.now_ns()
+            now = self._now()
             cid = self._new_container_id()
             if cid in self.containers:
                 raise CriError("UNKNOWN", f"container id {cid} is already in use")
@@ -424,7 +471,7 @@ class RuntimeModel:
             if c.state != "created":
                 raise CriError("UNKNOWN", f'failed to set starting state for container "{c.id}": '
                                           f"container is in CONTAINER_{c.state.upper()} state")
-            now = self.clock.now_ns()
+            now = self._now()
             sb = self.sandboxes.get(c.sandbox_id)
             if self.flavor.runtime_name == "containerd" and (sb is None or sb.state != "ready"):
                 # containerd 1.6: the failed start leaves the container EXITED (StartError, 128), never run
@@ -444,7 +491,7 @@ class RuntimeModel:
         if not self.processes.pending and not self._reveals:
             return
         with self.lock:
-            now = self.clock.now_ns()
+            now = self._now()
             lag = self.flavor.state_lag_ns
             while (hit := self.processes.pop_due(now)) is not None:
                 cid, code, due = hit
@@ -484,7 +531,7 @@ class RuntimeModel:
             c = self.find_container(ref)
             if c.state != "running" or c.pending_exit is not None:
                 raise CriError("FAILED_PRECONDITION", f"container {c.id} is not running")
-            now = self.clock.now_ns()
+            now = self._now()
             if lagged and self.flavor.state_lag_ns > 0:
                 c.pending_exit = (now, exit_code, reason)
                 return
@@ -496,7 +543,7 @@ class RuntimeModel:
             c = self.containers.get(ref)
             if c is None or c.pending_exit is None:
                 return False
-            self._reveal(c, self.clock.now_ns())
+            self._reveal(c, self._now())
             return True
 
     def _reveal(self, c: Container, now: int) -> None:
@@ -515,9 +562,9 @@ class RuntimeModel:
                     return
                 raise
             if c.pending_exit is not None:  # containerd's Stop waits until the exit is processed
-                self._reveal(c, self.clock.now_ns())
+                self._reveal(c, self._now())
             elif c.state == "running":
-                self._exit(c, SIGKILL_EXIT, REASON_ERROR, self.clock.now_ns())
+                self._exit(c, SIGKILL_EXIT, REASON_ERROR, self._now())
 
     def remove_container(self, ref: str) -> None:
         with self.lock:
@@ -528,7 +575,7 @@ class RuntimeModel:
                 if e.code == "NOT_FOUND":
                     return
                 raise
-            now = self.clock.now_ns()
+            now = self._now()
             if c.pending_exit is not None:  # containerd stops it first, which waits for the exit to show
                 self._reveal(c, now)
             if c.state == "running":
@@ -666,7 +713,7 @@ class RuntimeModel:
         """A restart that loses state: every container and sandbox is gone (truth says so)."""
         with self.lock:
             self.settle()
-            now = self.clock.now_ns()
+            now = self._now()
             for c in list(self.containers.values()):
                 if c.pending_exit is not None:
                     self._reveal(c, now)

@@ -11,9 +11,13 @@ supplies it; the runner knows nothing of models or sockets). Two drivers move th
   repeatably. After the last due step the clock is set to the requested offset.
 * **real time** (``start``): a thread owned by the runner sleeps until each step's instant
   (offset divided by ``speed``) and applies it. The runner measures the ground-truth timing
-  jitter -- actual apply time minus scheduled time -- for every step (``jitter_ns``). Steps that
-  fell due together (or while the runner was catching up) are applied back to back. ``stop``
-  ends the thread and waits for it; ``ended`` is set once the scenario's end has passed.
+  lateness -- actual apply time minus scheduled time -- for every step (``jitter_ns``). Steps that
+  fell due together (or while the runner was catching up) are applied back to back. With a
+  ``backdate`` hook, a late step is applied inside ``backdate(step, instant)``, which may date it
+  at its scheduled instant (the harness does so for model steps: ``RuntimeModel.backdated``); the
+  ground truth's own timing error -- the instant used minus the scheduled one -- is then
+  ``truth_jitter_ns``. ``stop`` ends the thread and waits for it; ``ended`` is set once the
+  scenario's end has passed.
 
 Offsets are ns since the scenario started; ``start_ns`` is that start on the clock.
 """
@@ -25,6 +29,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from fakecri.clock import Clock, VirtualClock
@@ -42,7 +47,8 @@ def percentile(sorted_values: Sequence[int], q: float) -> int:
 
 class Runner:
     def __init__(self, steps: Sequence[Any], apply: Callable[[Any], None], *, clock: Clock, start_ns: int,
-                 end_ns: int, speed: float = 1.0) -> None:
+                 end_ns: int, speed: float = 1.0,
+                 backdate: Callable[[Any, int], AbstractContextManager[int]] | None = None) -> None:
         if speed <= 0:
             raise ValueError(f"speed must be > 0, not {speed}")
         self.steps = list(steps)
@@ -53,6 +59,9 @@ class Runner:
         self.speed = speed
         self.cursor = 0  #: index of the next step to apply
         self.jitter_ns: list[int] = []  #: real-time mode: actual - scheduled apply time, per step
+        #: real-time mode: the instant a step's transitions were dated at - its scheduled instant
+        self.truth_jitter_ns: list[int] = []
+        self.backdate = backdate
         self.errors: list[tuple[Any, BaseException]] = []  #: real-time mode: steps that raised
         self.ended = threading.Event()
         self._stop = threading.Event()
@@ -131,10 +140,19 @@ class Runner:
             now = time.monotonic_ns()
             while now < due:  # Event.wait may return a hair early
                 now = time.monotonic_ns()
-            self.jitter_ns.append(now - due)
+            wall = self.clock.now_ns()  # read together: the step's instant is ``wall - late``
+            late = now - due
+            self.jitter_ns.append(late)
             self.cursor += 1
             try:
-                self.apply(step)
+                if self.backdate is not None:
+                    at = wall - late  # the step's instant on the model's clock
+                    with self.backdate(step, at) as used:
+                        self.apply(step)
+                    self.truth_jitter_ns.append(max(0, used - at))
+                else:
+                    self.truth_jitter_ns.append(late)
+                    self.apply(step)
             except Exception as e:  # keep the runtime serving; the error is reported
                 log.warning("step at %d ns failed: %s", step.at_ns, e)
                 self.errors.append((step, e))
@@ -156,7 +174,10 @@ class Runner:
             self._thread = None
 
     def jitter_summary(self) -> dict[str, int]:
-        """Real-time jitter over all applied steps: count, p50, p99 and max, in ns."""
-        values = sorted(self.jitter_ns)
-        return {"count": len(values), "p50_ns": percentile(values, 50), "p99_ns": percentile(values, 99),
-                "max_ns": values[-1] if values else 0}
+        """Real-time timing over all applied steps, in ns: the truth's error against the scenario
+        (``p50_ns``, ``p99_ns``, ``max_ns``) and how late steps were applied, hence shown
+        (``late_p50_ns``, ``late_p99_ns``, ``late_max_ns``); ``count`` steps."""
+        truth, late = sorted(self.truth_jitter_ns), sorted(self.jitter_ns)
+        return {"count": len(late), "p50_ns": percentile(truth, 50), "p99_ns": percentile(truth, 99),
+                "max_ns": truth[-1] if truth else 0, "late_p50_ns": percentile(late, 50),
+                "late_p99_ns": percentile(late, 99), "late_max_ns": late[-1] if late else 0}

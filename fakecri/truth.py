@@ -53,7 +53,8 @@ class ContainerTransition:
     pod: PodRef | None = None
     exit_code: int | None = None
     reason: str | None = None
-    #: when List/Status/the stream first showed it, if later than ``time_ns`` (state lag); None: at
+    #: when List/Status/the stream first showed it, if later than ``time_ns`` (state lag, or a
+    #: scenario step the real-time timeline applied late: ``RuntimeModel.backdated``); None: at
     #: once. Records are written in the order answers could show them, so such a record follows
     #: others with later ``time_ns``.
     shown_ns: int | None = None
@@ -67,6 +68,8 @@ class SandboxTransition:
     time_ns: int
     pod: PodRef | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    #: as ``ContainerTransition.shown_ns`` (a scenario step the real-time timeline applied late)
+    shown_ns: int | None = None
     kind: Literal["sandbox"] = "sandbox"
 
 
