@@ -16,9 +16,9 @@ owns the clock calls ``tick``::
     pipeline.tick()                          # pull process events, release what is due
     pipeline.close()                         # shutdown: flush
 
-* Lifecycle events: ``attach`` adds ``on_event`` to the ``Emitter``'s listeners, so every event
-  the sensor writes is also pushed, unchanged, at the pipeline's clock. ``crisensor run``'s JSON
-  output is not touched.
+* Lifecycle events: ``attach`` adds ``push`` to the ``Emitter``'s batch listeners, so every event
+  the sensor writes is also pushed, unchanged, at the pipeline's clock (one push per emitted
+  batch). ``crisensor run``'s JSON output is not touched.
 * Process events: from an optional ``sensor.process.ProcessSource``, pulled by ``tick``.
 * Progress (watermark mode only; a no-op with a fixed window): ``ProgressPoller`` is a ``Poller``
   that calls its ``on_poll`` callbacks after each successful poll with the time the poll *started*.
@@ -35,7 +35,7 @@ owns the clock calls ``tick``::
   items held, and the lateness of lifecycle events (``observed_ns - time_ns``: the window a fixed
   buffer would need).
 
-Thread-safety: one lock around the stage. The emitter calls ``on_event`` from the poll thread (and
+Thread-safety: one lock around the stage. The emitter calls ``push`` from the poll thread (and
 from an event-stream thread where streaming is on); ``tick`` may come from a third.
 """
 
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -119,7 +120,7 @@ class Pipeline:
 
     def attach(self, emitter: Emitter) -> None:
         """Push every event ``emitter`` emits from now on (its JSON output is unchanged)."""
-        emitter.listeners.append(self.on_event)
+        emitter.batch_listeners.append(self.push)
 
     def register_source(self, name: str) -> None:
         """Watermark mode: a new source (e.g. ``"stream"`` when a stream opens) holds the watermark
@@ -211,16 +212,20 @@ class Pipeline:
             return released
         m = self.metrics
         if m is not None:
+            # Counted per label, then added once: a labelled child's lookup costs more than the count.
+            counts: Counter[tuple[Any, str]] = Counter()
             forced = False
             for r in released:
                 item = r.item
                 kind = "process" if type(item) is EnrichedProcess else "lifecycle"
-                m.analytics_released.labels(kind).inc()
+                counts[m.analytics_released, kind] += 1
                 if r.late:
-                    m.reorder_late.labels(kind).inc()
+                    counts[m.reorder_late, kind] += 1
                 forced = forced or r.forced
                 if kind == "process" and item.why_unenriched is not None:
-                    m.unenriched.labels(item.why_unenriched).inc()
+                    counts[m.unenriched, item.why_unenriched] += 1
+            for (metric, label), n in counts.items():
+                metric.labels(label).inc(n)
             if forced:
                 stats = self.stage.reorder.stats
                 for key, reason in (("overflow", "overflow"), ("capped", "cap"), ("flushed", "flush")):

@@ -71,6 +71,26 @@ def test_attach_pushes_what_the_emitter_writes_and_leaves_its_output_unchanged()
     pipe.on_poll(T0)  # fixed window: progress is meaningless and ignored, the call just ticks
 
 
+def test_attach_pushes_each_emitted_batch_once_in_seq_order_and_counts_it() -> None:
+    now = [T0]
+    emitter = Emitter(io.StringIO())
+    metrics = Metrics()
+    got: list[Released] = []
+    pipe = Pipeline(AnalyticsStage(ReorderBuffer(25 * MS)), now_ns=lambda: now[0], sinks=[got.append],
+                    metrics=metrics)
+    pushes: list[int] = []
+    push = pipe.push
+    pipe.push = lambda items, now_ns=None: pushes.append(len(items)) or push(items, now_ns)  # type: ignore[method-assign]
+    pipe.attach(emitter)
+    emitter.emit([created(f"c{i}", T0 - (10 - i) * MS, T0) for i in range(5)])
+    emitter.emit([created("c9", T0 - MS, T0)])
+    emitter.emit_records([{"type": "sensor.note"}])  # not a lifecycle event: not pushed
+    assert pushes == [5, 1]  # one push per batch, not per event
+    released = pipe.tick(T0 + 25 * MS)
+    assert [r.item.seq for r in released] == [1, 2, 3, 4, 5, 6] and got == released
+    assert sample(metrics, "crisensor_analytics_released_total", kind="lifecycle") == 6
+
+
 def test_progress_poller_reports_successful_polls_only(rig) -> None:  # type: ignore[no-untyped-def]
     seen: list[int] = []
     rig.poller.on_poll.append(seen.append)
