@@ -97,9 +97,10 @@ class RevealExit:
     container: str
 
 
-#: Steps that only change the model: applied late, they still happen at their instant (``_backdate``).
+#: Steps that only change the model (and state-lag reveals): applied late, they still happen at their
+#: instant (``_backdate``).
 _MODEL_STEPS = (sc.RunPod, sc.StopPod, sc.RemovePod, sc.CreateContainer, sc.StartContainer, sc.ExitContainer,
-                sc.StopContainer, sc.RemoveContainer)
+                sc.StopContainer, sc.RemoveContainer, RevealExit)
 
 
 class Harness:

@@ -196,6 +196,8 @@ class RuntimeModel:
         self._listeners: list[Callable[[str, Container | Sandbox, str], None]] = []
         #: (sandbox ID, name, attempt) -> container ID: the name-reservation check without a scan.
         self._names: dict[tuple[str, str, int], str] = {}
+        #: sandbox ID -> its containers, in creation order: a pod's containers without a scan of all.
+        self._members: dict[str, dict[str, Container]] = {}
         #: (shown at, container ID): emulated process exits waiting out the flavour's state lag
         self._reveals: list[tuple[int, str]] = []
         #: The latest truth time recorded so far: a step applied late is never dated before it.
@@ -226,6 +228,10 @@ class RuntimeModel:
         if as_of is not None and as_of[0] == threading.get_ident():
             return as_of[1]
         return self.clock.now_ns()
+
+    def event_time_ns(self) -> int:
+        """When the change being announced happened (for listeners: the event stream's ``created_at``)."""
+        return self._now()
 
     def _record(self, rec: ContainerTransition | SandboxTransition) -> None:
         """Record a transition in the truth. Under ``backdated`` it happened at the step's instant
@@ -276,6 +282,11 @@ class RuntimeModel:
                 raise CriError("UNKNOWN", f"ambiguous {what} id prefix {ref!r}: {len(hits)} matches")
         raise CriError("NOT_FOUND", f'an error occurred when try to find {what} "{ref}": not found')
 
+    def pod_containers(self, sandbox_id: str) -> list[Container]:
+        """The containers of one sandbox, in creation order (the event stream sends their statuses
+        with every event of the pod: a scan of all containers per event fell behind under churn)."""
+        return list(self._members.get(sandbox_id, {}).values())
+
     def find_container(self, ref: str) -> Container:
         return self._resolve(self.containers, ref, "container")
 
@@ -305,6 +316,11 @@ class RuntimeModel:
         )
         if new == "removed":
             del self.containers[c.id]
+            members = self._members.get(c.sandbox_id)
+            if members is not None:
+                members.pop(c.id, None)
+                if not members:
+                    del self._members[c.sandbox_id]
             if self._names.get((c.sandbox_id, c.name, c.attempt)) == c.id:
                 del self._names[(c.sandbox_id, c.name, c.attempt)]
             self.processes.forget(c.id)
@@ -380,7 +396,7 @@ class RuntimeModel:
                     return
                 raise
             now = self._now()
-            for c in [c for c in self.containers.values() if c.sandbox_id == s.id]:
+            for c in self.pod_containers(s.id):
                 if c.pending_exit is not None:
                     self._reveal(c, now)
                 elif c.state == "running":
@@ -399,7 +415,7 @@ class RuntimeModel:
                 raise
             self.stop_pod_sandbox(s.id)
             now = self._now()
-            for c in [c for c in self.containers.values() if c.sandbox_id == s.id]:
+            for c in self.pod_containers(s.id):
                 self._set_container_state(c, "remove", now)
             self._set_sandbox_state(s, "remove", now)
 
@@ -460,6 +476,7 @@ class RuntimeModel:
                           labels=dict(labels or {}), annotations=dict(annotations or {}),
                           log_path=log_path, config=dict(config or {}))
             self.containers[cid] = c
+            self._members.setdefault(s.id, {})[cid] = c
             self._names[(s.id, name, attempt)] = cid
             self._record_container_created(c)
             return c

@@ -144,7 +144,7 @@ class EventHub:
             return
         sandbox_id = obj.sandbox_id if isinstance(obj, Container) else obj.id
         sb = model.sandboxes.get(sandbox_id)
-        members = [c for c in model.containers.values() if c.sandbox_id == sandbox_id]
+        members = model.pod_containers(sandbox_id)
         # Sandbox transitions are announced as container events whose ID is the sandbox's, as containerd
         # does: RunPodSandbox CREATED, its stop STOPPED, RemovePodSandbox DELETED.
         event_type = {"ready": 0, "notready": 2}.get(transition, _EVENT_TYPE.get(transition, 0))
@@ -157,7 +157,7 @@ class EventHub:
                 q.put(pb.ContainerEventResponse(
                     container_id=obj.id,
                     container_event_type=t,
-                    created_at=model.clock.now_ns(),
+                    created_at=model.event_time_ns(),  # a late scenario step's own instant (backdated)
                     pod_sandbox_status=convert.pod_sandbox_status(pb, sb) if sb is not None else None,
                     containers_statuses=[convert.container_status(pb, c, model.flavor) for c in members],
                 ))

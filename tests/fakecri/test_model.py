@@ -251,6 +251,12 @@ class ModelVersusReference(RuleBasedStateMachine):
         assert {s.id: s.state for s in self.model.list_pod_sandbox()} == self.ref_s
 
     @invariant()
+    def each_pods_containers_are_indexed_in_creation_order(self) -> None:
+        every = list(self.model.containers.values())
+        for sid in {c.sandbox_id for c in every} | set(self.model.sandboxes):
+            assert self.model.pod_containers(sid) == [c for c in every if c.sandbox_id == sid]
+
+    @invariant()
     def truth_is_a_lifecycle(self) -> None:
         last: dict[str, int] = {}
         for r in self.model.truth:
