@@ -19,9 +19,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from sensor.allocator import limit_arenas
 from sensor.client import ConnectError, CriCallError, CriClient
 from sensor.config import DEFAULT_ANALYTICS_PATH, DEFAULT_SENSOR_PATH, ConfigError, SensorConfig, load_config
+from sensor.heap import FreezeOnce, limit_arenas
 from sensor.processes import ProcessesUnavailable
 from sensor.statedir import StateDirError
 
@@ -107,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sensor.metrics import Metrics
     from sensor.output import Emitter, stream_name
 
-    limit_arenas()  # before any thread starts: see sensor/allocator.py
+    limit_arenas()  # before any thread starts: see sensor.heap.py
     # Signals only note themselves (a handler that takes locks can deadlock the thread it interrupts);
     # the main thread acts on them.
     signalled: list[int] = []
@@ -156,7 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         emitter = Emitter(out, **emitter_kw)
     # stop_check_s=None: every stop comes with poller.interrupt() (below), so the loop sleeps undisturbed;
-    # status calls stop halfway through the poll interval (polls keep their rate under churn)
+    # status calls for start times stop 30% into the poll interval (polls keep their rate under churn)
     from sensor.poller import STATUS_TIME_SHARE
 
     poller = ProgressPoller(client, emitter, poll_interval_ns=cfg.poll_interval_ns, metrics=metrics,
@@ -171,6 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     analytics = Pipeline.from_config(cfg, metrics=metrics, source=source)
     analytics.attach(emitter)
     poller.on_poll.append(analytics.on_poll)
+    poller.on_poll.append(FreezeOnce())  # the first snapshot's records leave the collector's sight
     ticker = None
     lookups = None
     if source is not None:

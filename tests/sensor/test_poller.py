@@ -243,7 +243,7 @@ def test_a_poll_over_its_status_budget_keeps_exits_and_estimates_starts(rig) -> 
 
 
 def test_status_calls_stop_at_the_time_share_of_the_poll_but_exits_are_always_asked(rig) -> None:  # type: ignore[no-untyped-def]
-    """``status_time_share`` (crisensor run: half the poll interval): no status call for a start is
+    """``status_time_share`` (crisensor run: 30% of the poll interval): no status call for a start is
     issued after it, and what was not asked is placed like any unreported change (honest windows).
     Exits are asked whatever the time: an exit code cannot be estimated (found against real
     containerd: after a reconnect on a loaded machine the resync's exit came out without its code)."""

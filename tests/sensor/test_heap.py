@@ -1,4 +1,4 @@
-"""The sensor caps glibc's malloc arenas (sensor/allocator.py): threads then share them."""
+"""The sensor's heap (sensor/heap.py): capped malloc arenas, a collector frozen after the first snapshot."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 import sensor.cli
-from sensor.allocator import limit_arenas
+from sensor.heap import FreezeOnce, limit_arenas
 
 #: A child that starts threads which each allocate (every new thread that mallocs gets an arena of
 #: its own while glibc's limit allows), then prints glibc's per-arena statistics.
 CHILD = textwrap.dedent("""
     import ctypes, sys, threading
-    from sensor.allocator import limit_arenas
+    from sensor.heap import limit_arenas
     if sys.argv[1] == "cap":
         assert limit_arenas(2)
     held = []
@@ -65,3 +65,23 @@ def test_run_caps_the_arenas_before_anything_else(tmp_path: Path, monkeypatch: p
     cfg.write_text("crisensor:\n  enabled: false\n")
     assert sensor.cli.main(["-q", "run", "--config", str(cfg)]) == 0
     assert calls == [()]
+
+
+def test_the_collector_is_frozen_once_after_the_first_successful_poll() -> None:
+    frozen: list[int] = []
+    hook = FreezeOnce(lambda: frozen.append(1))
+    hook(1_000)
+    hook(2_000)
+    assert frozen == [1] and hook.done
+
+
+def test_freezing_hides_what_exists_from_the_collector() -> None:
+    import gc
+
+    held = [[i] for i in range(1000)]
+    before = gc.get_freeze_count()
+    try:
+        FreezeOnce()(0)
+        assert gc.get_freeze_count() >= before + len(held)
+    finally:
+        gc.unfreeze()
