@@ -182,10 +182,14 @@ class ListCache:
     Theory: the fields of a list entry (IDs, names, image, labels, annotations, ``created_at``,
     state) are fixed when the model creates an object, except its state, and the model changes a
     state only through ``_set_*_state``, which calls its ``on_change`` listeners. ``changed`` is such
-    a listener: it rebuilds the entry (or forgets it on ``destroyed``), under the model lock. So a
-    cached entry is always the object's current one, and ``entries``/``every_entry`` -- also under
-    the model lock -- give a consistent answer. Objects created before the cache existed are built on
-    first list. The whole unfiltered answer is kept too, until anything changes (``version``).
+    a listener: it forgets the object's entry, under the model lock, and the next list that shows
+    the object builds it again (``entries``). So a cached entry is always the object's current
+    one, and ``entries``/``every_entry`` -- also under the model lock -- give a consistent answer.
+    Built on demand, an entry costs one build per list that shows a change, not one per change: a
+    churning container is created, started, exited and removed between two lists at 1,000
+    lifecycles a second, and the timeline thread that applies those steps no longer builds
+    entries nobody lists. The whole unfiltered answer is kept too, until anything changes
+    (``version``).
     """
 
     def __init__(self, build: Callable[[ModuleType, Any], Any], response: str, field: str) -> None:
@@ -236,11 +240,8 @@ class ListCache:
         """``RuntimeModel.on_change`` hook for this cache's kind (called under the model lock)."""
         self.version += 1
         self._whole.clear()
-        for pb, cache in self._by_api.items():
-            if transition == "destroyed":
-                cache.pop(obj.id, None)
-            else:
-                cache[obj.id] = self._make(pb, obj)
+        for cache in self._by_api.values():
+            cache.pop(obj.id, None)
 
     def size(self) -> int:
         return sum(len(c) for c in self._by_api.values())

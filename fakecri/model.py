@@ -43,7 +43,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fakecri.clock import Clock
@@ -172,6 +172,10 @@ def _matches(labels: Mapping[str, str], selector: Mapping[str, str] | None) -> b
     return not selector or all(labels.get(k) == v for k, v in selector.items())
 
 
+#: Length of every container and sandbox ID (``new_id``: 64 hex digits, as containerd's).
+ID_LEN = 64
+
+
 class RuntimeModel:
     """A CRI runtime's state: sandboxes, containers and images. Thread-safe (one lock)."""
 
@@ -233,14 +237,16 @@ class RuntimeModel:
         """When the change being announced happened (for listeners: the event stream's ``created_at``)."""
         return self._now()
 
-    def _record(self, rec: ContainerTransition | SandboxTransition) -> None:
-        """Record a transition in the truth. Under ``backdated`` it happened at the step's instant
-        but answers show it only from now: that is its ``shown_ns``."""
+    def _shown(self, time_ns: int, shown_ns: int | None = None) -> int | None:
+        """A transition's ``shown_ns``: ``shown_ns`` (a state lag's reveal), or under ``backdated``
+        now -- it happened at the step's instant but answers show it only from now; ``None`` when
+        answers showed it at once."""
         as_of = self._as_of
         if as_of is not None and as_of[0] == threading.get_ident():
-            shown = max(rec.shown_ns or 0, self.clock.now_ns())
-            if shown > rec.time_ns:
-                rec = replace(rec, shown_ns=shown)
+            shown_ns = max(shown_ns or 0, self.clock.now_ns())
+        return shown_ns if shown_ns is not None and shown_ns > time_ns else None
+
+    def _record(self, rec: ContainerTransition | SandboxTransition) -> None:
         self._latest_ns = max(self._latest_ns, rec.time_ns)
         self.truth.record(rec)
 
@@ -274,7 +280,7 @@ class RuntimeModel:
             raise CriError("UNKNOWN", f'an error occurred when try to find {what} "": Prefix can\'t be empty')
         if ref in table:
             return table[ref]
-        if ref:
+        if len(ref) < ID_LEN:  # every ID is 64 hex digits: a ref that long is a prefix only of itself
             hits = [v for k, v in table.items() if k.startswith(ref)]
             if len(hits) == 1:
                 return hits[0]
@@ -312,7 +318,7 @@ class RuntimeModel:
             pod=sb.pod if sb else None,
             exit_code=c.exit_code if new == "exited" else None,
             reason=c.reason if new == "exited" else None,
-            shown_ns=shown_ns if shown_ns is not None and shown_ns > now else None,
+            shown_ns=self._shown(now, shown_ns),
         )
         if new == "removed":
             del self.containers[c.id]
@@ -335,7 +341,7 @@ class RuntimeModel:
         rec = ContainerTransition(
             container_id=c.id, transition="created", time_ns=c.created_at, sandbox_id=c.sandbox_id,
             name=c.name, attempt=c.attempt, image=c.image, image_ref=c.image_ref,
-            labels=dict(c.labels), pod=sb.pod,
+            labels=dict(c.labels), pod=sb.pod, shown_ns=self._shown(c.created_at),
         )
         self._record(rec)
         for listener in self._listeners:
@@ -349,7 +355,7 @@ class RuntimeModel:
         if new == "removed":
             del self.sandboxes[s.id]
         rec = SandboxTransition(sandbox_id=s.id, transition=_SANDBOX_TRUTH[new], time_ns=now, pod=s.pod,
-                                labels=dict(s.labels))
+                                labels=dict(s.labels), shown_ns=self._shown(now))
         self._record(rec)
         for listener in self._listeners:
             listener("sandbox", s, rec.transition)
@@ -381,7 +387,7 @@ class RuntimeModel:
                         self._pid(), dict(config or {}))
             self.sandboxes[sid] = s
             self._record(SandboxTransition(sandbox_id=sid, transition="ready", time_ns=now, pod=s.pod,
-                                                labels=dict(s.labels)))
+                                           labels=dict(s.labels), shown_ns=self._shown(now)))
             for listener in self._listeners:
                 listener("sandbox", s, "ready")
             return s

@@ -21,8 +21,8 @@ from __future__ import annotations
 import os
 
 #: Peak RSS of ``crisensor run`` with no container, and per container (bytes). Measured: see module doc.
-BASE_BYTES = 58 * 2**20
-PER_CONTAINER_BYTES = 9_300
+BASE_BYTES = 54 * 2**20
+PER_CONTAINER_BYTES = 7_400
 #: Kept on top of the estimate.
 HEADROOM = 1.25
 #: At or above this a v1 ``memory.limit_in_bytes`` means "no limit".
