@@ -226,12 +226,15 @@ class RuntimeModel:
         self._next_pid += 1
         return self._next_pid
 
+    def _backdated_to(self) -> int | None:
+        """The instant this thread's late step is applied at (``backdated``), else ``None``."""
+        as_of = self._as_of
+        return as_of[1] if as_of is not None and as_of[0] == threading.get_ident() else None
+
     def _now(self) -> int:
         """The model's "now": the clock's, or the instant a late step is applied at (``backdated``)."""
-        as_of = self._as_of
-        if as_of is not None and as_of[0] == threading.get_ident():
-            return as_of[1]
-        return self.clock.now_ns()
+        at = self._backdated_to()
+        return self.clock.now_ns() if at is None else at
 
     def event_time_ns(self) -> int:
         """When the change being announced happened (for listeners: the event stream's ``created_at``)."""
@@ -241,8 +244,7 @@ class RuntimeModel:
         """A transition's ``shown_ns``: ``shown_ns`` (a state lag's reveal), or under ``backdated``
         now -- it happened at the step's instant but answers show it only from now; ``None`` when
         answers showed it at once."""
-        as_of = self._as_of
-        if as_of is not None and as_of[0] == threading.get_ident():
+        if self._backdated_to() is not None:
             shown_ns = max(shown_ns or 0, self.clock.now_ns())
         return shown_ns if shown_ns is not None and shown_ns > time_ns else None
 

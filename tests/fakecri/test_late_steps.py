@@ -33,12 +33,15 @@ def test_a_late_change_happens_at_its_instant_and_shows_from_now() -> None:
     m, clock = model()
     clock.advance(10 * MS)
     at = clock.now_ns() - 4 * MS
+    announced: list[int] = []  # what the event stream stamps each change with
+    m.on_change(lambda kind, obj, tr: announced.append(m.event_time_ns()))
     with m.backdated(at) as used:
         s = m.run_pod_sandbox("web", "default", "uid-1")
         c = m.create_container(s.id, "app", 0, "busybox")
         m.start_container(c.id)
     assert used == at
     assert (s.created_at, c.created_at, c.started_at) == (at, at, at)  # what answers report
+    assert announced == [at, at, at]
     recs = [r for r in m.truth if isinstance(r, ContainerTransition | SandboxTransition)]
     assert [(r.transition, r.time_ns, r.shown_ns) for r in recs] == [
         ("ready", at, clock.now_ns()), ("created", at, clock.now_ns()), ("running", at, clock.now_ns())]

@@ -85,3 +85,52 @@ def test_freezing_hides_what_exists_from_the_collector() -> None:
         assert gc.get_freeze_count() >= before + len(held)
     finally:
         gc.unfreeze()
+
+
+#: ``crisensor run`` with ``sensor.heap.FreezeOnce`` recording its calls in a file (argv[1]), the rest argv[2:].
+RECORDING_RUN = textwrap.dedent("""
+    import sys
+    import sensor.cli, sensor.heap
+    class Recording(sensor.heap.FreezeOnce):
+        def __init__(self):
+            super().__init__(lambda: open(sys.argv[1], "a").write("frozen\\n"))
+    sensor.cli.FreezeOnce = Recording
+    sys.exit(sensor.cli.main(sys.argv[2:]))
+""")
+
+
+def test_run_freezes_the_collector_once_after_its_first_snapshot(tmp_path: Path) -> None:
+    import json
+    import os
+    import signal
+
+    from fakecri.clock import RealClock
+    from fakecri.flavors import get_flavor
+    from fakecri.model import RuntimeModel
+    from fakecri.server import FakeCriServer
+    from tests.sensor.test_cli import _wait_for, write
+
+    model = RuntimeModel(RealClock(), get_flavor("containerd-1.7"))
+    model.pull_image("busybox")
+    sb = model.run_pod_sandbox("web", "default", "u1")
+    model.start_container(model.create_container(sb.id, "app", 0, "busybox").id)
+    marks, out = tmp_path / "frozen", tmp_path / "events.jsonl"
+    with FakeCriServer(model, str(tmp_path / "rt.sock")) as server:
+        proc = subprocess.Popen([sys.executable, "-c", RECORDING_RUN, str(marks), "-q", "run", "--config",
+                                 write(tmp_path, "{}\n"), "--enable", "--addr", server.addr, "--poll-interval",
+                                 "50ms", "--output", str(out), "--processes", "off"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(Path(sensor.cli.__file__).parents[1])})
+        try:
+            _wait_for(lambda: marks.exists())
+            types = [json.loads(line)["type"] for line in out.read_text().splitlines()]
+            assert "container.running" in types  # frozen after the first snapshot was written
+            later = model.create_container(sb.id, "later", 0, "busybox")  # more polls follow: no second freeze
+            model.start_container(later.id)
+            _wait_for(lambda: any(e["type"] == "container.running" and e.get("container_id") == later.id
+                                  for e in map(json.loads, out.read_text().splitlines())))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert marks.read_text() == "frozen\n"
