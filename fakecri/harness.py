@@ -193,6 +193,7 @@ class Harness:
         if self._started:
             raise RuntimeError("harness already started")
         self._started = True
+        self._apply_found()
         try:
             self._up_sockets()
         except BaseException:
@@ -244,6 +245,7 @@ class Harness:
         self.pods.clear()
         self.containers.clear()
         self.repetition += 1
+        self._apply_found()
         self.start_ns = self.clock.now_ns()
         self.runner = Runner(self._timeline(), self._apply, clock=self.clock, start_ns=self.start_ns,
                              end_ns=self.plan.end_ns, speed=self.speed, backdate=self._backdate)
@@ -330,12 +332,19 @@ class Harness:
 
     # ---- applying steps ----------------------------------------------------------------------
 
+    def _apply_found(self) -> None:
+        """The runtime as a client first finds it (``large_node: {existing: true}``): applied now,
+        before the timeline starts, so even the first list shows it."""
+        for step in self.plan.steps[:self.plan.found]:
+            self._apply(step)
+
     def _timeline(self) -> list[object]:
-        """The plan's steps, plus a ``RevealExit`` ``state_lag_ns`` after each exit (state lag)."""
+        """The plan's steps after the found ones, plus a ``RevealExit`` ``state_lag_ns`` after each
+        exit (state lag)."""
         lag = self.plan.flavor.state_lag_ns
-        steps: list[object] = list(self.plan.steps)
+        steps: list[object] = list(self.plan.steps[self.plan.found:])
         if lag > 0:
-            exits = [s for s in self.plan.steps if isinstance(s, sc.ExitContainer)]
+            exits = [s for s in steps if isinstance(s, sc.ExitContainer)]
             steps += [RevealExit(s.at_ns + lag, s.container) for s in exits]
             steps.sort(key=lambda s: s.at_ns)  # type: ignore[attr-defined]  # stable: a plan's own order holds
         return steps

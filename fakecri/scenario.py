@@ -336,13 +336,18 @@ class Churn:
 
 @dataclass(frozen=True, kw_only=True)
 class LargeNode:
-    """``containers`` containers created and running across ``pods`` pods at offset ``at_ns``."""
+    """``containers`` containers created and running across ``pods`` pods at offset ``at_ns``.
+
+    ``existing``: the node as a client first finds it -- its steps (at offset 0) are applied before
+    the timeline starts, so the first list a client gets (the one ``fakecri serve`` and ``verify``
+    wait for) already shows the whole node, as on a node a sensor is deployed to."""
 
     at_ns: int = 0
     containers: int
     pods: int
     image: str = "busybox"
     prefix: str = "node"
+    existing: bool = False
     line: int | None = _line()
 
 
@@ -387,6 +392,9 @@ class Plan:
     flavor: Flavor  #: with the scenario's apis/events overrides applied
     steps: tuple[Step, ...]
     end_ns: int
+    #: the first ``found`` steps (existing large nodes, at offset 0) are the runtime as a client first
+    #: finds it: applied before the timeline starts
+    found: int = 0
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -795,8 +803,13 @@ class _Parser:
         kind, v = next(iter(m.items()))
         line = y.line
         if kind == "large_node":
-            a = self.mapping(v, "large_node", ("at", "containers", "pods", "image", "prefix"), ("containers", "pods"))
-            return LargeNode(
+            a = self.mapping(v, "large_node", ("at", "containers", "pods", "image", "prefix", "existing"),
+                             ("containers", "pods"))
+            existing = self.boolean(a["existing"], "large_node.existing") if "existing" in a else False
+            if existing and "at" in a:
+                raise self.err(a["at"], "large_node.at and large_node.existing: an existing node has no offset",
+                               "existing: true (the node is there before the timeline starts), or at: DURATION")
+            return LargeNode(existing=existing,
                 at_ns=self.duration(a["at"], "large_node.at") if "at" in a else 0,
                 containers=self.integer(a["containers"], "large_node.containers", 1, MAX_LARGE_NODE),
                 pods=self.integer(a["pods"], "large_node.pods", 1, MAX_LARGE_NODE),
@@ -1017,12 +1030,13 @@ def expand(s: Scenario, *, flavor: str | None = None) -> Plan:
         raise ScenarioError(err_file, late.line, f"{_ACTION_OF[type(late)]} at {format_duration(late.at_ns)} is after "
                             f"the scenario's end ({format_duration(s.end_ns)})",
                             f"steps at offsets up to end, or an end of at least {format_duration(last_explicit)}")
+    found: list[Step] = []  # existing large nodes: the runtime before the timeline starts
     generated: list[Step] = []
     churns = 0
     for gi, g in enumerate(s.generators):
-        generated.extend(_expand_generator(s, gi, g, churns))
+        (found if isinstance(g, LargeNode) and g.existing else generated).extend(_expand_generator(s, gi, g, churns))
         churns += isinstance(g, Churn)
-        if len(generated) > MAX_STEPS:
+        if len(found) + len(generated) > MAX_STEPS:
             raise ScenarioError(err_file, g.line, f"generators expand to more than {MAX_STEPS} steps",
                                 "fewer containers, a lower rate or a shorter duration")
     end = s.end_ns if s.end_ns is not None else max(last_explicit, max((st.at_ns for st in generated), default=0))
@@ -1030,9 +1044,9 @@ def expand(s: Scenario, *, flavor: str | None = None) -> Plan:
     rank = {RuntimeUp: 0}
     order = sorted(enumerate([*explicit, *generated, *s.processes]),
                    key=lambda p: (p[1].at_ns, rank.get(type(p[1]), 1), p[0]))
-    steps = _assign_uids(s, [st for _, st in order])
+    steps = _assign_uids(s, [*found, *(st for _, st in order)])
     _Checker(s, fl).run(steps)
-    return Plan(scenario=s, flavor=fl, steps=tuple(steps), end_ns=end)
+    return Plan(scenario=s, flavor=fl, steps=tuple(steps), end_ns=end, found=len(found))
 
 
 def _assign_uids(s: Scenario, steps: list[Step]) -> list[Step]:
@@ -1297,7 +1311,8 @@ def to_dict(s: Scenario) -> dict[str, Any]:
     gens: list[dict[str, Any]] = []
     for g in s.generators:
         if isinstance(g, LargeNode):
-            gens.append({"large_node": {"at": _dur(g.at_ns), "containers": g.containers, "pods": g.pods,
+            node: dict[str, Any] = {"existing": True} if g.existing else {"at": _dur(g.at_ns)}
+            gens.append({"large_node": {**node, "containers": g.containers, "pods": g.pods,
                                         "image": g.image, "prefix": g.prefix}})
         else:
             body: dict[str, Any] = {"start": _dur(g.start_ns), "duration": _dur(g.duration_ns), "rate": g.rate,

@@ -45,6 +45,13 @@ _STREAM_END = object()
 _call = threading.local()
 
 
+def _taken(model: RuntimeModel) -> None:
+    """Note the instant the current call's answer read the model (call under ``model.lock``): the
+    truth dates the answer there, not at the call's arrival. A call that waited for the lock while
+    a step was applied shows that step, so its answer must not be dated before it."""
+    _call.taken_ns = model.clock.now_ns()
+
+
 def current_context() -> grpc.ServicerContext | None:
     """The gRPC context of the call the current thread serves (for ``CallPolicy`` hooks that need
     the client's deadline, such as a hang that lasts until the deadline passes)."""
@@ -191,6 +198,7 @@ class Handlers:
         the model's order: what ``list_items`` would return, without a pass in Python)."""
         version = None
         with self.model.lock:  # a consistent answer: the cache changes only under this lock
+            _taken(self.model)
             if table is not None:
                 got, version = cache.every_entry(pb, table)
             else:
@@ -253,14 +261,17 @@ class Handlers:
         return pb.RemovePodSandboxResponse()
 
     def PodSandboxStatus(self, pb: ModuleType, api: str, req: Any) -> Any:
-        try:
-            s = self.model.pod_sandbox_status(req.pod_sandbox_id)
-        except CriError as e:
-            if self.flavor.runtime_name == "containerd":  # containerd 1.6 leaves the ID out of this one
-                raise CriError(e.code, e.message.replace(f' "{req.pod_sandbox_id}"', "", 1)) from None
-            raise
-        info = convert.sandbox_info(self.flavor, s) if req.verbose else {}
-        return pb.PodSandboxStatusResponse(status=convert.pod_sandbox_status(pb, s, self.flavor), info=info)
+        with self.model.lock:
+            try:
+                s = self.model.pod_sandbox_status(req.pod_sandbox_id)
+            except CriError as e:
+                if self.flavor.runtime_name == "containerd":  # containerd 1.6 leaves the ID out of this one
+                    raise CriError(e.code, e.message.replace(f' "{req.pod_sandbox_id}"', "", 1)) from None
+                raise
+            _taken(self.model)
+            info = convert.sandbox_info(self.flavor, s) if req.verbose else {}
+            status = convert.pod_sandbox_status(pb, s, self.flavor)
+        return pb.PodSandboxStatusResponse(status=status, info=info)
 
     def ListPodSandbox(self, pb: ModuleType, api: str, req: Any) -> Any:
         f = req.filter if req.HasField("filter") else None
@@ -309,10 +320,13 @@ class Handlers:
             self.policy.shape_containers, pb.ListContainersResponse, "containers")
 
     def ContainerStatus(self, pb: ModuleType, api: str, req: Any) -> Any:
-        c = self.model.container_status(req.container_id)
-        info = convert.container_info(self.flavor, c, self.model.sandboxes.get(c.sandbox_id),
-                                      self.model.processes.host_name) if req.verbose else {}
-        status = self.policy.shape_status(convert.container_status(pb, c, self.flavor), pb)
+        with self.model.lock:
+            c = self.model.container_status(req.container_id)
+            _taken(self.model)
+            info = convert.container_info(self.flavor, c, self.model.sandboxes.get(c.sandbox_id),
+                                          self.model.processes.host_name) if req.verbose else {}
+            status = convert.container_status(pb, c, self.flavor)
+        status = self.policy.shape_status(status, pb)
         return pb.ContainerStatusResponse(status=status, info=info)
 
     def UpdateContainerResources(self, pb: ModuleType, api: str, req: Any) -> Any:
@@ -579,13 +593,16 @@ class FakeCriServer:
             try:
                 policy.before_call(name, api, target)
                 model.settle()
+                _call.taken_ns = None
                 t0 = model.clock.now_ns()
                 resp = handler(pb, api, req)
             except CriError as e:
                 now = model.clock.now_ns()
                 model.truth.record(RpcServed(name, api, now, now, e.code, target))
                 context.abort(getattr(grpc.StatusCode, e.code), e.message)
-            model.truth.record(RpcServed(name, api, t0, model.clock.now_ns(), "OK", target))
+            # dated when it read the model (lists and statuses), else when it began
+            taken = _call.taken_ns or t0
+            model.truth.record(RpcServed(name, api, taken, max(taken, model.clock.now_ns()), "OK", target))
             return resp
 
         call.__name__ = name

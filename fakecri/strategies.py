@@ -165,7 +165,9 @@ def scenarios(draw: st.DrawFn, *, flavors: tuple[str, ...] | None = None, max_st
     gens: list[sc.Generator] = []
     if generators and not restarted and draw(st.booleans()):
         if draw(st.booleans()):
-            gens.append(sc.LargeNode(at_ns=t, containers=draw(st.integers(1, 20)), pods=draw(st.integers(1, 3))))
+            existing = draw(st.booleans())
+            gens.append(sc.LargeNode(at_ns=0 if existing else t, existing=existing,
+                                     containers=draw(st.integers(1, 20)), pods=draw(st.integers(1, 3))))
         else:
             gens.append(sc.Churn(start_ns=t, duration_ns=draw(st.integers(1, 1000)) * MS,
                                  rate=float(draw(st.integers(1, 50))), lifetime=draw(distributions()),

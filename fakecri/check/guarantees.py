@@ -546,7 +546,7 @@ def _poll_deadline(ctx: Context, lc: Lifecycle, t: int) -> int | None:
     lists = ctx.log.lists[lc.list_method]
     nxt = lists.first_after(t)
     if nxt is not None and nxt[1].time_ns <= base:
-        base += nxt[1].end_ns - nxt[1].time_ns  # type: ignore[union-attr]  # that answer's own RPC time
+        base += ctx.log.poll_end(nxt) - nxt[1].time_ns  # that poll's RPC time: its list's and what it asked after
     o = ctx.log.outage_overlapping(t, base)
     if o is None:
         return base

@@ -140,6 +140,7 @@ class RpcLog:
         self.failed: list[Ref] = []
         runtime: list[Ref] = []
         faults: list[Ref] = []
+        answers: list[Ref] = []
         self.count = 0
         for seq, rec in records:
             if isinstance(rec, RuntimeTransition):
@@ -148,6 +149,8 @@ class RpcLog:
                 faults.append((seq, rec))
             elif isinstance(rec, RpcServed):
                 self.count += 1
+                if rec.method != STREAM_METHOD:  # a stream's record spans its whole life
+                    answers.append((seq, rec))
                 code = _code(rec)
                 if code != OK:
                     self.failed.append((seq, rec))
@@ -168,6 +171,9 @@ class RpcLog:
                         notfound.setdefault(key, []).append((seq, rec))
         self.lists = {m: _Sorted(refs) for m, refs in ok_lists.items()}
         self.any_list = _Sorted(r for refs in ok_lists.values() for r in refs)
+        #: every answer, by when it was taken: what a poll asked after its list (G7's RPC time)
+        self.answers = _Sorted(answers)
+        self._poll_ends: dict[int, int] = {}
         self.status = {k: _Sorted(v) for k, v in status.items()}
         self.notfound = {k: _Sorted(v) for k, v in notfound.items()}
         self.streams.sort(key=lambda r: (r[1].time_ns, r[0]))
@@ -192,6 +198,26 @@ class RpcLog:
             return None
         lo, hi, ref = spans.spans[i]
         return ref if ((lo < t < hi) if certain else (lo <= t <= hi)) else None
+
+    def poll_end(self, listed: Ref) -> int:
+        """When the poll that got the OK list answer ``listed`` had its last answer: the latest
+        ``end_ns`` of the answers taken from ``listed`` on, before the next list of its method or
+        of the method the sensor lists first (its next poll). A poll's status calls are RPC time
+        as much as its lists (G7)."""
+        seq, rec = listed
+        got = self._poll_ends.get(seq)
+        if got is not None:
+            return got
+        t = rec.time_ns
+        first = self.any_list.refs[0][1].method  # type: ignore[union-attr]  # the method each poll starts with
+        nxt = [r[1].time_ns for r in (self.lists[rec.method].first_after(t),  # type: ignore[union-attr]
+                                      self.lists[first].first_after(t)) if r is not None]
+        hi = min(nxt, default=None)
+        end = rec.end_ns  # type: ignore[union-attr]
+        for _, a in self.answers.between(t, hi if hi is not None else 1 << 62, closed=False):
+            end = max(end, a.end_ns)  # type: ignore[union-attr]
+        self._poll_ends[seq] = end
+        return end
 
     def listed_at(self, method: str, t: int) -> int | None:
         """When the latest OK ``method`` list answer at or before ``t`` was taken (None: none)."""
@@ -253,11 +279,15 @@ class RpcLog:
 
         Streams count for containers only (what a runtime streams about sandboxes varies).
         """
-        cands = list(self._first_each(inc, inc.created_ns, inc.end_ns, closed=False))
+        # from when answers showed it (a step applied late shows from then) until they stopped
+        lo = inc.visible(inc.lifecycle.first)
+        hi = inc.visible("destroyed") if inc.gone_ns is not None else inc.end_ns
+        assert lo is not None and hi is not None
+        cands = list(self._first_each(inc, lo, hi, closed=False))
         if inc.lifecycle is CONTAINER:
-            ref = self.stream_open(inc.created_ns, certain=True)
+            ref = self.stream_open(lo, certain=True)
             if ref is not None:
-                cands.append(Sighting(inc.created_ns, inc.created_ns, "stream", ref))
+                cands.append(Sighting(lo, lo, "stream", ref))
         return self._first(cands, key=lambda s: s.end_ns)
 
     def first_certain_in(self, inc: Incarnation, state: str) -> Sighting | None:

@@ -420,3 +420,50 @@ def test_seen_counts_a_status_answer_at_the_transition_instant():
     assert log.seen(c, "running") == Sighting(10, 11, "status", refs[2])
     assert log.seen(c, "created") == Sighting(10, 11, "status", refs[2])
     assert log.first_certain_in(c, "running") is None
+
+
+def test_a_step_applied_late_is_visible_only_from_when_answers_showed_it():
+    """A late scenario step happens at its instant but answers show it only once applied
+    (``shown_ns``): a list taken in between did not show the container, so nothing was due."""
+    truth = [
+        ContainerTransition("c", "created", 100, "sb1", shown_ns=110),  # 0
+        RpcServed(LC, "v1", 105, 106, "OK"),  # 1 before the step was applied: empty
+        RpcServed(LC, "v1", 120, 121, "OK"),  # 2 shows it
+        ContainerTransition("c", "destroyed", 200, "sb1", shown_ns=210),  # 3
+        RpcServed(LC, "v1", 205, 206, "OK"),  # 4 still shows it: the removal was not applied yet
+    ]
+    refs = list(enumerate(truth))
+    c = split(refs, CONTAINER).by_id["c"][0]
+    log = RpcLog(refs, 1000)
+    assert log.first_visible(c) == Sighting(120, 121, "list", refs[2])
+    only_late = [r for i, r in refs if i != 2]
+    c = split(list(enumerate(only_late)), CONTAINER).by_id["c"][0]
+    log = RpcLog(list(enumerate(only_late)), 1000)
+    assert log.first_visible(c) == Sighting(205, 206, "list", (3, only_late[3]))  # shown until 210
+
+
+def test_a_polls_rpc_time_runs_to_its_last_answer_before_the_next_poll():
+    """G7's RPC time: from the list that showed a change to the last answer its poll got (status
+    calls included), never into the next poll -- whichever list method the sensor asks first."""
+    PL = "ListPodSandbox"
+    truth = [
+        RpcServed(PL, "v1", 100, 102, "OK"),  # 0 poll 1 (sandboxes first)
+        RpcServed(LC, "v1", 103, 110, "OK"),  # 1
+        RpcServed(ST, "v1", 111, 130, "OK", "c1"),  # 2
+        RpcServed(ST, "v1", 131, 140, "NOT_FOUND", "c2"),  # 3 a failed one is RPC time too
+        RpcServed("GetContainerEvents", "v1", 135, 900, "OK"),  # 4 a stream's life is not
+        RpcServed(PL, "v1", 350, 352, "OK"),  # 5 poll 2
+        RpcServed(LC, "v1", 353, 360, "OK"),  # 6
+        RpcServed(ST, "v1", 361, 365, "OK", "c1"),  # 7
+    ]
+    refs = list(enumerate(truth))
+    log = RpcLog(refs, 1000)
+    assert log.poll_end(refs[1]) == 140  # the containers' list: its statuses, not poll 2's sandbox list
+    assert log.poll_end(refs[0]) == 140  # the sandboxes' list: the whole poll
+    assert log.poll_end(refs[6]) == 365  # the last poll: to its last answer
+    flipped = [RpcServed(LC, "v1", 100, 102, "OK"), RpcServed(PL, "v1", 103, 110, "OK"),
+               RpcServed(ST, "v1", 111, 130, "OK", "c1"), RpcServed(LC, "v1", 350, 352, "OK"),
+               RpcServed(PL, "v1", 353, 360, "OK")]
+    refs = list(enumerate(flipped))
+    log = RpcLog(refs, 1000)
+    assert log.poll_end(refs[0]) == 130 and log.poll_end(refs[1]) == 130  # containers first
