@@ -178,7 +178,7 @@ def g2_completeness(ctx: Context) -> GuaranteeResult:
             if s is not None and not (ctx.downtimes and unacted(ctx.downtimes, s.time_ns, inc.gone_ns, ctx.slack)):
                 due[tr] = (s.end_ns + slack, s.ref)
         if inc.gone_ns is not None:
-            shown_gone = log.lists[lc.list_method].first_after(inc.gone_ns)
+            shown_gone = log.lists[lc.list_method].first_after(inc.visible("destroyed"))  # type: ignore[arg-type]
             if shown_gone is not None:
                 dl = shown_gone[1].end_ns + slack  # type: ignore[union-attr]
                 for tr in (lc.stop, "destroyed"):
@@ -309,7 +309,10 @@ def g4_true_times(ctx: Context) -> GuaranteeResult:
             if lo > hi:
                 vs.append(Violation("G4", f"{inc.label}: {ev.type} (seq {ev.seq}) has an inverted window_ns", (ev,)))
                 continue
-            if not lo <= t <= hi:
+            shown = inc.visible(tr) if tr not in inc.lifecycle.reported else t
+            if not (lo <= t <= hi or (shown is not None and t <= hi and lo <= shown)):
+                # a transition no answer dates (destroyed, notready) and answers showed late: the
+                # window may lie anywhere from when it happened to when answers showed it
                 off = lo - t if t < lo else t - hi
                 vs.append(
                     Violation(

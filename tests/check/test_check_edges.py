@@ -13,6 +13,7 @@ import dataclasses
 from checkworld import MS, VANISHED, World, at, find, renumber, simulate
 
 from fakecri.check import CheckParams, Report, check
+from fakecri.truth import ContainerTransition
 from sensor.events import Event
 
 P = 100 * MS
@@ -355,6 +356,55 @@ def test_g3_evidence_is_the_claimed_transition_and_the_next():
     report = run(sim, moved(sim.events, i, observed_ns=at(341)))
     (v,) = report["G3"].violations
     assert [r.transition for _, r in v.truth] == ["destroyed"]
+
+
+def test_g2_a_destroy_applied_late_is_due_from_the_list_after_it_showed():
+    """A removal the timeline applied late happened at 200 ms but answers showed it only from
+    250 ms (``shown_ns``): the list at 230 ms still showed the container, so the end is due only
+    with the list at 300 ms -- and is late one ns after that list's deadline."""
+    w = World().container("c1", 10)
+    w.records.append(ContainerTransition("c1", "destroyed", at(200), "sb1", shown_ns=at(250)))
+    for t in (0, 100, 230, 300):
+        w.rpc("ListContainers", t)
+    truth = sorted(w.records, key=lambda r: r.time_ns)
+    base = [_created(at(102))]
+
+    def ends(observed):
+        return [
+            *base,
+            Event("container.exited", at(200), (at(100), at(300)), observed, container_id="c1", seq=2,
+                  synthetic=True, why="exited and removed between polls"),
+            Event("container.destroyed", at(200), (at(230), at(300)), observed, container_id="c1", seq=3),
+        ]
+
+    deadline = at(301) + SLACK
+    assert "G2" not in check(truth, ends(deadline), PARAMS).failed
+    report = check(truth, ends(deadline + 1), PARAMS)
+    assert "G2" in report.failed, report.render()
+
+
+def test_g4_a_late_shown_destroy_may_be_placed_up_to_when_answers_showed_it():
+    """No answer dates a destroy: applied late (at 200 ms, shown from 250 ms), a list at 230 ms
+    still showed the container, so a window from 230 ms is right; one that starts after 250 ms is
+    not. An exit's window stays strict: ``finished_at`` tells the sensor the true time."""
+    w = World().container("c1", 10, 12)
+    w.records.append(ContainerTransition("c1", "destroyed", at(200), "sb1", shown_ns=at(250)))
+    truth = sorted(w.records, key=lambda r: r.time_ns)
+
+    def destroyed(lo):
+        return [Event("container.destroyed", at(lo + 5), (at(lo), at(300)), at(301), container_id="c1", seq=1)]
+
+    def g4(events):
+        return check(truth, events, PARAMS)["G4"]
+
+    assert g4(destroyed(230)).ok and g4(destroyed(250)).ok
+    bad = g4(destroyed(251))
+    assert not bad.ok and "misses the true time" in bad.violations[0].message
+    lagged_exit = World().container("c1", 10, 12)
+    lagged_exit.records.append(ContainerTransition("c1", "exited", at(200), "sb1", exit_code=0, shown_ns=at(250)))
+    exit_truth = sorted(lagged_exit.records, key=lambda r: r.time_ns)
+    ev = Event("container.exited", at(240), (at(230), at(300)), at(301), container_id="c1", seq=1)
+    assert not check(exit_truth, [ev], PARAMS)["G4"].ok
 
 
 def test_g2_an_obligation_due_exactly_at_the_run_end_is_judged():
