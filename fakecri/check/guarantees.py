@@ -504,6 +504,9 @@ def g6_outages(ctx: Context) -> GuaranteeResult:
                 later = pop.by_id[inc.id][inc.index + 1 :]
                 if later and later[0].created_ns <= after[1].time_ns:
                     continue  # its ID was reused by then: the sensor sees a replacement, not a vanishing
+                look = log.lists[lc.list_method].first_after(o.hi, strict=False)
+                if look is not None and inc.visible("destroyed") == look[1].time_ns:  # type: ignore[union-attr]
+                    continue  # gone at the very ns a list was taken as the outage ended: a tie, either why
                 vanished += 1
                 for ev in inc.events:
                     if ev.type not in (lc.event_type(lc.stop), lc.event_type("destroyed")) or not ev.synthetic:

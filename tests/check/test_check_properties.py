@@ -103,6 +103,8 @@ def test_perfect_observer_passes():
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(histories())
     @example(_example(missed_container=True))
+    @example((World().sandbox("sb0", 0).container("c0", 0, None, 590, 590, sandbox="sb0").runtime(190, 590),
+              {"phase_ms": 90, "fail_polls": frozenset(), "status": False, "tie_before": True, "rpc_ms": 0.5}))
     def run(history):
         world, opts = history
         sim = simulate(world, poll_ms=POLL_MS, until_ms=2000, **opts)
