@@ -88,17 +88,6 @@ def _ms(ns: int) -> str:
     return f"{ns / 1e6:.2f} ms"
 
 
-def _tune_for_timing() -> None:
-    """This process only serves: keep ground-truth timing tight (docs/performance.md). The model's
-    objects are frozen out of the cyclic GC (full collections of a 10k node paused 50-150 ms) and
-    threads switch every 0.5 ms, so the timeline thread does not wait 5 ms behind a list answer."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    sys.setswitchinterval(0.0005)
-
-
 def _serve_scenario(args: argparse.Namespace) -> Any:
     """The scenario to serve, with ``--handshake``/``--events`` applied over the flavour's quirks."""
     import dataclasses
@@ -129,7 +118,7 @@ def _repetitions(args: argparse.Namespace) -> int | None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from fakecri.harness import Harness
+    from fakecri.harness import Harness, tune_for_timing
 
     if args.speed is not None and args.speed <= 0:
         raise UsageError(f"--speed must be a number > 0, not {args.speed:g}")
@@ -152,8 +141,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         speed=args.speed or 1.0, truth_sink=sink)
             h.truth.on_sink_failure = lambda _: stop.set()  # the truth is the point: stop, say so below
             viewed = h.first_view()
-            _tune_for_timing()
             h.start(hold=scenario is not None)
+            tune_for_timing()  # after start: an existing node is built by then, and frozen too
         except OSError as e:
             if e.strerror and e.filename:
                 raise UsageError(f"cannot serve on {args.socket or 'the socket'}: {e.filename}: {e.strerror}") from None
@@ -295,6 +284,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         speed=args.speed,
         allowance_ns=_duration_arg("--allowance", args.allowance),
         start_timeout_ns=_duration_arg("--start-timeout", args.start_timeout),
+        tune=True,
         restart_at_ns=_restart_times(args.restart_sensor_at),
     )
     try:

@@ -95,6 +95,9 @@ class Options:
     #: G9: kill the command (SIGKILL) at these scenario times and start it again with the same
     #: arguments; its runs' outputs are judged as one stream
     restart_at_ns: tuple[int, ...] = ()
+    #: tune this process for serving in real time (``harness.tune_for_timing``: process-wide, so
+    #: the CLI sets it, a library caller such as a test suite need not)
+    tune: bool = False
 
     @property
     def nominal_poll_interval_ns(self) -> int:
@@ -225,24 +228,30 @@ def substitute(command: Sequence[str], addr: str, socket: str, poll_interval_ns:
     return out
 
 
-class _Lines:
-    """A reader thread that collects one text stream's lines (owned: ``join`` waits for EOF)."""
+class _Output:
+    """One run's stdout and stderr, each written straight to a file of the run's own.
 
-    def __init__(self, stream: IO[str], name: str) -> None:
-        self.lines: list[str] = []
-        self._stream = stream
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+    Files, not pipes: a sensor must never wait for this process to read its output. Through a
+    pipe it did -- the fake runtime serves from this process, and under churn a reader thread that
+    waits for the GIL left a 60,000-event run's writes blocked, its polls late (G7)."""
 
-    def _run(self) -> None:
-        for line in self._stream:
-            self.lines.append(line)
+    def __init__(self, workdir: str, n: int) -> None:
+        self.paths = (os.path.join(workdir, f"run-{n}.stdout"), os.path.join(workdir, f"run-{n}.stderr"))
+        self.notes: list[str] = []  # lines this process adds after the run's stderr
 
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+    def open(self) -> tuple[IO[bytes], IO[bytes]]:
+        return open(self.paths[0], "wb"), open(self.paths[1], "wb")
+
+    def lines(self, which: int) -> list[str]:
+        try:
+            with open(self.paths[which], encoding="utf-8", errors="replace", newline="") as f:
+                got = f.read().splitlines(keepends=True)
+        except FileNotFoundError:
+            got = []
+        return got + (self.notes if which == 1 else [])
 
 
-def _stop(proc: subprocess.Popen[str]) -> int:
+def _stop(proc: subprocess.Popen[Any]) -> int:
     """SIGTERM to the command's process group, SIGKILL after ``KILL_AFTER_S``; its exit status.
     Whatever is left of the group once the command itself has ended is killed (no strays)."""
     if proc.poll() is None:
@@ -256,7 +265,7 @@ def _stop(proc: subprocess.Popen[str]) -> int:
     return code
 
 
-def _signal_group(proc: subprocess.Popen[str], sig: int) -> None:
+def _signal_group(proc: subprocess.Popen[Any], sig: int) -> None:
     try:
         os.killpg(proc.pid, sig)  # its own session: e.g. `go run` and the binary it built
     except ProcessLookupError:
@@ -279,7 +288,7 @@ def _describe_exit(code: int | None) -> str:
 def run(opts: Options, out: IO[str] | None = None, err: IO[str] | None = None) -> Outcome:
     """Verify ``opts.command`` against ``opts.scenario``; prints to ``out`` (report) and ``err``
     (progress, problems). Raises ``VerifyUsageError`` for usage errors."""
-    from fakecri.harness import Harness, bundled_path
+    from fakecri.harness import Harness, bundled_path, tune_for_timing
     from fakecri.scenario import ScenarioError, load
 
     out = out or sys.stdout
@@ -316,12 +325,14 @@ def run(opts: Options, out: IO[str] | None = None, err: IO[str] | None = None) -
             h.start(hold=True)
         except OSError as e:
             raise VerifyUsageError(f"cannot serve on {h.socket}: {e.strerror or e}") from None
+        if opts.tune:  # this process serves the runtime: the sensor's RPC times are its answers' times
+            tune_for_timing()
         argv = substitute(command, h.addr, h.socket, opts.nominal_poll_interval_ns)
         env = dict(os.environ, CRI_ADDR=h.addr)
         print(f"fakecri verify: serving scenario {h.scenario.name} as {h.flavor.name} on {h.addr}", file=err)
         print(f"fakecri verify: starting {' '.join(argv)}", file=err, flush=True)
         try:
-            runs = _Runs(argv, env)
+            runs = _Runs(argv, env, tmp)
         except OSError as e:
             h.stop()
             raise VerifyUsageError(f"cannot start {command[0]}: {e.strerror or e}") from None
@@ -390,46 +401,46 @@ class _Runs:
     arguments after the previous one was SIGKILLed). Their outputs are concatenated in run order;
     ``restarts`` holds ``(killed_ns, started_ns)`` per restart, on the harness's clock."""
 
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self.argv, self.env = argv, env
-        self.runs: list[tuple[subprocess.Popen[str], _Lines, _Lines]] = []
+    def __init__(self, argv: list[str], env: dict[str, str], workdir: str) -> None:
+        self.argv, self.env, self.workdir = argv, env, workdir
+        self.runs: list[tuple[subprocess.Popen[bytes], _Output]] = []
         self.restarts: list[tuple[int, int]] = []
         self._start()
 
     def _start(self) -> None:
-        proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                env=self.env, encoding="utf-8", errors="replace", bufsize=1, start_new_session=True)
-        self.runs.append((proc, _Lines(proc.stdout, "verify-stdout"),  # type: ignore[arg-type]
-                          _Lines(proc.stderr, "verify-stderr")))  # type: ignore[arg-type]
+        output = _Output(self.workdir, len(self.runs))
+        out, errs = output.open()
+        try:
+            proc = subprocess.Popen(self.argv, stdout=out, stderr=errs, stdin=subprocess.DEVNULL, env=self.env,
+                                    start_new_session=True)
+        finally:
+            out.close()
+            errs.close()
+        self.runs.append((proc, output))
 
     @property
-    def proc(self) -> subprocess.Popen[str]:
+    def proc(self) -> subprocess.Popen[bytes]:
         return self.runs[-1][0]
 
     def restart(self, now_ns: Any) -> None:
-        """SIGKILL the running command's group, collect its output, start it again."""
-        proc, out, errs = self.runs[-1]
+        """SIGKILL the running command's group and start it again."""
+        proc, output = self.runs[-1]
         _signal_group(proc, signal.SIGKILL)
         proc.wait()
         killed = now_ns()
-        out.join(5)
-        errs.join(5)
-        errs.lines.append(f"(fakecri verify: killed with SIGKILL; {_describe_exit(proc.returncode)}; started again)\n")
+        output.notes.append(f"(fakecri verify: killed with SIGKILL; {_describe_exit(proc.returncode)}; "
+                            "started again)\n")
         self._start()
         self.restarts.append((killed, now_ns()))
 
     def stop(self) -> int:
-        code = _stop(self.proc)
-        for _, out, errs in self.runs:
-            out.join(5)
-            errs.join(5)
-        return code
+        return _stop(self.proc)
 
     def stdout(self) -> list[str]:
-        return [line for _, out, _ in self.runs for line in out.lines]
+        return [line for _, output in self.runs for line in output.lines(0)]
 
     def stderr(self) -> list[str]:
-        return [line for _, _, errs in self.runs for line in errs.lines]
+        return [line for _, output in self.runs for line in output.lines(1)]
 
 
 def _drive(h: Any, runs: _Runs, viewed: threading.Event, opts: Options, err: IO[str]) -> str | None:
