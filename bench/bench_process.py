@@ -66,7 +66,7 @@ NODE = """\
 flavor: containerd-1.7
 seed: 11
 generators:
-  - large_node: {{containers: {containers}, pods: {pods}}}
+  - large_node: {{containers: {containers}, pods: {pods}, existing: true}}
 {churn}end: {end}
 """
 CHURN = """\
