@@ -14,7 +14,9 @@ Two clients take turns against the same fake, in the same run:
   (``events: off``) or streaming (``events: on``, a reconciling list every ``resync_interval``);
 * ``floor``: ``python -m bench.bench_process floor``, the transport floor: a grpcio client that
   fetches the same ListContainers + ListPodSandbox answers at the same rate and decodes nothing
-  (``poll``), or holds a GetContainerEvents stream open and reads its items undecoded (``stream``).
+  (``poll``), or holds a GetContainerEvents stream open and reads its items undecoded (``stream``);
+* ``resync``: the stream floor that also fetches the two lists once per resync period, as the
+  streaming sensor does (``resync`` floor minus ``floor`` is the resync's amortized transport cost).
 
 Cases, per node size (``large_node``: kubelet-shaped containers, 100 per pod, containerd-1.7):
 
@@ -22,7 +24,10 @@ Cases, per node size (``large_node``: kubelet-shaped containers, 100 per pod, co
   snapshot's wall time (from the ``sensor.connected`` event's time to the moment the first poll's
   last event is in the output file, seen within 20 ms; ``first_snapshot_diffed_s`` stops at that
   event's ``observed_ns``, before the events are written) and the process's time from spawn to it;
-* ``stream idle``: CPU per second with an open, idle stream (the sensor's resyncs included);
+* ``stream idle``: CPU per second with an open, idle stream (the sensor's resyncs included), next to
+  both stream floors. The window is a whole number of resync periods (``RESYNC_PERIOD_S``: the
+  sensor lists half a tick early), so every client's window holds exactly as many resyncs whatever
+  its phase -- a 12 s window held one or two, which moved a figure by a third;
 * ``poll churn`` / ``stream churn`` (``--churn`` node size only): the node churns ``--churn-rate``
   container lifecycles/s (each runs 0.5-2 s, is removed 50-250 ms after it exits); the sensor's poll
   wall times come from its own histogram (``--metrics-addr``, scraped at the churn's start and
@@ -59,6 +64,8 @@ from bench import write_result
 DEFAULT_JSON = Path(__file__).parent / "results" / "process.json"
 POLL_S = 0.25
 RESYNC_S = 10.0
+#: the streaming sensor's reconciling lists come every resync_interval less half a poll tick
+RESYNC_PERIOD_S = RESYNC_S - POLL_S / 2
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 PODS_PER = 100  # containers per pod
 
@@ -275,11 +282,13 @@ def spawn_sensor(fake: Fake, mode: str, workdir: str, *, metrics: bool = False) 
     return Client("sensor", mode, proc, t, out, port)
 
 
-def spawn_floor(fake: Fake, mode: str) -> Client:
+def spawn_floor(fake: Fake, mode: str, *, resync: bool = False) -> Client:
     t = time.time_ns()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.bench_process", "floor", "--addr", fake.addr,
-                             "--mode", mode], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    return Client("floor", mode, proc, t)
+    argv = [sys.executable, "-m", "bench.bench_process", "floor", "--addr", fake.addr, "--mode", mode]
+    if resync:
+        argv += ["--resync", f"{RESYNC_PERIOD_S:g}"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return Client("resync" if resync else "floor", mode, proc, t)
 
 
 def wait_first_snapshot(c: Client, expected_events: int, timeout_s: float = 120.0) -> dict[str, float]:
@@ -355,8 +364,9 @@ def hist_quantile(before: dict[str, float], after: dict[str, float], q: float) -
 # --- the floor client (a subprocess) -------------------------------------------------------------
 
 
-def floor_main(addr: str, mode: str) -> int:
-    """Fetch what the sensor fetches, decode nothing: the transport floor. Runs until SIGTERM."""
+def floor_main(addr: str, mode: str, resync_s: float = 0.0) -> int:
+    """Fetch what the sensor fetches, decode nothing: the transport floor. Runs until SIGTERM.
+    ``resync_s`` (stream mode): also fetch both lists every that many seconds, at a fixed rate."""
     import threading
 
     import grpc
@@ -372,8 +382,13 @@ def floor_main(addr: str, mode: str) -> int:
         call = channel.unary_stream("/runtime.v1.RuntimeService/GetContainerEvents")(empty)
         reader = threading.Thread(target=lambda: [None for _ in call], daemon=True)
         reader.start()
+        kept = [fn(empty, timeout=30) for fn in lists] if resync_s else []
         print("ready", flush=True)
-        stop.wait()
+        start, k = time.monotonic(), 0
+        while not stop.wait(start + (k + 1) * resync_s - time.monotonic() if resync_s else None):
+            kept = [fn(empty, timeout=30) for fn in lists]
+            k += 1
+        del kept
         call.cancel()
         return 0
     # The answers are kept until the next poll's arrive, as the sensor keeps its last list: dropping
@@ -404,7 +419,8 @@ def _expected(containers: int) -> int:
 def measure(fake: Fake, kind: str, mode: str, window_s: float, workdir: str, *, settle_s: float = 1.0,
             metrics: bool = False, until: float | None = None) -> dict[str, Any]:
     """One client's run: start, wait for its first snapshot, measure CPU over the window, stop."""
-    c = spawn_sensor(fake, mode, workdir, metrics=metrics) if kind == "sensor" else spawn_floor(fake, mode)
+    c = (spawn_sensor(fake, mode, workdir, metrics=metrics) if kind == "sensor"
+         else spawn_floor(fake, mode, resync=kind == "resync"))
     row: dict[str, Any] = {"client": kind, "mode": mode}
     try:
         if kind == "sensor":
@@ -448,9 +464,13 @@ def idle_cases(containers: int, window_s: float, repeats: int, modes: list[str])
         fake = Fake(containers, d).start()
         try:
             for mode in modes:
+                kinds, window = ("sensor", "floor"), window_s
+                if mode == "stream":  # whole resync periods: as many resyncs in every window
+                    kinds = ("sensor", "floor", "resync")
+                    window = max(1, round(window_s / RESYNC_PERIOD_S)) * RESYNC_PERIOD_S
                 for r in range(repeats):
-                    for kind in ("sensor", "floor"):
-                        row = measure(fake, kind, mode, window_s, d)
+                    for kind in kinds:
+                        row = measure(fake, kind, mode, window, d)
                         row.update(containers=containers, case=f"{mode} idle", repeat=r, load=machine_load())
                         rows.append(row)
                         _say(row)
@@ -525,7 +545,16 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         line["polls_le_250ms"] = _med([r.get("polls_le_250ms") for r in sensor])
         jit = [r["fake_jitter"]["p99_ms"] for r in sensor + floor if r.get("fake_jitter")]
         line["fake_jitter_p99_ms"] = max(jit) if jit else None
-        line["loads"] = [r["load"][0] for r in sensor + floor]
+        resync = [r for r in rows if (r["containers"], r["case"], r["client"]) == (n, case, "resync")]
+        if resync:  # idle streaming: the target is the floor + the resync's transport cost + 0.5 ms/s
+            line["resync_floor_cpu_ms_per_s"] = _med([r["cpu_ms_per_s"] for r in resync])
+            line["resync_ms_per_s"] = _med([x["cpu_ms_per_s"] - f["cpu_ms_per_s"] for x in resync for f in floor
+                                            if f["repeat"] == x["repeat"]])
+            bound = [x["cpu_ms_per_s"] + 0.5 for x in resync]
+            line["bound_ms_per_s"] = _med(bound)
+            line["over_bound_ms_per_s"] = _med([s["cpu_ms_per_s"] - x["cpu_ms_per_s"] - 0.5 for s in sensor
+                                                for x in resync if x["repeat"] == s["repeat"]])
+        line["loads"] = [r["load"][0] for r in sensor + floor + resync]
         out.append(line)
     return out
 
@@ -547,6 +576,12 @@ def table(summary: list[dict[str, Any]]) -> str:
             f"{_f(s['sensor_peak_rss_mb'], '8.1f')}MB {_f(s['floor_peak_rss_mb'], '6.1f')} "
             f"{_f(s['rss_over_floor_mb'], '+6.1f')} {_f(s['first_snapshot_s'], '10.2f')} "
             f"{_f(s['poll_p99_ms'], '6.0f'):>6}ms {_f(s['fake_jitter_p99_ms'], '8.2f'):>8}ms")
+    for s in summary:
+        if s.get("resync_ms_per_s") is not None:
+            lines.append(f"{s['containers']:>10,} {s['case']}: the resyncs' transport cost "
+                         f"{s['resync_ms_per_s']:.2f} ms/s (floor with resyncs {s['resync_floor_cpu_ms_per_s']:.2f}); "
+                         f"bound floor + resyncs + 0.5 = {s['bound_ms_per_s']:.2f} ms/s, sensor "
+                         f"{s['sensor_cpu_ms_per_s']:.2f} ({s['over_bound_ms_per_s']:+.2f} against it)")
     return "\n".join(lines)
 
 
@@ -578,8 +613,9 @@ def main(argv: list[str] | None = None) -> int:
         fp = argparse.ArgumentParser(prog="python -m bench.bench_process floor")
         fp.add_argument("--addr", required=True)
         fp.add_argument("--mode", choices=("poll", "stream"), default="poll")
+        fp.add_argument("--resync", type=float, default=0.0, help="stream: also list every S seconds")
         a = fp.parse_args(argv[1:])
-        return floor_main(a.addr, a.mode)
+        return floor_main(a.addr, a.mode, a.resync)
     ap = argparse.ArgumentParser(prog="python -m bench.bench_process", description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,10000", help="node sizes for the idle cases (default 1000,10000)")
     ap.add_argument("--window", default="12s", help="measuring window per run (default 12s)")
