@@ -10,8 +10,9 @@ Theory of operation
    served on a unix socket in a fresh temporary directory, on the real clock (``Harness``).
 2. COMMAND is started with ``{addr}`` (``unix:///.../cri.sock``), ``{socket}`` (the bare path)
    and ``{poll_interval}`` (e.g. ``250ms``) replaced in its arguments and ``CRI_ADDR`` set in its
-   environment, in its own process group. A reader thread collects its stdout: the event JSON
-   lines of docs/events.md, nothing else. Its stderr is captured and shown when the check fails.
+   environment, in its own process group. Its stdout (the event JSON lines of docs/events.md,
+   nothing else) and stderr go to files (``_Output``), read once it stopped; the stderr's tail is
+   shown when the check fails.
 3. The runtime idles until the sensor's first successful list (or event stream): only then does
    the scenario's timeline start, so a sensor's start-up time does not eat the first steps. A
    sensor that has not listed within ``--start-timeout`` fails the verification.
