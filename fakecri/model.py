@@ -140,6 +140,9 @@ class Container:
     config: dict[str, Any] = field(default_factory=dict)
     #: an exit not shown yet (state lag): (exited at, exit code, reason or None)
     pending_exit: tuple[int, int, str | None] | None = None
+    #: bumped by a change no transition announces (UpdateContainerResources): what caches a
+    #: converted status keys on, beside the state and its times
+    revision: int = 0
 
 
 T = TypeVar("T", Sandbox, Container)
@@ -675,6 +678,7 @@ class RuntimeModel:
             if "memory_limit_in_bytes" in resources and "memory_swap_limit_in_bytes" not in resources:
                 current.pop("memory_swap_limit_in_bytes", None)  # swap follows the new memory limit again
             linux["resources"] = current
+            c.revision += 1
             return c
 
     def reopen_container_log(self, ref: str) -> None:

@@ -30,9 +30,10 @@ def hub_for(flavor: str) -> tuple[RuntimeModel, EventHub]:
 
 
 def drain(q: queue.SimpleQueue) -> list:  # type: ignore[type-arg]
+    """The events queued, parsed: the hub queues each one serialized, as the server sends it."""
     out = []
     while not q.empty():
-        out.append(q.get())
+        out.append(PB.ContainerEventResponse.FromString(q.get()))
     return out
 
 
@@ -101,3 +102,34 @@ def test_recorded_releases_flavours_serve_the_same_apis() -> None:
     assert get_flavor("containerd-2.1").apis == ("v1",)
     assert get_flavor("containerd-2.1").runtime_version.startswith("v2.1.")
     assert get_flavor("containerd-1.7").runtime_version.startswith("v1.7.")
+
+
+def test_each_event_carries_its_pods_statuses_as_they_are_now() -> None:
+    """The hub serializes a container's status once per state and reuses it: every event must still
+    show each member as it is at that event -- an exit's code, new resources -- and equal the message
+    built from scratch."""
+    from fakecri import convert
+
+    m, hub = hub_for("containerd-2.1")
+    _, q = hub.subscribe(PB)
+    s = m.run_pod_sandbox("web", "default", "uid-1")
+    a = m.create_container(s.id, "a", 0, "busybox")
+    b = m.create_container(s.id, "b", 0, "busybox")
+    m.start_container(b.id)
+    m.start_container(a.id)  # b's running status is serialized for this event
+    m.update_container_resources(b.id, {"cpu_shares": 512})  # no event: b's state stays the same
+    m.exit_container(a.id, 7)  # this event shows a's exit and b's new resources
+    evs = drain(q)
+    last = evs[-1]
+    by_id = {st.id: st for st in last.containers_statuses}
+    assert by_id[a.id].state == PB.CONTAINER_EXITED and by_id[a.id].exit_code == 7
+    assert by_id[b.id].resources.linux.cpu_shares == 512
+    want = PB.ContainerEventResponse(
+        container_id=a.id, container_event_type=2, created_at=last.created_at,
+        pod_sandbox_status=convert.pod_sandbox_status(PB, m.sandboxes[s.id]),
+        containers_statuses=[convert.container_status(PB, c, m.flavor) for c in m.pod_containers(s.id)])
+    assert last == want
+    m.exit_container(b.id, 0)
+    m.remove_container(a.id)
+    m.remove_container(b.id)
+    assert not hub._entries, "a removed container's status is kept"
