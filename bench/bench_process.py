@@ -550,8 +550,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             line["resync_floor_cpu_ms_per_s"] = _med([r["cpu_ms_per_s"] for r in resync])
             line["resync_ms_per_s"] = _med([x["cpu_ms_per_s"] - f["cpu_ms_per_s"] for x in resync for f in floor
                                             if f["repeat"] == x["repeat"]])
-            bound = [x["cpu_ms_per_s"] + 0.5 for x in resync]
-            line["bound_ms_per_s"] = _med(bound)
+            line["bound_ms_per_s"] = _med([x["cpu_ms_per_s"] + 0.5 for x in resync])
             line["over_bound_ms_per_s"] = _med([s["cpu_ms_per_s"] - x["cpu_ms_per_s"] - 0.5 for s in sensor
                                                 for x in resync if x["repeat"] == s["repeat"]])
         line["loads"] = [r["load"][0] for r in sensor + floor + resync]

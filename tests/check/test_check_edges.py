@@ -312,28 +312,44 @@ def test_g7_percentiles_are_nearest_rank():
 # -- G2: the list that shows a destroy -----------------------------------------------------------
 
 
+def _ends(observed, destroyed_lo=100):
+    """c1 seen at 102 ms, then its forged exit and its destroy (gone by the list at 300 ms), both
+    observed at ``observed``; the destroy's window starts at ``destroyed_lo`` ms."""
+    return [
+        _created(at(102)),
+        Event("container.exited", at(200), (at(100), at(300)), observed, container_id="c1", seq=2,
+              synthetic=True, why="exited and removed between polls"),
+        Event("container.destroyed", at(200), (at(destroyed_lo), at(300)), observed, container_id="c1", seq=3),
+    ]
+
+
+def _end_due_by(truth, deadline, destroyed_lo=100) -> Report:
+    """The end is on time at ``deadline`` and late one ns after it: the late report."""
+    assert "G2" not in check(truth, _ends(deadline, destroyed_lo), PARAMS).failed
+    report = check(truth, _ends(deadline + 1, destroyed_lo), PARAMS)
+    assert "G2" in report.failed, report.render()
+    return report
+
+
 def test_g2_a_list_taken_at_the_destroy_instant_does_not_make_the_end_due():
     """A list taken at the very ns of the destroy may still show the container: the end becomes
     due only with the next list (at 300 ms, sent 301 ms)."""
     w = World().container("c1", 10, destroyed=200)
     for t in (0, 100, 200, 300):
         w.rpc("ListContainers", t)
-    truth = sorted(w.records, key=lambda r: r.time_ns)
-    base = [_created(at(102))]
-
-    def ends(observed):
-        return [
-            *base,
-            Event("container.exited", at(200), (at(100), at(300)), observed, container_id="c1", seq=2,
-                  synthetic=True, why="exited and removed between polls"),
-            Event("container.destroyed", at(200), (at(100), at(300)), observed, container_id="c1", seq=3),
-        ]
-
-    deadline = at(301) + SLACK
-    assert "G2" not in check(truth, ends(deadline), PARAMS).failed
-    report = check(truth, ends(deadline + 1), PARAMS)
-    assert "G2" in report.failed, report.render()
+    report = _end_due_by(sorted(w.records, key=lambda r: r.time_ns), at(301) + SLACK)
     assert "only at" in report["G2"].violations[0].message
+
+
+def test_g2_a_destroy_applied_late_is_due_from_the_list_after_it_showed():
+    """A removal the timeline applied late happened at 200 ms but answers showed it only from
+    250 ms (``shown_ns``): the list at 230 ms still showed the container, so the end is due only
+    with the list at 300 ms -- and is late one ns after that list's deadline."""
+    w = World().container("c1", 10)
+    w.records.append(ContainerTransition("c1", "destroyed", at(200), "sb1", shown_ns=at(250)))
+    for t in (0, 100, 230, 300):
+        w.rpc("ListContainers", t)
+    _end_due_by(sorted(w.records, key=lambda r: r.time_ns), at(301) + SLACK, destroyed_lo=230)
 
 
 # -- G3: evidence ------------------------------------------------------------------------------
@@ -356,31 +372,6 @@ def test_g3_evidence_is_the_claimed_transition_and_the_next():
     report = run(sim, moved(sim.events, i, observed_ns=at(341)))
     (v,) = report["G3"].violations
     assert [r.transition for _, r in v.truth] == ["destroyed"]
-
-
-def test_g2_a_destroy_applied_late_is_due_from_the_list_after_it_showed():
-    """A removal the timeline applied late happened at 200 ms but answers showed it only from
-    250 ms (``shown_ns``): the list at 230 ms still showed the container, so the end is due only
-    with the list at 300 ms -- and is late one ns after that list's deadline."""
-    w = World().container("c1", 10)
-    w.records.append(ContainerTransition("c1", "destroyed", at(200), "sb1", shown_ns=at(250)))
-    for t in (0, 100, 230, 300):
-        w.rpc("ListContainers", t)
-    truth = sorted(w.records, key=lambda r: r.time_ns)
-    base = [_created(at(102))]
-
-    def ends(observed):
-        return [
-            *base,
-            Event("container.exited", at(200), (at(100), at(300)), observed, container_id="c1", seq=2,
-                  synthetic=True, why="exited and removed between polls"),
-            Event("container.destroyed", at(200), (at(230), at(300)), observed, container_id="c1", seq=3),
-        ]
-
-    deadline = at(301) + SLACK
-    assert "G2" not in check(truth, ends(deadline), PARAMS).failed
-    report = check(truth, ends(deadline + 1), PARAMS)
-    assert "G2" in report.failed, report.render()
 
 
 def test_g4_a_late_shown_destroy_may_be_placed_up_to_when_answers_showed_it():
