@@ -98,6 +98,8 @@ class CriClient:
         self.tally = Tally()
         self._raws: dict[str, Any] = {}  # path -> multicallable with raw answers, for _raw_channel
         self._raw_channel: grpc.Channel | None = None
+        #: (channel, ListContainers, its request, ListPodSandbox, its request) for ``list_bytes``
+        self._lists: tuple[Any, ...] | None = None
         self.cancelled = False  #: set by ``cancel``: every call fails at once with CANCELLED
         #: ContainerStatus calls in flight at once (``status``); 1 = one after the other.
         self.status_in_flight = STATUS_IN_FLIGHT
@@ -252,12 +254,17 @@ class CriClient:
     def list_bytes(self) -> tuple[bytes, bytes, int, int]:
         """``list_raw`` without decoding: (ListPodSandbox answer, ListContainers answer, sent_ns,
         received_ns), the answers as serialized bytes, for ``sensor.fastpath``."""
-        pb, api = self.pb, self._api()
-        list_containers = self._unary(api, "ListContainers", pb.ListContainersRequest)
-        list_sandboxes = self._unary(api, "ListPodSandbox", pb.ListPodSandboxRequest)
+        lists = self._lists
+        if lists is None or lists[0] is not self._channel:  # made once per connection: every poll asks this
+            pb, api = self.pb, self._api()
+            lists = self._lists = (
+                self._channel,
+                self._unary(api, "ListContainers", pb.ListContainersRequest), pb.ListContainersRequest(),
+                self._unary(api, "ListPodSandbox", pb.ListPodSandboxRequest), pb.ListPodSandboxRequest())
+        _, list_containers, containers_req, list_sandboxes, sandboxes_req = lists
         sent = self.now_ns()
-        containers = self._call(list_containers, pb.ListContainersRequest(), "ListContainers")
-        sandboxes = self._call(list_sandboxes, pb.ListPodSandboxRequest(), "ListPodSandbox")
+        containers = self._call(list_containers, containers_req, "ListContainers")
+        sandboxes = self._call(list_sandboxes, sandboxes_req, "ListPodSandbox")
         return sandboxes, containers, sent, self.now_ns()
 
     def lookup(self, cid: str) -> tuple[ContainerSnap | None, ContainerDetail | None, SandboxSnap | None]:

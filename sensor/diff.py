@@ -577,6 +577,24 @@ class DiffEngine:
         list that ``finish`` committed, as it is recorded: ``begin_changes``'s precondition."""
         return self._pending is None and self._finished_gen == self._gen and not self._streamed
 
+    def repeat(self, sent_ns: int, received_ns: int) -> bool:
+        """The list just taken repeats the committed one entry for entry (the steady state; the fast
+        path knows it from the answers' bytes): ``begin`` and ``finish`` in one step. True when that
+        is all it takes -- ``settled``, not blind, no stream event held -- and then no event is due
+        and the list's times are committed. False changes nothing (the caller goes through
+        ``begin_changes``). tests/perf/test_fastpath_equivalence.py holds it to the plain path.
+
+        Why nothing else is due: ``begin`` would match every listed object unchanged and ``finish``
+        build nothing for them. Its one scan, for sandboxes the list leaves out whose end waits until
+        no listed container names them, would only set again what the committed list's ``finish``
+        set: the same list names the same sandboxes."""
+        if not self.settled or self._prev is None or self._failures or self._resync or self._held:
+            return False
+        self._prev = Snapshot((), (), sent_ns, received_ns)
+        self._want_list = False
+        self.exits_needed = 0
+        return True
+
     def begin_changes(
         self,
         changes: Snapshot,

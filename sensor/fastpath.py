@@ -160,16 +160,20 @@ class _Kind:
         kept = w.keep(snaps, tally)
         return kept, _index(raw, entries, snaps)
 
+    def same(self, ref: _Index, tally: Tally) -> _Delta:
+        """The delta of an answer equal to ``ref``'s: nothing changed (its empty IDs dropped again)."""
+        if ref.empty:
+            tally.dropped[(self.wire.kind, "empty_id")] += ref.empty
+        return _Delta(ref, [], [])
+
     def delta(self, pb: Any, raw: bytes, ref: _Index, tally: Tally) -> _Delta | None:
         """What changed since ``ref``; ``None`` when this answer repeats an entry or an ID.
 
         Consumes ``ref``: the new index reuses (updates) its dicts, so the caller must drop ``ref``.
         """
-        w = self.wire
         if raw == ref.raw:
-            if ref.empty:
-                tally.dropped[(w.kind, "empty_id")] += ref.empty
-            return _Delta(ref, [], [])
+            return self.same(ref, tally)
+        w = self.wire
         entries = split_entries(raw, w.method)
         places = _places(entries, len(raw))
         if places is None:
@@ -235,6 +239,8 @@ class PlainPath:
     def begin(self, engine: DiffEngine, listing: Snapshot, pb: Any = None, tally: Tally | None = None) -> list[str]:
         return engine.begin(listing)  # client.list() decoded it, and counted what it dropped
 
+    take = begin  # never takes a list whole: every list is begun and finished
+
 
 class FastPath:
     """List through the fast path; see the module docstring. One per ``DiffEngine``.
@@ -276,6 +282,18 @@ class FastPath:
 
         Raises ``MalformedResponse`` (before the engine is touched) when an answer does not decode;
         counts what decoding dropped or read loosely in ``tally`` (``sensor.wire``)."""
+        need = self._begin(engine, listing, pb, tally, whole=False)
+        assert need is not None
+        return need
+
+    def take(self, engine: DiffEngine, listing: Listing, pb: Any, tally: Tally | None = None) -> list[str] | None:
+        """``begin``, or ``None`` when ``listing`` repeats the reference byte for byte and the engine
+        took it whole (``DiffEngine.repeat``): then there is nothing to ask and nothing to ``finish``.
+        The poller's steady state: two ``memcmp``s and a few attribute writes."""
+        return self._begin(engine, listing, pb, tally, whole=True)
+
+    def _begin(self, engine: DiffEngine, listing: Listing, pb: Any, tally: Tally | None, *, whole: bool
+               ) -> list[str] | None:
         tally = Tally() if tally is None else tally
         self._adopt(engine)
         ref = self._ref
@@ -283,19 +301,29 @@ class FastPath:
         self._ref = None  # consumed by a delta; a fallback rebuilds from the whole list
         if (ref is not None and engine.settled and before is self._ref_marker
                 and engine.table_sizes()[0] == len(ref[1].ids)):  # cheap check that nothing else moved it
+            # rule 2's first level, each answer compared once: the steady state costs two memcmps
+            same_sb, same_c = listing.sandboxes == ref[0].raw, listing.containers == ref[1].raw
+            if whole and same_sb and same_c and engine.repeat(listing.sent_ns, listing.received_ns):
+                for kind, index in ((_SANDBOXES, ref[0]), (_CONTAINERS, ref[1])):
+                    if index.empty:  # dropped again, as by a delta (sensor.wire, rule 2)
+                        tally.dropped[(kind.wire.kind, "empty_id")] += index.empty
+                self._ref, self._ref_marker = ref, engine.last_success  # still the reference, now committed
+                self.counts["same"] += 1
+                return None
             seen = Tally()  # merged only if the delta is taken: a fallback decodes (and counts) again
-            sb = _SANDBOXES.delta(pb, listing.sandboxes, ref[0], seen)
-            cs = _CONTAINERS.delta(pb, listing.containers, ref[1], seen) if sb is not None else None
+            sb = _SANDBOXES.same(ref[0], seen) if same_sb else _SANDBOXES.delta(pb, listing.sandboxes, ref[0], seen)
+            cs = None if sb is None else _CONTAINERS.same(ref[1], seen) if same_c else _CONTAINERS.delta(
+                pb, listing.containers, ref[1], seen)
             if sb is not None and cs is not None:
                 c_index = cs.index
                 changes = Snapshot(tuple(sb.changed), tuple(cs.changed), listing.sent_ns, listing.received_ns)
                 need = engine.begin_changes(changes, gone_containers=cs.gone, gone_sandboxes=sb.gone,
                                             named=lambda: {s.sandbox_id for s in c_index.snaps.values()})
                 if need is not None:
-                    same = not (sb.changed or sb.gone or cs.changed or cs.gone)
-                    self.counts["same" if same else "delta"] += 1
+                    self.counts["same" if same_sb and same_c else "delta"] += 1
                     self._pending, self._pending_before = (sb.index, cs.index), before
-                    tally.merge(seen)
+                    if seen:
+                        tally.merge(seen)
                     return need
         self.counts["full"] += 1
         sandboxes, sb_index = _SANDBOXES.full(pb, listing.sandboxes, tally)

@@ -206,7 +206,8 @@ class Poller:
         due, always before listing -- then list only if a list is due (see the module docstring).
         Returns False when the runtime could not be listed (caller backs off)."""
         t0 = time.perf_counter()
-        self._wake.clear()  # this step handles whatever the reader signalled so far
+        if self._wake.is_set():
+            self._wake.clear()  # this step handles whatever the reader signalled so far
         if not self.client.connected:
             self._stop_stream()
             with self.lock:
@@ -228,7 +229,7 @@ class Poller:
         try:
             listing = self.lists.list(self.client)
             # the fast path decodes here: an undecodable answer fails the poll, as in client.list()
-            need = self.lists.begin(self.engine, listing, self.client.pb, self.client.tally)  # type: ignore[arg-type]
+            need = self.lists.take(self.engine, listing, self.client.pb, self.client.tally)  # type: ignore[arg-type]
         except MalformedResponse as e:  # sensor.wire: a failed list, never an empty runtime
             self.metrics.malformed.labels(e.method).inc()
             self.engine.failed(self.now_ns(), str(e))
@@ -244,13 +245,19 @@ class Poller:
             else:
                 self.state_log.say(logging.WARNING, f"crisensor: list failed ({e}); will retry")
             return False
-        details, err = self._statuses(need, t0)
-        self._note_input(self.client.tally.take(), poll=True)
-        if reconciling:
-            events = self.engine.finish(details, self.now_ns(), source="resync")
-        else:
-            events = self.engine.finish(details, self.now_ns())
-        self.emit(events)
+        # need is None: the list repeated the last one and the engine took it whole (sensor.fastpath)
+        details, err = self._statuses(need, t0) if need else ({}, None)
+        tally = self.client.tally
+        if tally:
+            self._note_input(tally.take(), poll=True)
+        else:  # what _note_input does with a poll that dropped nothing, without handing over empty counts
+            self.input_log.reset()
+        if need is not None:
+            if reconciling:
+                events = self.engine.finish(details, self.now_ns(), source="resync")
+            else:
+                events = self.engine.finish(details, self.now_ns())
+            self.emit(events)
         if err is not None:
             self.metrics.rpc_errors.labels(err.method, err.code).inc()
             if err.code in CONNECTION_CODES:
@@ -495,6 +502,8 @@ class Poller:
         self._wake.set()  # _wait returns now rather than at its next STOP_CHECK_S
 
     def emit(self, events: list[Event]) -> list[Event]:
+        if not events:
+            return events
         if len(events) == 1:
             e = events[0]
             self.metrics.events.labels(e.type, e.source).inc()

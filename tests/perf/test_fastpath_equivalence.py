@@ -202,10 +202,16 @@ def run_both(ops: list[object]) -> FastPath:
         cheap = ref_ok and fast_engine.settled and _unique(op)
         full_before = fast.counts["full"]
         need_plain = plain.begin(meant)
-        need_fast = fast.begin(fast_engine, listing, PB)
-        assert need_fast == need_plain
+        need_fast = fast.take(fast_engine, listing, PB)  # as the poller takes lists
         if cheap:
             assert fast.counts["full"] == full_before, "the fast path fell back to the plain path"
+        if need_fast is None:  # taken whole (DiffEngine.repeat): the plain engine must find nothing to do
+            assert need_plain == []  # and, asking nothing, the poll cannot be dropped
+            assert plain.finish({}, now + 2 * MS) == []
+            assert fast_engine.table_sizes() == plain.table_sizes()
+            ref_ok = True
+            continue
+        assert need_fast == need_plain
         ref_ok = _unique(op) and not op.drop
         if op.drop:
             plain.failed(now + MS, "status lost")
@@ -371,3 +377,36 @@ def test_over_the_socket_both_pollers_say_the_same(tmp_path, flavor: str) -> Non
         assert counts["same"] >= 1 and counts["delta"] >= 3
     finally:
         _close(server, pollers)
+
+
+def test_repeat_takes_a_list_whole_only_when_nothing_else_is_due() -> None:
+    """``DiffEngine.repeat`` guards itself: the fast path asks it only when settled, but a repeat
+    taken while blind, mid-poll or after stream events would lose a gap or a window's bound."""
+    sb = SandboxSnap("s1", "pod", "ns", "u", 0, "ready", T0 - 9 * MS)
+    c = ContainerSnap("a", "s1", "n", 0, "img", "sha256:1", "running", T0 - 8 * MS)
+    whole = Snapshot((sb,), (c,), T0, T0 + MS)
+
+    def committed() -> DiffEngine:
+        engine = DiffEngine()
+        engine.begin(whole)
+        engine.finish({}, T0 + 2 * MS)
+        return engine
+
+    assert not DiffEngine().repeat(T0, T0 + MS)  # no list committed yet
+    engine = committed()
+    assert engine.repeat(T0 + 10 * MS, T0 + 11 * MS)
+    assert engine.last_success is not None and (engine.last_success.sent_ns, engine.last_success.received_ns) == (
+        T0 + 10 * MS, T0 + 11 * MS)
+    refused = {
+        "blind after a failed list": lambda e: e.failed(T0 + 20 * MS, "x"),
+        "a begin pending": lambda e: e.begin(whole),
+        "a begin dropped": lambda e: (e.begin(whole), e.failed(T0 + 20 * MS, "x")),
+        "reconnected": lambda e: e.reset_connection(T0 + 20 * MS),
+        "a stream event applied": lambda e: e.stream(StreamEvent("a", "stopped", T0 + 15 * MS), T0 + 20 * MS),
+    }
+    for why, make in refused.items():
+        engine = committed()
+        make(engine)
+        before = engine.last_success
+        assert not engine.repeat(T0 + 30 * MS, T0 + 31 * MS), why
+        assert engine.last_success is before, why
