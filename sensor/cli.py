@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 from sensor.client import ConnectError, CriCallError, CriClient
 from sensor.config import DEFAULT_ANALYTICS_PATH, DEFAULT_SENSOR_PATH, ConfigError, SensorConfig, load_config
-from sensor.heap import FreezeOnce, limit_arenas
+from sensor.heap import FreezeOnce, keep_freed_memory, limit_arenas
 from sensor.processes import ProcessesUnavailable
 from sensor.statedir import StateDirError
 
@@ -108,6 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sensor.output import Emitter, stream_name
 
     limit_arenas()  # before any thread starts: see sensor.heap.py
+    keep_freed_memory()
     # Signals only note themselves (a handler that takes locks can deadlock the thread it interrupts);
     # the main thread acts on them.
     signalled: list[int] = []

@@ -40,9 +40,9 @@ checks the equivalence on arbitrary snapshot sequences, and over a real socket.
 Costs: a steady-state poll costs the RPCs plus two byte comparisons and a few attribute writes
 (after 250 ms idle the caches are cold, and each line of Python on that path costs microseconds);
 a poll with k changes also hashes the answer's entries once, confirms each matching hash against
-the kept answer (a few ms at 10,000) and decodes k entries. Memory: the last answer (no second copy of its entries: an entry is
-known by its hash and its place in the answer, ``_Index``) and one snapshot value per entry,
-shared with the engine's records.
+the kept answer (a few ms at 10,000) and decodes k entries. Memory: the last answer (no second
+copy of its entries: an entry is known by its hash and its place in the answer, ``_Index``) and one
+snapshot value per entry, shared with the engine's records.
 
 Bytes that do not decode. Both paths decode with ``sensor.wire`` (``ListKind``), so an answer
 that does not decode -- ``split_entries`` included -- raises ``MalformedResponse`` on either path,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import sensor.cli
-from sensor.heap import FreezeOnce, limit_arenas
+from sensor.heap import FreezeOnce, keep_freed_memory, limit_arenas
 
 #: A child that starts threads which each allocate (every new thread that mallocs gets an arena of
 #: its own while glibc's limit allows), then prints glibc's per-arena statistics.
@@ -56,15 +56,49 @@ def test_capped_threads_share_two_arenas_where_uncapped_ones_take_their_own() ->
 
 def test_the_operators_own_setting_wins() -> None:
     assert limit_arenas(2, env={"MALLOC_ARENA_MAX": "8"}) is False
+    assert keep_freed_memory(env={"MALLOC_TRIM_THRESHOLD_": "131072"}) is False
+    assert keep_freed_memory(env={"MALLOC_MMAP_THRESHOLD_": "131072"}) is False
+
+
+#: A child that allocates one answer-sized buffer (8 MB) and prints how many more chunks glibc mapped
+#: apart (``mallinfo2().hblks``): a buffer mapped apart is unmapped when freed, and the next one faults in anew.
+MAPPED = textwrap.dedent("""
+    import ctypes, sys
+    from sensor.heap import keep_freed_memory
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                         "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = MallInfo2
+    if sys.argv[1] == "keep":
+        assert keep_freed_memory()
+    before = libc.mallinfo2().hblks  # what the interpreter's start-up mapped
+    answer = bytes(8_000_000)
+    print(libc.mallinfo2().hblks - before)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not _glibc(), reason="glibc's malloc only")
+def test_answers_stay_in_the_arena_instead_of_being_mapped_apart() -> None:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(sensor.cli.__file__).parents[1])}
+
+    def mapped(mode: str) -> int:
+        r = subprocess.run([sys.executable, "-c", MAPPED, mode], capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return int(r.stdout)
+
+    assert mapped("keep") == 0
+    assert mapped("default") >= 1  # the test can tell: glibc's default maps it apart
 
 
 def test_run_caps_the_arenas_before_anything_else(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[object, ...]] = []
-    monkeypatch.setattr(sensor.cli, "limit_arenas", lambda *a: calls.append(a) or True)
+    calls: list[str] = []
+    monkeypatch.setattr(sensor.cli, "limit_arenas", lambda *a: calls.append("arenas") or True)
+    monkeypatch.setattr(sensor.cli, "keep_freed_memory", lambda *a: calls.append("thresholds") or True)
     cfg = tmp_path / "sensor.yaml"
     cfg.write_text("crisensor:\n  enabled: false\n")
     assert sensor.cli.main(["-q", "run", "--config", str(cfg)]) == 0
-    assert calls == [()]
+    assert calls == ["arenas", "thresholds"]
 
 
 def test_the_collector_is_frozen_once_after_the_first_successful_poll() -> None:
