@@ -173,9 +173,8 @@ class _Kind:
         """What changed since ``ref``; ``None`` when this answer repeats an entry or an ID.
 
         Consumes ``ref``: the new index reuses (updates) its dicts, so the caller must drop ``ref``.
+        The caller has compared ``raw`` with ``ref.raw`` (``same`` when equal): not compared again.
         """
-        if raw == ref.raw:
-            return self.same(ref, tally)
         w = self.wire
         entries = split_entries(raw, w.method)
         places = _places(entries, len(raw))
