@@ -80,7 +80,10 @@ exactly-once and in lifecycle order:
 
 * the caller holds one lock around the engine, across a whole poll (list, status, ``finish``)
   *including its RPCs*, and emits under it: every stream event applied before a poll happened
-  before its list, so a list is never older than what the stream announced. An event applied
+  before its list, so a list is never older than what the stream announced -- but for state lag:
+  a list still showing ``running`` after a streamed exit is no change, and if that exit carried no
+  ``started_at`` (a lost start looks like a failed one) ``running`` stays unannounced, since it
+  cannot follow ``exited`` (G1). An event applied
   after a poll may be older than its list: an observation earlier than the announced state gives
   no steps, and a destroyed incarnation -- vanished, or replaced under its ID, in a list or in the
   stream -- leaves a *tombstone* (its ID and ``created_at``; the latest ``TOMB_DEPTH`` per ID,
