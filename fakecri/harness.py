@@ -109,7 +109,12 @@ def tune_for_timing() -> None:
     """For a process that serves a real-time scenario (``fakecri serve``, ``fakecri verify``): keep
     ground-truth timing tight (docs/performance.md). What exists now -- the model, an existing node --
     is frozen out of the cyclic GC (full collections of a 10k node paused 50-150 ms) and threads
-    switch every 0.5 ms, so the timeline thread does not wait 5 ms behind a list answer."""
+    switch every 0.5 ms, so the timeline thread does not wait 5 ms behind a list answer. Freed list
+    answers stay in malloc's arenas (``sensor.heap.keep_freed_memory``): each new 7 MB answer of a
+    changing 10,000-container node was mapped anew, and its page faults cost 10-15 ms per list."""
+    from sensor.heap import keep_freed_memory
+
+    keep_freed_memory()
     gc.collect()
     gc.freeze()
     sys.setswitchinterval(0.0005)

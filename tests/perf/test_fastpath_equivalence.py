@@ -15,6 +15,7 @@ import io
 import json
 from dataclasses import dataclass, replace
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import example, given, settings
@@ -27,12 +28,14 @@ from fakecri.flavors import get_flavor
 from fakecri.kubelet import populate
 from fakecri.model import RuntimeModel
 from fakecri.server import FakeCriServer
+from sensor import fastpath
 from sensor.client import CriClient
 from sensor.diff import DiffEngine
 from sensor.fastpath import FastPath, Listing, snapshot_of, split_entries
 from sensor.output import Emitter
 from sensor.poller import Poller
 from sensor.snapshot import STREAM_EVENT_TYPES, ContainerDetail, ContainerSnap, SandboxSnap, Snapshot, StreamEvent
+from sensor.wire import Tally
 
 PB = cri_api.api("v1").pb2
 T0 = 1_700_000_000_000_000_000
@@ -64,7 +67,7 @@ TIMES = (0, T0 - 5 * MS, T0 - 3 * MS, T0 + 10**15)  # unset, two pasts, the futu
 
 containers = st.builds(
     ContainerSnap,
-    id=st.sampled_from(IDS),
+    id=st.sampled_from((*IDS, "")),  # an empty ID: dropped by both paths (sensor.wire, rule 2)
     sandbox_id=st.sampled_from(SIDS),
     name=st.sampled_from(("web", "job")),
     attempt=st.integers(0, 1),
@@ -76,7 +79,7 @@ containers = st.builds(
 )
 sandboxes = st.builds(
     SandboxSnap,
-    id=st.sampled_from(SIDS),
+    id=st.sampled_from((*SIDS, "")),
     name=st.just("pod"),
     namespace=st.just("ns"),
     uid=st.sampled_from(("u1", "u2")),
@@ -139,13 +142,16 @@ def polls(draw: st.DrawFn) -> list[object]:
             cs = draw(st.lists(containers, max_size=7))
         elif kind == "evolve":
             for _ in range(draw(st.integers(0, 3))):
-                what = draw(st.sampled_from(("add", "drop", "replace", "swap", "add_sb", "drop_sb")))
+                what = draw(st.sampled_from(("add", "drop", "replace", "restate", "swap", "add_sb", "drop_sb")))
                 if what == "add":
                     cs.insert(draw(st.integers(0, len(cs))), draw(containers))
                 elif what == "drop" and cs:
                     del cs[draw(st.integers(0, len(cs) - 1))]
                 elif what == "replace" and cs:
                     cs[draw(st.integers(0, len(cs) - 1))] = draw(containers)
+                elif what == "restate" and cs:  # the common change: one container's state, nothing else
+                    i = draw(st.integers(0, len(cs) - 1))
+                    cs[i] = replace(cs[i], state=draw(st.sampled_from(tuple(STATES))))
                 elif what == "swap" and len(cs) > 1:
                     i = draw(st.integers(0, len(cs) - 2))
                     cs[i], cs[i + 1] = cs[i + 1], cs[i]
@@ -242,6 +248,50 @@ _S1_NOTREADY = SandboxSnap("s1", "pod", "ns", "u1", 0, "notready", 0, {})
           Poll([replace(_S1_NOTREADY, state="ready")], [], {})])
 def test_fast_path_emits_what_the_plain_path_emits(ops: list[object]) -> None:
     run_both(ops)
+
+
+def _id_hash(entry: bytes) -> int:
+    """A hash of an entry's first field only (its ID): every changed entry then collides with its
+    previous version, so the fast path's confirmation of a matching hash decides alone."""
+    return hash(entry[: 2 + entry[1]]) if len(entry) > 1 and entry[0] == 0x0A else 0
+
+
+@settings(max_examples=settings.default.max_examples)
+@given(polls())
+def test_fast_path_is_exact_when_hashes_collide(ops: list[object]) -> None:
+    with mock.patch.object(fastpath, "hash", _id_hash, create=True):
+        run_both(ops)
+
+
+def test_an_entry_that_is_a_prefix_of_its_old_bytes_is_a_change() -> None:
+    """The same ID and hash, and the new bytes a strict prefix of the old (a trailing field dropped):
+    the bytes at the old place match, only the lengths tell the entries apart."""
+    labelled = ContainerSnap("a", "s1", "n", 0, "img", "sha256:1", "running", T0, {"app": "x"})
+    bare = replace(labelled, labels={})
+    old, new = encode([], [labelled], 0, 0).containers, encode([], [bare], 0, 0).containers
+    assert old.startswith(new[2:], 2) and len(new) < len(old)
+    kind = fastpath._CONTAINERS
+    with mock.patch.object(fastpath, "hash", _id_hash, create=True):
+        _, ref = kind.full(PB, old, Tally())
+        assert ref is not None
+        delta = kind.delta(PB, new, ref, Tally())
+    assert delta is not None and delta.changed == [bare] and delta.gone == []
+
+
+def test_a_repeated_entry_with_an_empty_id_is_dropped_again() -> None:
+    """An entry dropped for its empty ID is not indexed: repeated, it is decoded and counted again."""
+    keep = ContainerSnap("a", "s1", "n", 0, "img", "sha256:1", "running", T0)
+    nameless = replace(keep, id="", name="x")
+    kind = fastpath._CONTAINERS
+    _, ref = kind.full(PB, encode([], [keep], 0, 0).containers, Tally())
+    assert ref is not None
+    raw = encode([], [keep, nameless], 0, 0).containers
+    for _ in range(3):
+        tally = Tally()
+        delta = kind.delta(PB, raw, ref, tally)
+        assert delta is not None and delta.changed == [] and delta.gone == []
+        assert tally.dropped == {("container", "empty_id"): 1}
+        ref = delta.index
 
 
 def test_steady_state_and_small_changes_take_the_fast_levels() -> None:
