@@ -91,6 +91,15 @@ class Event:
         _SET_SEQ(numbered, seq)
         return numbered
 
+    def numbered(self, seq: int) -> Event:
+        """This event with ``seq``, for the emitter: itself, numbered in place, while it has no
+        ``seq`` yet (an event is emitted once, right after the engine made it, before anything
+        else holds it; ~20x cheaper than ``with_seq``'s copy), else a copy."""
+        if self.seq:
+            return self.with_seq(seq)
+        _SET_SEQ(self, seq)
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "v": SCHEMA_VERSION,

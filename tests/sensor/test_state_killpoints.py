@@ -124,7 +124,7 @@ class Sink:
         self.lines: list[str] = []
 
     def write(self, text: str) -> int:
-        self.lines.append(text)
+        self.lines.extend(text.splitlines(keepends=True))  # the emitter writes many lines at once
         return len(text)
 
     def flush(self) -> None:
