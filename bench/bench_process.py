@@ -334,19 +334,28 @@ def wait_floor_ready(c: Client) -> None:
         raise RuntimeError(f"the floor client did not start: {line!r}")
 
 
-def scrape(port: int) -> dict[str, float]:
-    """The sensor's poll-duration histogram: cumulative counts by upper bound (``+Inf`` too)."""
+POLL_HIST = "crisensor_poll_duration_seconds"
+RPC_HIST = "crisensor_poll_rpc_wait_seconds"  # the share of each poll spent in its CRI calls
+
+
+def scrape(port: int) -> dict[str, dict[str, float]]:
+    """The sensor's poll histograms (``POLL_HIST``, ``RPC_HIST``): cumulative counts by upper bound
+    (``+Inf`` too), and the sum under ``"sum"``."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
-    out: dict[str, float] = {}
-    for m in re.finditer(r'^crisensor_poll_duration_seconds_bucket\{le="([^"]+)"\} ([\d.e+]+)$', text, re.M):
-        out[m[1]] = float(m[2])
+    out: dict[str, dict[str, float]] = {POLL_HIST: {}, RPC_HIST: {}}
+    for m in re.finditer(r'^(\w+)_bucket\{le="([^"]+)"\} ([\d.e+]+)$', text, re.M):
+        if m[1] in out:
+            out[m[1]][m[2]] = float(m[3])
+    for m in re.finditer(r'^(\w+)_sum ([\d.e+-]+)$', text, re.M):
+        if m[1] in out:
+            out[m[1]]["sum"] = float(m[2])
     return out
 
 
 def hist_quantile(before: dict[str, float], after: dict[str, float], q: float) -> float | None:
     """Quantile ``q`` (0-1) of the polls between two scrapes, linear within a bucket (seconds)."""
-    bounds = sorted((float(k), after[k] - before.get(k, 0.0)) for k in after)
+    bounds = sorted((float(k), after[k] - before.get(k, 0.0)) for k in after if k != "sum")
     total = bounds[-1][1] if bounds else 0
     if not total:
         return None
@@ -444,12 +453,7 @@ def measure(fake: Fake, kind: str, mode: str, window_s: float, workdir: str, *, 
         row["rss_mb"] = status_mb(c.pid, "VmRSS")
         row["peak_rss_mb"] = status_mb(c.pid, "VmHWM")
         if metrics and h1:
-            polls = h1.get("+Inf", 0) - h0.get("+Inf", 0)
-            row["polls"] = polls
-            row["polls_le_250ms"] = (h1.get("0.25", 0) - h0.get("0.25", 0)) / polls if polls else None
-            p50, p99 = hist_quantile(h0, h1, 0.5), hist_quantile(h0, h1, 0.99)
-            row["poll_p50_ms"] = None if p50 is None else p50 * 1e3
-            row["poll_p99_ms"] = None if p99 is None else p99 * 1e3
+            row.update(poll_figures(h0, h1))
     finally:
         _stop(c.proc)
         if c.output:
@@ -507,6 +511,9 @@ def _say(row: dict[str, Any]) -> None:
         extra += f" first snapshot {row['first_snapshot_s']:.2f} s"
     if row.get("poll_p99_ms") is not None:
         extra += f" poll p99 {row['poll_p99_ms']:.0f} ms"
+    if row.get("poll_mean_ms") is not None and row.get("rpc_mean_ms") is not None:
+        extra += (f" (p50 {row['poll_p50_ms']:.0f} ms, {row['polls_le_250ms']:.0%} within 250 ms; mean "
+                  f"{row['poll_mean_ms']:.0f} ms of which {row['rpc_mean_ms']:.0f} ms in CRI calls)")
     if row.get("fake_jitter"):
         extra += f" fake jitter p99 {row['fake_jitter']['p99_ms']:.2f} ms"
     print(f"  {row['containers']:>6,} {row['case']:<12} {row['client']:<6} cpu {row['cpu_ms_per_s']:6.2f} ms/s "
@@ -520,6 +527,23 @@ def _say(row: dict[str, Any]) -> None:
 def _med(xs: list[float]) -> float | None:
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
+
+
+def poll_figures(h0: dict[str, dict[str, float]], h1: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The polls between two scrapes: how many, the share within 250 ms, p50/p99 of their duration
+    and of their wait in CRI calls, and the means of both (the difference of the means is the
+    sensor's own work per poll; quantiles do not subtract)."""
+    p0, p1, r0, r1 = h0[POLL_HIST], h1[POLL_HIST], h0[RPC_HIST], h1[RPC_HIST]
+    polls = p1.get("+Inf", 0) - p0.get("+Inf", 0)
+    out: dict[str, Any] = {"polls": polls, "polls_le_250ms": (p1.get("0.25", 0) - p0.get("0.25", 0)) / polls
+                           if polls else None}
+    for key, b, a in (("poll", p0, p1), ("rpc", r0, r1)):
+        for q in (50, 99):
+            v = hist_quantile(b, a, q / 100)
+            out[f"{key}_p{q}_ms"] = None if v is None else v * 1e3
+        n = a.get("+Inf", 0) - b.get("+Inf", 0)
+        out[f"{key}_mean_ms"] = (a.get("sum", 0) - b.get("sum", 0)) / n * 1e3 if n else None
+    return out
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -541,7 +565,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         line["spawn_to_snapshot_s"] = _med([r.get("spawn_to_snapshot_s") for r in sensor])
         line["spawn_to_snapshot_cpu_s"] = _med([r.get("spawn_to_snapshot_cpu_s") for r in sensor])
         line["startup_s"] = _med([r.get("startup_s") for r in sensor])
-        line["poll_p99_ms"] = _med([r.get("poll_p99_ms") for r in sensor])
+        for key in ("poll_p50_ms", "poll_p99_ms", "poll_mean_ms", "rpc_p50_ms", "rpc_p99_ms", "rpc_mean_ms"):
+            line[key] = _med([r.get(key) for r in sensor])
         line["polls_le_250ms"] = _med([r.get("polls_le_250ms") for r in sensor])
         jit = [r["fake_jitter"]["p99_ms"] for r in sensor + floor if r.get("fake_jitter")]
         line["fake_jitter_p99_ms"] = max(jit) if jit else None
@@ -575,6 +600,13 @@ def table(summary: list[dict[str, Any]]) -> str:
             f"{_f(s['sensor_peak_rss_mb'], '8.1f')}MB {_f(s['floor_peak_rss_mb'], '6.1f')} "
             f"{_f(s['rss_over_floor_mb'], '+6.1f')} {_f(s['first_snapshot_s'], '10.2f')} "
             f"{_f(s['poll_p99_ms'], '6.0f'):>6}ms {_f(s['fake_jitter_p99_ms'], '8.2f'):>8}ms")
+    for s in summary:
+        if s.get("poll_mean_ms") is not None and s.get("rpc_mean_ms") is not None:
+            lines.append(f"{s['containers']:>10,} {s['case']}: polls p50 {_f(s['poll_p50_ms'], '.0f')} ms, p99 "
+                         f"{_f(s['poll_p99_ms'], '.0f')} ms, {_f(s['polls_le_250ms'], '.0%')} within 250 ms; mean "
+                         f"{s['poll_mean_ms']:.0f} ms, of which {s['rpc_mean_ms']:.0f} ms waiting in CRI calls "
+                         f"(p50 {_f(s['rpc_p50_ms'], '.0f')} ms) and {s['poll_mean_ms'] - s['rpc_mean_ms']:.0f} "
+                         "ms the sensor's own work")
     for s in summary:
         if s.get("resync_ms_per_s") is not None:
             lines.append(f"{s['containers']:>10,} {s['case']}: the resyncs' transport cost "

@@ -227,7 +227,9 @@ class Poller:
         reconciling = self._stream_seen and self.engine.last_success is not None
         self._stream_seen = self.plan.streaming
         try:
+            t_list = time.perf_counter()
             listing = self.lists.list(self.client)
+            waited = time.perf_counter() - t_list  # in the CRI calls: the runtime's share of the poll
             # the fast path decodes here: an undecodable answer fails the poll, as in client.list()
             need = self.lists.take(self.engine, listing, self.client.pb, self.client.tally)  # type: ignore[arg-type]
         except MalformedResponse as e:  # sensor.wire: a failed list, never an empty runtime
@@ -246,7 +248,12 @@ class Poller:
                 self.state_log.say(logging.WARNING, f"crisensor: list failed ({e}); will retry")
             return False
         # need is None: the list repeated the last one and the engine took it whole (sensor.fastpath)
-        details, err = self._statuses(need, t0) if need else ({}, None)
+        details: dict[str, ContainerDetail | None] = {}
+        err: CriCallError | None = None
+        if need:
+            t_status = time.perf_counter()
+            details, err = self._statuses(need, t0)
+            waited += time.perf_counter() - t_status
         tally = self.client.tally
         if tally:
             self._note_input(tally.take(), poll=True)
@@ -266,6 +273,7 @@ class Poller:
             self.state_log.say(logging.INFO, "crisensor: polling")
         self.polls += 1
         self.metrics.poll_seconds.observe(time.perf_counter() - t0)
+        self.metrics.poll_rpc_seconds.observe(waited)
         self.metrics.tracked.set(self.engine.table_sizes()[0])
         return True
 

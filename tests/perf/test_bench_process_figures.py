@@ -1,0 +1,33 @@
+"""``bench_process``'s reading of the sensor's poll histograms (the churn rows of docs/performance.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.bench_process import POLL_HIST, RPC_HIST, poll_figures
+
+
+def _hist(counts: dict[str, float], total: float) -> dict[str, float]:
+    return {**counts, "sum": total}
+
+
+def test_poll_figures_are_the_polls_between_two_scrapes() -> None:
+    before = {POLL_HIST: _hist({"0.1": 1, "0.25": 1, "0.5": 1, "+Inf": 1}, 0.05),
+              RPC_HIST: _hist({"0.1": 1, "0.25": 1, "0.5": 1, "+Inf": 1}, 0.02)}
+    # four more polls: 0.2, 0.2, 0.2 and 0.4 s long, of which 0.1 s each in CRI calls
+    after = {POLL_HIST: _hist({"0.1": 1, "0.25": 4, "0.5": 5, "+Inf": 5}, 0.05 + 1.0),
+             RPC_HIST: _hist({"0.1": 5, "0.25": 5, "0.5": 5, "+Inf": 5}, 0.02 + 0.4)}
+    got = poll_figures(before, after)
+    assert got["polls"] == 4
+    assert got["polls_le_250ms"] == 0.75
+    assert got["poll_mean_ms"] == pytest.approx(250.0)
+    assert got["rpc_mean_ms"] == pytest.approx(100.0)
+    assert 100 < got["poll_p50_ms"] <= 250 < got["poll_p99_ms"] <= 500
+    assert got["rpc_p99_ms"] <= 100
+
+
+def test_no_polls_between_scrapes_gives_no_figures() -> None:
+    same = {POLL_HIST: _hist({"+Inf": 3}, 0.3), RPC_HIST: _hist({"+Inf": 3}, 0.1)}
+    got = poll_figures(same, same)
+    assert got["polls"] == 0 and got["polls_le_250ms"] is None
+    assert got["poll_mean_ms"] is None and got["rpc_p50_ms"] is None
