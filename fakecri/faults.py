@@ -170,6 +170,10 @@ class FaultPolicy(CallPolicy):
         params = self._active.get(name)
         return params is not None and which in params.get("lists", _ALL_LISTS)
 
+    def shapes_lists(self) -> bool:
+        with self._lock:
+            return bool(self._active)
+
     def shape_containers(self, items: list[Any], pb: ModuleType) -> list[Any]:
         with self._lock:
             if not self._active:

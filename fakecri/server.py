@@ -64,6 +64,14 @@ class CallPolicy:
     def before_call(self, method: str, api: str, target: str | None) -> None:
         """Called before every RPC: may sleep (latency, hang) or raise ``CriError``."""
 
+    def shapes_lists(self) -> bool:
+        """Whether ``shape_containers``/``shape_sandboxes`` may change a list now: if not, a list is
+        answered from cached bytes without building its messages. By default, whether a subclass
+        overrides either (a subclass that knows when it shapes says so itself)."""
+        cls = type(self)
+        return cls.shape_containers is not CallPolicy.shape_containers or (
+            cls.shape_sandboxes is not CallPolicy.shape_sandboxes)
+
     def shape_containers(self, items: list[Any], pb: ModuleType) -> list[Any]:
         """Rewrite a ListContainers answer (duplicate IDs, missing metadata, odd timestamps)."""
         return items
@@ -210,7 +218,8 @@ class Handlers:
         self.hub = hub
         # List answers are built from entries cached per object until it changes (convert.ListCache).
         self.sandbox_entries = convert.ListCache(convert.pod_sandbox, "ListPodSandboxResponse", "items")
-        self.container_entries = convert.ListCache(convert.container, "ListContainersResponse", "containers")
+        self.container_entries = convert.ListCache(convert.container, "ListContainersResponse", "containers",
+                                                   parts=convert.container_parts)
         model.on_change(self._entry_changed)
 
     def _entry_changed(self, kind: str, obj: Container | Sandbox, transition: str) -> None:
@@ -220,24 +229,30 @@ class Handlers:
     def _list_answer(self, cache: convert.ListCache, pb: ModuleType, table: dict[str, Any] | None,
                      list_items: Callable[[], list[Any]], shape: Callable[[list[Any], ModuleType], list[Any]],
                      response: Any, field: str) -> Any:
-        """A list answer: the serialized bytes of the cached entries when the policy leaves the list
-        as it is (the server's serializer passes ``bytes`` through), else the shaped message.
-        ``table``: the model's ID -> object dict when the request has no filter (every object, in
-        the model's order: what ``list_items`` would return, without a pass in Python)."""
+        """A list answer: the cached entries' bytes joined (the server's serializer passes ``bytes``
+        through), unless the policy reshapes lists (``CallPolicy.shapes_lists``) and changes this
+        one: then the shaped message. ``table``: the model's ID -> object dict when the request has
+        no filter (every object, in the model's order: what ``list_items`` would return, without a
+        pass in Python)."""
         version = None
+        msgs = None
         with self.model.lock:  # a consistent answer: the cache changes only under this lock
             _taken(self.model)
+            items = None
             if table is not None:
                 got, version = cache.every_entry(pb, table)
             else:
-                got = cache.entries(pb, list_items())
-        msgs = list(map(convert.MESSAGE, got))
-        shaped = shape(msgs, pb)  # policies return the same list when they change nothing
-        if shaped is not msgs:
-            return response(**{field: shaped})
+                items = list_items()
+                got = cache.entries(pb, items)
+            if self.policy.shapes_lists():
+                msgs = cache.messages(pb, list(table.values()) if items is None else items)  # type: ignore[union-attr]
+        if msgs is not None:
+            shaped = shape(msgs, pb)  # policies return the same list when they change nothing
+            if shaped is not msgs:
+                return response(**{field: shaped})
         if version is not None:
             return cache.whole(pb, got, version)
-        return b"".join(map(convert.ENTRY, got))
+        return b"".join(got)
 
     @property
     def flavor(self) -> Flavor:
