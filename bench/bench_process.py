@@ -31,8 +31,10 @@ Cases, per node size (``large_node``: kubelet-shaped containers, 100 per pod, co
 * ``poll churn`` / ``stream churn`` (``--churn`` node size only): the node churns ``--churn-rate``
   container lifecycles/s (each runs 0.5-2 s, is removed 50-250 ms after it exits); the sensor's poll
   wall times come from its own histogram (``--metrics-addr``, scraped at the churn's start and
-  end: the share of polls <= 250 ms, and p50/p99 interpolated within buckets); the fake's
-  ground-truth jitter is the one ``fakecri serve`` prints at the scenario's end.
+  end: the share of polls <= 250 ms, and p50/p99 interpolated within buckets), and so does each
+  poll's wait in CRI calls (``crisensor_poll_rpc_wait_seconds``): the means of the two tell the
+  runtime's share of a poll from the sensor's own work; the fake's ground-truth jitter is the one
+  ``fakecri serve`` prints at the scenario's end.
 
 Sensor and floor alternate ``--repeats`` times per case; the table shows medians and the median of
 the per-pair ratios, so a machine whose load changes over the run moves both sides of a ratio.
