@@ -219,24 +219,12 @@ class ListCache:
 
     def entries(self, pb: ModuleType, items: list[Any]) -> list[bytes]:
         """The entry bytes of each item, in order. Call under the model lock."""
-        cache = self._by_api.setdefault(pb, {})
-        got: list[Any] = list(map(cache.get, map(_ID, items)))
-        if None in got:
-            for i, hit in enumerate(got):
-                if hit is None:
-                    got[i] = cache[items[i].id] = self._make(pb, items[i])
-        return got
+        return _cached(self._by_api.setdefault(pb, {}), items, lambda obj: self._make(pb, obj))
 
     def messages(self, pb: ModuleType, items: list[Any]) -> list[Any]:
         """The entry message of each item, in order (for a policy that reshapes answers). Call
         under the model lock."""
-        cache = self._msgs.setdefault(pb, {})
-        got: list[Any] = list(map(cache.get, map(_ID, items)))
-        if None in got:
-            for i, hit in enumerate(got):
-                if hit is None:
-                    got[i] = cache[items[i].id] = self._build(pb, items[i])
-        return got
+        return _cached(self._msgs.setdefault(pb, {}), items, lambda obj: self._build(pb, obj))
 
     def every_entry(self, pb: ModuleType, table: dict[str, Any]) -> tuple[list[bytes], int]:
         """``entries`` of every object of ``table`` (the model's ID -> object dict, in its order) and
@@ -262,7 +250,7 @@ class ListCache:
             cache.pop(obj.id, None)
         for msgs in self._msgs.values():
             msgs.pop(obj.id, None)
-        if transition in ("removed", "destroyed"):
+        if transition == "destroyed":  # the truth's name for a removal (model.on_change)
             for parts in self._parts_by_api.values():
                 parts.pop(obj.id, None)
 
@@ -280,7 +268,7 @@ def container_parts(pb: ModuleType, c: Container) -> tuple[bytes, bytes]:
     whole = container(pb, c)
     whole.state = 0
     entry = list_entry(pb, "ListContainersResponse", "containers", whole)
-    payload = memoryview(entry)[_frame_size(entry):]
+    payload = memoryview(entry)[len(entry) - whole.ByteSize():]  # after the entry's tag and length
     pos = 0
     while pos < len(payload) and payload[pos] >> 3 < 6:  # fields 1-5: strings and messages (wire type 2)
         pos += 1
@@ -315,12 +303,14 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _frame_size(entry: bytes) -> int:
-    """The size of an entry's tag and length prefix."""
-    i = 1
-    while entry[i] & 0x80:
-        i += 1
-    return i + 1
+def _cached(cache: dict[str, Any], items: list[Any], make: Callable[[Any], Any]) -> list[Any]:
+    """``cache``'s value for each item's ID, in order; what is missing is made and kept."""
+    got: list[Any] = list(map(cache.get, map(_ID, items)))
+    if None in got:
+        for i, hit in enumerate(got):
+            if hit is None:
+                got[i] = cache[items[i].id] = make(items[i])
+    return got
 
 
 _ID = operator.attrgetter("id")

@@ -56,3 +56,24 @@ def test_a_served_list_is_the_answer_protobuf_builds(tmp_path: Path) -> None:
     got = handlers.ListContainers(PB, "v1", PB.ListContainersRequest())
     want = PB.ListContainersResponse(containers=[convert.container(PB, c) for c in model.containers.values()])
     assert got == want.SerializeToString()
+
+
+def test_a_policy_that_only_overrides_a_shaper_still_shapes_lists(tmp_path: Path) -> None:
+    """``CallPolicy.shapes_lists`` defaults to whether a subclass overrides a shaper, so a policy
+    written before it existed keeps reshaping answers (no bytes path behind its back)."""
+    from typing import Any
+
+    from fakecri.kubelet import populate
+    from fakecri.server import CallPolicy, FakeCriServer
+
+    class DropFirst(CallPolicy):
+        def shape_containers(self, items: list[Any], pb: Any) -> list[Any]:
+            return items[1:]
+
+    model = RuntimeModel(VirtualClock(), get_flavor("containerd-1.7"), seed=4)
+    model.pull_image("busybox")
+    populate(model, 5, per_pod=5)
+    assert not CallPolicy().shapes_lists() and DropFirst().shapes_lists()
+    got = FakeCriServer(model, str(tmp_path / "rt.sock"), policy=DropFirst()).handlers.ListContainers(
+        PB, "v1", PB.ListContainersRequest())
+    assert [c.id for c in got.containers] == list(model.containers)[1:]
