@@ -19,7 +19,7 @@ PB = cri_api.api("v1").pb2
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=max(20, settings.default.max_examples // 3), deadline=None)  # scales with the profile
 @given(name=text, image=text, attempt=st.integers(0, 2**32 - 1),
        labels=st.dictionaries(text, text, max_size=4), annotations=st.dictionaries(text, text, max_size=4),
        started=st.booleans(), exited=st.booleans())
