@@ -57,7 +57,7 @@ class Metrics:
                                       "ContainerStatus calls left out because a poll needed more than its budget "
                                       "(the containers' start times are estimated).", registry=r)
         self.overruns = Counter("crisensor_schedule_overruns_total",
-                                "Poll ticks skipped because a poll ran past its slot.", registry=r)
+                                "Poll slots a poll ran past (the next poll then starts at once, late).", registry=r)
         # The analytics stage (sensor.analytics.Pipeline; docs/analytics.md).
         self.analytics_released = Counter("crisensor_analytics_released_total",
                                           "Items the analytics stage released, by kind (lifecycle, process).",

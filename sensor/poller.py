@@ -7,8 +7,9 @@ ask the diff engine which containers need ``ContainerStatus``, fetch those, let 
 the result into events, emit them. It never sleeps, so tests drive it tick by tick on a
 virtual clock. ``Poller.run()`` is the real-time schedule around it:
 
-* Ticks are at ``start + k * poll_interval`` (fixed rate, no drift). A tick that starts late
-  because the previous one overran skips the missed slots and counts them; it never queues.
+* Ticks are at ``start + k * poll_interval`` (fixed rate, no drift; ``sensor.schedule``). A
+  tick that ran past its slot is followed at once by the next, which re-anchors the schedule; the
+  slots it ran past are counted. Ticks never queue.
 * A failed or timed-out list is reported to the engine as a failure, never as an empty list;
   so is one that does not decode (``MalformedResponse``, counted apart: ``sensor.wire``). What
   decoding dropped or read loosely (empty or repeated IDs, unknown enum values) is counted after
@@ -53,6 +54,7 @@ from sensor.events import Event
 from sensor.fastpath import FastPath, PlainPath
 from sensor.metrics import Metrics
 from sensor.output import Emitter
+from sensor.schedule import Ticks
 from sensor.snapshot import ContainerDetail, StreamEvent
 from sensor.stream import SUBSCRIBE_WAIT_S, StreamEnd, StreamPlan, StreamReader
 from sensor.wire import MalformedResponse, Tally, UnusableEvent
@@ -147,6 +149,7 @@ class Poller:
         #: sets ``stop`` also calls ``interrupt`` (as ``crisensor run`` does), so an idle sensor
         #: sleeps until its next list (docs/performance.md, "Idle streaming").
         self.stop_check_s = stop_check_s
+        self.monotonic: Callable[[], float] = time.monotonic  #: the schedule's clock (tests replace it)
         self.status_budget = status_budget
         #: ``STATUS_TIME_SHARE`` (``crisensor run`` sets it): status calls stop that far into the poll
         #: interval. ``None``: no time limit, so a poll's events never depend on how busy the machine is.
@@ -538,9 +541,9 @@ class Poller:
         """Sleep ``seconds``; True as soon as ``stop`` is set. A wake from the stream reader runs a
         ``step`` at once, without moving the schedule; with ``step_on_wake=False`` it ends the sleep
         instead (the caller's next step is what woke it)."""
-        deadline = time.monotonic() + seconds
+        deadline = self.monotonic() + seconds
         while not stop.is_set():
-            left = deadline - time.monotonic()
+            left = deadline - self.monotonic()
             if left <= 0:
                 return False
             if self._wake.wait(left if self.stop_check_s is None else min(left, self.stop_check_s)):
@@ -552,32 +555,25 @@ class Poller:
         return True
 
     def _run(self, stop: threading.Event) -> None:
-        interval = self.poll_interval_ns / 1e9
-        start = time.monotonic()
-        k = 0
+        ticks = Ticks(self.poll_interval_ns / 1e9, self.monotonic())
         while not stop.is_set():
             ok = self.step()
             if not ok and not self.client.connected:
                 if self._wait(stop, self.backoff.next_delay()):
                     return
-                start, k = time.monotonic(), 0  # re-anchor the schedule after an outage
+                ticks.restart(self.monotonic())  # re-anchor the schedule after an outage
                 continue
-            k += 1
-            now = time.monotonic()
-            due = start + k * interval
-            if now > due:
-                missed = int((now - due) // interval) + 1
+            wait, missed = ticks.after(self.monotonic())
+            if missed:  # the next step starts at once (sensor.schedule)
                 self.overruns += missed
                 self.metrics.overruns.inc(missed)
-                k += missed
-                due = start + k * interval
             idle = self._idle_s()
-            if idle > due - now:  # streaming and nothing to do: sleep through the ticks until the next list
+            if idle > wait:  # streaming and nothing to do: sleep through the ticks until the next list
                 if self._wait(stop, idle, step_on_wake=False):
                     return
-                start, k = time.monotonic(), 0  # what woke it (the list due, the reader) is the next step
+                ticks.restart(self.monotonic())  # what woke it (the list due, the reader) is the next step
                 continue
-            if self._wait(stop, max(0.0, due - now)):
+            if self._wait(stop, wait):
                 return
 
     def _idle_s(self) -> float:
