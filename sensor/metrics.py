@@ -5,7 +5,12 @@ Each sensor owns its own registry, so several sensors in one process (tests) do 
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
+import socket
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 # prometheus-client adds a ``*_created`` timestamp series to every counter and histogram: noise here
 # (the sensor's start time is in process_start_time_seconds), and twice the series to store.
@@ -83,5 +88,25 @@ class Metrics:
                                   "Process events released without container metadata, by why_unenriched.",
                                   ["why"], registry=r)
 
-    def serve(self, host: str, port: int) -> None:
-        start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int) -> threading.Thread:
+        """Serve ``/metrics`` on ``host:port`` from a daemon thread that sleeps until a scrape comes.
+        prometheus-client's own server looks for a shutdown request every 0.5 s: two wake-ups a
+        second on a sensor that is otherwise idle between resyncs (docs/performance.md, "Idle
+        streaming"). This one is never shut down; it ends with the process."""
+        server = _server_class(host, port)
+        httpd = make_server(host, port, make_wsgi_app(self.registry), server, handler_class=_QuietHandler)
+        t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": None}, name="crisensor-metrics",
+                             daemon=True)
+        t.start()
+        return t
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """Scrapes are not logged (stderr is the sensor's log)."""
+
+
+def _server_class(host: str, port: int) -> type[ThreadingWSGIServer]:
+    """A threading WSGI server of the address family ``host`` resolves to first (``::1``: IPv6)."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    return type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})

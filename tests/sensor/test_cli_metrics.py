@@ -136,3 +136,28 @@ def test_daemonset_sets_the_pod_ip_explicitly() -> None:
     assert addr == "$(POD_IP):9464"  # kubelet expands $(VAR) in args from the container's env
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+
+
+def _wakeups(tid: int) -> int:
+    """Times a thread of this process went to sleep and was woken (its voluntary context switches)."""
+    for line in Path(f"/proc/self/task/{tid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches in /proc")
+
+
+def test_the_metrics_server_sleeps_until_a_scrape() -> None:
+    """Idle streaming wakes for nothing but its resyncs (docs/performance.md): the metrics thread
+    blocks until a scrape arrives. prometheus-client's own server wakes twice a second."""
+    from sensor.metrics import Metrics
+
+    m = Metrics()
+    port = free_port()
+    t = m.serve("127.0.0.1", port)
+    assert "crisensor_poll_duration_seconds" in scrape(f"http://127.0.0.1:{port}/metrics")
+    assert t.native_id is not None
+    time.sleep(0.2)  # the scrape's own wake-ups are over
+    before = _wakeups(t.native_id)
+    time.sleep(1.6)  # three wake-ups of a 0.5 s poll loop
+    assert _wakeups(t.native_id) - before == 0
+    assert "crisensor_poll_duration_seconds" in scrape(f"http://127.0.0.1:{port}/metrics")
