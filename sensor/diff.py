@@ -108,8 +108,10 @@ exactly-once and in lifecycle order:
   previous state: the latest of the object's reported times, its last streamed event's
   ``window_ns[0]`` (both kept as ``floor_ns``) and the ``sent_ns`` of the last list that showed it.
   An object first seen in the stream starts from its own reported times, as in rule 4;
-* a record the stream created, changed or removed was not in the last committed list, so the
-  engine is not ``settled`` (the list fast path takes the plain path) until the next ``finish``.
+* a record the stream created, changed or removed is not as the last committed list showed it, so
+  the engine is not ``settled`` until the next ``finish``, and names such records
+  (``stream_touched``): the list fast path shows the engine their entries again, changed or not
+  (``sensor.fastpath``, rule 4).
 
 Emission order of one ``finish``: ``sensor.gap``; ends of vanished/replaced containers; ends of
 vanished/replaced sandboxes; new/changed sandboxes; new/changed containers -- so ``sandbox.ready``
@@ -287,6 +289,9 @@ class DiffEngine:
         self._held: list[StreamEvent] = []
         self._want_list = False
         self._streamed = False
+        # IDs whose records the stream created, changed, replaced or removed since the last finish
+        # (containers, sandboxes): what a list delta must show the engine again (begin_changes)
+        self._touched: tuple[set[str], set[str]] = (set(), set())
         self._finished_gen = 0  # generation of the last finish (-1: a begin_changes is pending)
 
     # --- introspection ------------------------------------------------------------------------
@@ -539,6 +544,7 @@ class DiffEngine:
         self._finished_gen = p.gen
         self._committed_gen = p.gen
         self._streamed = False
+        self._touched = (set(), set())
         if self._held:  # rule 6: the stream's increments on top of this base
             held, self._held = self._held, []
             for ev in held:
@@ -580,6 +586,16 @@ class DiffEngine:
         list that ``finish`` committed, as it is recorded: ``begin_changes``'s precondition."""
         return self._pending is None and self._finished_gen == self._gen and not self._streamed
 
+    def stream_touched(self) -> tuple[set[str], set[str]] | None:
+        """The IDs (containers, sandboxes) whose records the event stream created, changed, replaced
+        or removed since the last ``finish``, when nothing else moved the records since (no ``begin``
+        pending or dropped): what ``begin_changes`` needs besides the list's changes. ``None``
+        otherwise (the caller then uses ``begin``). Both empty: ``settled``. The engine's own sets:
+        read, do not keep."""
+        if self._pending is not None or self._finished_gen != self._gen:
+            return None
+        return self._touched
+
     def repeat(self, sent_ns: int, received_ns: int) -> bool:
         """The list just taken repeats the committed one entry for entry (the steady state; the fast
         path knows it from the answers' bytes): ``begin`` and ``finish`` in one step. True when that
@@ -611,16 +627,22 @@ class DiffEngine:
         ``changes`` holds, in list order, the objects whose list entry is new or differs from the
         committed list; ``gone_*`` the IDs listed then and absent now; every other object of the
         committed list is listed again exactly as then, and no ID is listed twice. ``named()`` is the
-        set of sandbox IDs the whole container list names. The result -- IDs that need status, then
-        ``finish``'s events -- is the same as ``begin`` on the whole list (tests/perf prove it), at a
-        cost that grows with the changes, not the list. Returns ``None`` and does nothing unless
-        ``settled`` (the caller then uses ``begin``).
+        set of sandbox IDs the whole container list names. After event-stream events
+        (``stream_touched``), ``changes`` also holds every listed object whose ID the stream touched,
+        changed entry or not. The result -- IDs that need status, then ``finish``'s events -- is the
+        same as ``begin`` on the whole list (tests/perf prove it), at a cost that grows with the
+        changes, not the list. Returns ``None`` and does nothing when ``stream_touched`` is ``None``
+        (the caller then uses ``begin``).
 
         How: ``begin`` skips an unchanged listed object after marking it listed in this generation.
-        The delta reuses the committed generation, in which every unchanged object is already marked;
-        it unmarks the changed and gone ones and lets ``begin`` see only the changed ones.
+        The delta reuses the committed generation, in which every unchanged object is already marked
+        (but those the stream created since: never listed); it unmarks the changed and gone ones and
+        lets ``begin`` see only the changed ones. An object the stream touched and the list shows
+        unchanged is one ``begin`` would find as its record says -- unless the stream removed or
+        replaced it, which is why those are in ``changes`` too.
         """
-        if not self.settled or self._prev is None:
+        touched = self.stream_touched()
+        if touched is None or self._prev is None:
             return None
         gen = self._gen
         containers, sandboxes = self._containers, self._sandboxes
@@ -633,7 +655,8 @@ class DiffEngine:
         for c in changes.containers:  # base: shown in the committed list (a replaced one's end needs it)
             t = containers.get(c.id)
             if t is not None:
-                t.gen, t.base = -1, gen
+                t.base = gen if t.gen == gen else t.base
+                t.gen = -1
         for sid in gone_sandboxes:
             st = sandboxes.get(sid)
             if st is not None:
@@ -649,7 +672,10 @@ class DiffEngine:
         need = self.begin(changes)
         p = self._pending
         assert p is not None and p.gen == gen
-        p.c_matched = len(containers) - unlisted
+        if touched[0]:  # records the stream created since are marked with no list: count the marked
+            p.c_matched = sum(1 for t in containers.values() if t.gen == gen)
+        else:
+            p.c_matched = len(containers) - unlisted
         p.sb_matched = sum(1 for st in sandboxes.values() if st.gen == gen)
         p.named = named
         return need
@@ -711,6 +737,7 @@ class DiffEngine:
         if not steps:
             return  # nothing new
         self._streamed = True
+        self._touched[1].add(sid)
         reported = [0] * (len(steps) - 1) + [ev.time_ns]
         ctx = self._stream_ctx(st, st.floor_ns, now)
         after = max(st.last_ns, st.child_ns) if observation == "gone" else st.last_ns
@@ -727,6 +754,7 @@ class DiffEngine:
     def _stream_new_sandbox(self, s: SandboxSnap, observation: str, event_ns: int, now: int,
                             out: list[Event]) -> None:
         self._streamed = True
+        self._touched[1].add(s.id)
         pod = Pod(s.name, s.namespace, s.uid)
         steps = sandbox_steps(None, observation)
         reported = _sandbox_reported(steps, s)
@@ -757,6 +785,7 @@ class DiffEngine:
                 return  # a late event about an incarnation already destroyed (e.g. replaced in a list)
         if t is not None and c is not None and _reused(t.created_ns, c.created_at, now):
             self._streamed = True  # a new incarnation under a known ID: the old one's end is forged
+            self._touched[0].add(cid)
             self._end_container(t, container_steps(t.announced, "replaced"),
                                 self._stream_ctx(t, t.floor_ns, now), c.created_at, out)
             del containers[cid]
@@ -784,6 +813,7 @@ class DiffEngine:
                 self._want_list = True  # its pod is a new sandbox under a known ID: a list sorts that out
                 return
             self._streamed = True
+            self._touched[0].add(cid)
             steps = container_steps(None, observation)
             reported, exact = _stream_reported(steps, c, d, ev.time_ns, now)
             _, last = self._container_events(c, steps, reported, d, self._stream_ctx(None, 0, now), 0, 0, 0, out)
@@ -794,6 +824,7 @@ class DiffEngine:
         if not steps:
             return  # nothing new: an event older than what is announced
         self._streamed = True
+        self._touched[0].add(cid)
         meta = t.snap if c is None else c
         if meta.sandbox_id != t.snap.sandbox_id:
             meta = replace(meta, sandbox_id=t.snap.sandbox_id)

@@ -30,12 +30,19 @@ Rule 3 -- the engine sees a delta, and the same events come out. ``DiffEngine.be
 takes the changed and new entries (in list order) plus the gone IDs, and is equivalent to
 ``begin`` on the whole list: the engine already builds nothing for a listed object whose state and
 ``created_at`` match its record, and an unchanged entry is such an object. The delta is valid only
-against the list the engine last committed with ``finish`` and only while the engine is
-``settled`` (no ``begin`` pending or dropped, no event-stream event applied since): the fast path
-adopts a list as its reference once the engine has committed it (it sees ``last_success`` change
-while settled), and otherwise falls back to the plain path. One ``FastPath`` serves one engine,
-and every list that engine takes goes through it. ``tests/perf/test_fastpath_equivalence.py``
-checks the equivalence on arbitrary snapshot sequences, and over a real socket.
+against the list the engine last committed with ``finish`` and only while no ``begin`` is pending
+or was dropped since (``DiffEngine.stream_touched`` is not ``None``): the fast path adopts a list
+as its reference once the engine has committed it (it sees ``last_success`` change), and otherwise
+falls back to the plain path. One ``FastPath`` serves one engine, and every list that engine takes
+goes through it. ``tests/perf/test_fastpath_equivalence.py`` checks the equivalence on arbitrary
+snapshot sequences, event-stream events between them, and over a real socket.
+
+Rule 4 -- what the event stream touched is shown again. Stream events between two lists change
+records that the committed list showed otherwise (or did not show, or showed and the stream
+removed). The engine names those IDs (``stream_touched``); their entries in the new list are
+decoded and handed over as changed even where their bytes did not change, so ``begin_changes``
+sees them as ``begin`` would. Before, any stream event sent the next list down the plain path: a
+reconciling list beside a busy event stream decoded all 10,000 entries.
 
 Costs: a steady-state poll costs the RPCs plus two byte comparisons and a few attribute writes
 (after 250 ms idle the caches are cold, and each line of Python on that path costs microseconds);
@@ -175,8 +182,10 @@ class _Kind:
             tally.dropped[(self.wire.kind, "empty_id")] += ref.empty
         return _Delta(ref, [], [])
 
-    def delta(self, pb: Any, raw: bytes, ref: _Index, tally: Tally) -> _Delta | None:
-        """What changed since ``ref``; ``None`` when this answer repeats an entry or an ID.
+    def delta(self, pb: Any, raw: bytes, ref: _Index, tally: Tally, force: set[str] | None = None) -> _Delta | None:
+        """What changed since ``ref``; ``None`` when this answer repeats an entry or an ID. ``force``:
+        IDs whose entries count as changed even where their bytes did not change (the event stream
+        touched their records: ``DiffEngine.stream_touched``).
 
         Consumes ``ref``: the new index reuses (updates) its dicts, so the caller must drop ``ref``.
         The caller has compared ``raw`` with ``ref.raw`` (``same`` when equal): not compared again.
@@ -194,6 +203,9 @@ class _Kind:
         at = list(map(where.get, hashes, repeat((len(old) + 1) << 32)))
         same = list(map(and_, map(eq, map(and_, at, repeat(_MASK)), map(and_, places, repeat(_MASK))),
                         map(old.startswith, entries, map(rshift, at, repeat(32)))))
+        forced = set(map(ids.get, force)) - {None} if force else None  # their entries' hashes in ref
+        if forced:
+            same = list(map(and_, same, map(not_, map(forced.__contains__, hashes))))
         kept_hashes = list(compress(hashes, same))
         kept = set(map(_ID, map(snaps.__getitem__, kept_hashes)))  # IDs listed unchanged
         if len(kept) != len(kept_hashes):
@@ -281,10 +293,12 @@ class FastPath:
         self._ref_marker = self._pending_before = None
 
     def _adopt(self, engine: DiffEngine) -> None:
-        """Make the list begun last the reference if the engine has committed it since."""
+        """Make the list begun last the reference if the engine has committed it since (event-stream
+        events after that are the engine's to tell: ``stream_touched``)."""
         if self._pending is not None:
             marker = engine.last_success
-            if engine.settled and marker is not None and marker is not self._pending_before:
+            if (engine.stream_touched() is not None and marker is not None
+                    and marker is not self._pending_before):
                 self._ref, self._ref_marker = self._pending, marker
             self._pending = None
 
@@ -310,8 +324,10 @@ class FastPath:
         ref = self._ref
         before = engine.last_success
         self._ref = None  # consumed by a delta; a fallback rebuilds from the whole list
-        if (ref is not None and engine.settled and before is self._ref_marker
-                and engine.table_sizes()[0] == len(ref[1].ids)):  # cheap check that nothing else moved it
+        touched = engine.stream_touched()
+        if (ref is not None and touched is not None and before is self._ref_marker
+                and (touched[0] or engine.table_sizes()[0] == len(ref[1].ids))):  # nothing else moved it
+            force_c, force_sb = touched  # rule 4: what the event stream touched is decoded again
             # rule 2's first level, each answer compared once: the steady state costs two memcmps
             same_sb, same_c = listing.sandboxes == ref[0].raw, listing.containers == ref[1].raw
             if whole and same_sb and same_c and engine.repeat(listing.sent_ns, listing.received_ns):
@@ -322,9 +338,10 @@ class FastPath:
                 self.counts["same"] += 1
                 return None
             seen = Tally()  # merged only if the delta is taken: a fallback decodes (and counts) again
-            sb = _SANDBOXES.same(ref[0], seen) if same_sb else _SANDBOXES.delta(pb, listing.sandboxes, ref[0], seen)
-            cs = None if sb is None else _CONTAINERS.same(ref[1], seen) if same_c else _CONTAINERS.delta(
-                pb, listing.containers, ref[1], seen)
+            sb = (_SANDBOXES.same(ref[0], seen) if same_sb and not force_sb
+                  else _SANDBOXES.delta(pb, listing.sandboxes, ref[0], seen, force_sb))
+            cs = None if sb is None else (_CONTAINERS.same(ref[1], seen) if same_c and not force_c
+                                          else _CONTAINERS.delta(pb, listing.containers, ref[1], seen, force_c))
             if sb is not None and cs is not None:
                 c_index = cs.index
                 changes = Snapshot(tuple(sb.changed), tuple(cs.changed), listing.sent_ns, listing.received_ns)

@@ -134,7 +134,7 @@ def polls(draw: st.DrawFn) -> list[object]:
         if kind in ("failed", "reset"):
             ops.append(kind)
             continue
-        if kind == "stream":  # events between polls: the engine is not settled, the next list is whole
+        if kind == "stream":  # events between polls: the next list is a delta showing what they touched
             ops.extend(draw(st.lists(stream_events(), min_size=1, max_size=3)))
             continue
         if kind == "jump":

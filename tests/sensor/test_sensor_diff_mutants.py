@@ -49,9 +49,36 @@ def test_begin_changes_needs_a_committed_list() -> None:
     assert e.settled  # nothing pending, nothing streamed: settled, but no base list yet
     assert e.begin_changes(Snapshot((), (), T0, T0), gone_containers=(), gone_sandboxes=(), named=set) is None
     poll(e, T0)
+    assert e.stream_touched() == (set(), set())
     e.stream(ev("c1", "created", T0 + 5 * MS, created=T0 + 5 * MS), T0 + 6 * MS)
-    assert not e.settled
-    assert e.begin_changes(Snapshot((), (), T0, T0), gone_containers=(), gone_sandboxes=(), named=set) is None
+    assert not e.settled  # the stream moved a record: no whole repeat, but a delta that shows it again
+    assert e.stream_touched() == ({"c1"}, set())
+    listed = Snapshot((), (csnap("c1", "created", T0 + 5 * MS),), T0 + 10 * MS, T0 + 11 * MS)
+    assert e.begin_changes(listed, gone_containers=(), gone_sandboxes=(), named=lambda: {"s1"}) == []
+    assert e.stream_touched() is None  # mid-poll
+    e.failed(T0 + 12 * MS, "status lost")
+    assert e.stream_touched() is None  # a dropped delta left marks behind: the next list is begun whole
+    assert e.begin_changes(listed, gone_containers=(), gone_sandboxes=(), named=lambda: {"s1"}) is None
+    e.begin(Snapshot((SB,), listed.containers, T0 + 20 * MS, T0 + 21 * MS))
+    assert types(e.finish({}, T0 + 22 * MS)) == ["sensor.gap"]  # the failed poll; c1 was announced by the stream
+    assert e.settled and e.stream_touched() == (set(), set())
+
+
+def test_a_delta_after_the_stream_ends_what_the_stream_created_and_the_list_lacks() -> None:
+    """A container known from the stream only, absent from the next list, vanished: the delta's
+    count of listed records leaves it out, so ``finish`` looks for it (as ``begin`` would)."""
+    for fast in (False, True):
+        e = DiffEngine()
+        poll(e, T0, containers=(csnap("c0", "running", T0),))
+        e.stream(ev("c1", "started", T0 + 5 * MS, created=T0 + 4 * MS, started=T0 + 5 * MS), T0 + 6 * MS)
+        listed = Snapshot((SB,), (csnap("c0", "running", T0),), T0 + 10 * MS, T0 + 11 * MS)
+        if fast:
+            assert e.begin_changes(Snapshot((), (), T0 + 10 * MS, T0 + 11 * MS), gone_containers=(),
+                                   gone_sandboxes=(), named=lambda: {"s1"}) == []
+        else:
+            assert e.begin(listed) == []
+        assert types(e.finish({}, T0 + 12 * MS)) == ["container.exited", "container.destroyed"], fast
+        assert e.table_sizes() == (1, 1)
 
 
 def test_begin_changes_ends_a_gone_sandbox_among_several() -> None:
