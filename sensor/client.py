@@ -34,6 +34,7 @@ from sensor.wire import (  # noqa: F401 - re-exported: the client's API since be
     Tally,
     container_detail,
     container_snap,
+    event_reader,
     note_state,
     parse,
     sandbox_snap,
@@ -370,10 +371,10 @@ class CriClient:
             raise
 
     def event_decoder(self) -> Callable[[bytes], Any]:
-        """Reads one ``GetContainerEvents`` answer's bytes: ``ContainerEventResponse`` or
-        ``MalformedResponse``. Bound to this connection's API (the reader thread may outlive it)."""
-        cls = self.pb.ContainerEventResponse
-        return lambda raw: parse(cls, raw, "GetContainerEvents", nested="containers_statuses")
+        """Reads one ``GetContainerEvents`` answer's bytes for ``stream_event`` (``wire.event_reader``:
+        the event and the one status it is about) or raises ``MalformedResponse``. Bound to this
+        connection's API (the reader thread may outlive it)."""
+        return event_reader(self.pb)
 
 
 def probe_socket(path: str) -> None:

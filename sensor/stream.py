@@ -4,9 +4,10 @@ Theory of operation
 -------------------
 Three parts, each small:
 
-* ``stream_event`` converts one ``ContainerEventResponse`` into a plain ``StreamEvent`` (the diff
-  engine never sees protobuf). The named container's status is picked out of
-  ``containers_statuses``; a nil ``pod_sandbox_status`` becomes ``None``.
+* ``stream_event`` converts one ``ContainerEventResponse`` -- or the ``EventView`` that
+  ``sensor.wire.event_reader`` decodes from its bytes, the named container's status alone -- into
+  a plain ``StreamEvent`` (the diff engine never sees protobuf). The named container's status is
+  picked out of ``containers_statuses``; a nil ``pod_sandbox_status`` becomes ``None``.
 * ``StreamPlan`` is the pure decision table: whether to subscribe now, how to read the way a
   stream ended, and how often to list. It takes times in and reads no clock.
 * ``StreamReader`` is the I/O: one thread per subscription, started, cancelled and joined by the

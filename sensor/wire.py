@@ -12,7 +12,8 @@ Rule 1 -- bytes that are not the message are a failed call. ``parse`` raises ``M
 *known* field sent with the wrong wire type: protobuf keeps such a field as an unknown field and
 carries on, so ``ListContainers`` answered with field 1 as a varint would parse as an empty list
 -- "everything is gone". Unknown field *numbers* are a newer runtime's additions and are ignored.
-The check covers the answer and each list entry (each event's statuses), not deeper messages: a
+The check covers the answer and each list entry (of an event, the status it is about; the pod's
+other containers' statuses are not read: ``event_reader``), not deeper messages: a
 wrong wire type deeper down only blanks a metadata field (an empty name, no image), never an ID,
 a state or a time.
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
 from operator import attrgetter
 from sys import intern
 from typing import Any, Generic, TypeVar
@@ -53,12 +55,14 @@ __all__ = [
     "SANDBOX_STATES",
     "UNKNOWN_EXIT",
     "CriCallError",
+    "EventView",
     "ListKind",
     "MalformedResponse",
     "Tally",
     "UnusableEvent",
     "container_detail",
     "container_snap",
+    "event_reader",
     "parse",
     "sandbox_snap",
     "split_entries",
@@ -195,6 +199,114 @@ def split_entries(raw: bytes, method: str = "list") -> list[bytes]:
 # as a pod's name, namespace and UID, the same on every container of the pod) are interned: one
 # copy per distinct string instead of one per record -- ~40% of a tracked container's memory
 # (docs/performance.md, "Memory"). Interned strings are freed with their last user.
+
+
+def _event_head_class() -> Any:
+    """``ContainerEventResponse`` with its two message fields left as bytes: the same wire format, so
+    one C parse gives the event's own fields, the pod sandbox status unparsed and each container
+    status unparsed. Field types match the real message's wire types, so ``_check_wire_types`` on a
+    head catches what it catches on the real message."""
+    f = descriptor_pb2.FieldDescriptorProto
+    fdp = descriptor_pb2.FileDescriptorProto(name="sensor_wire_event_head.proto", package="sensor.wire",
+                                             syntax="proto3")
+    msg = fdp.message_type.add(name="EventHead")
+    for name, number, kind, label in (("container_id", 1, f.TYPE_STRING, f.LABEL_OPTIONAL),
+                                      ("container_event_type", 2, f.TYPE_INT32, f.LABEL_OPTIONAL),
+                                      ("created_at", 3, f.TYPE_INT64, f.LABEL_OPTIONAL),
+                                      # repeated: a message field sent twice is merged, bytes would not be
+                                      ("pod_sandbox_status", 4, f.TYPE_BYTES, f.LABEL_REPEATED),
+                                      ("containers_statuses", 5, f.TYPE_BYTES, f.LABEL_REPEATED)):
+        msg.field.add(name=name, number=number, type=kind, label=label)
+    ids = fdp.message_type.add(name="StatusId")
+    ids.field.add(name="id", number=1, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return (message_factory.GetMessageClass(pool.FindMessageTypeByName("sensor.wire.EventHead")),
+            message_factory.GetMessageClass(pool.FindMessageTypeByName("sensor.wire.StatusId")))
+
+
+_EventHead, _StatusId = _event_head_class()
+
+
+@dataclass(frozen=True, slots=True)
+class EventView:
+    """What ``stream.stream_event`` reads of a ``ContainerEventResponse``, as ``event_reader`` decodes
+    it: the event's own fields, its pod sandbox status, and of ``containers_statuses`` only the status
+    of the container the event is about (none, or one)."""
+
+    container_id: str
+    container_event_type: int
+    created_at: int
+    pod_sandbox_status: Any  # the API's PodSandboxStatus (empty when absent, as protobuf reads it)
+    containers_statuses: tuple[Any, ...]
+    has_sandbox: bool
+
+    def HasField(self, name: str) -> bool:  # protobuf's name: stream_event reads either
+        if name != "pod_sandbox_status":
+            raise ValueError(f"EventView has no optional field {name!r}")
+        return self.has_sandbox
+
+
+def event_reader(pb: Any, method: str = "GetContainerEvents") -> Callable[[bytes], EventView]:
+    """Decode one ``GetContainerEvents`` answer for ``stream_event``, or raise ``MalformedResponse``.
+
+    Why not the whole message: containerd sends with every event the statuses of *all* the pod's
+    containers, and the sensor uses one. On a pod of 60 containers one event was ~29 KB; parsing
+    and checking every status cost ~130 us, so at 1,000 container lifecycles a second the reader
+    fell seconds behind its stream. Here the event's fields are parsed with the statuses left as
+    bytes, the status about ``container_id`` is found by its leading ``id`` field (how protobuf
+    encoders write it: field 1 first) and only that one is parsed and checked (rule 1). A status the
+    event is not about is not read, so its bytes cannot make the event unusable. Where the ID's bytes
+    are not where that shortcut expects them (another field order, an ID field that comes twice --
+    protobuf keeps the last --, the ID's bytes inside another status), each status's ID is parsed
+    and the first match wins, as in protobuf's reading of the whole message. Where the ID's bytes
+    appear in no status, none is about it; an encoder would have to write the ID field's length in
+    more bytes than needed to hide one (no protobuf encoder does). ``tests/sensor/test_wire.py``
+    holds this to the whole parse."""
+    status_cls, sandbox_cls = pb.ContainerStatus, pb.PodSandboxStatus
+
+    def read(raw: bytes) -> EventView:
+        head = parse(_EventHead, raw, method)
+        cid = head.container_id
+        statuses = head.containers_statuses
+        found: tuple[Any, ...] = ()
+        if statuses:
+            key = cid.encode()
+            prefix = b"\x0a" + _varint(len(key)) + key  # the ID field as encoders write it
+            others = raw.count(prefix) - raw.startswith(prefix)  # past the event's own leading ID field
+            status = None
+            if others == 1:  # one status holds those bytes: the one, if they lead it (checked below)
+                at = list(map(bytes.startswith, statuses, repeat(prefix)))
+                if True in at:
+                    status = parse(status_cls, statuses[at.index(True)], method)
+            if status is not None and status.id == cid:
+                found = (status,)
+            elif others:  # another field order, or an ID field that comes twice (protobuf keeps the
+                # last): read every status's ID, the first match wins
+                k = next((i for i, e in enumerate(statuses) if parse(_StatusId, e, method).id == cid), None)
+                found = () if k is None else (parse(status_cls, statuses[k], method),)
+        parts = head.pod_sandbox_status  # not checked field by field: a deeper message (rule 1)
+        sandbox = _decode(sandbox_cls, b"".join(parts), method) if parts else sandbox_cls()
+        return EventView(cid, head.container_event_type, head.created_at, sandbox, found, bool(parts))
+
+    return read
+
+
+def _decode(cls: Any, raw: bytes, method: str) -> Any:
+    """``cls.FromString(raw)``, or ``MalformedResponse``; no wire-type check (a deeper message)."""
+    try:
+        return cls.FromString(raw)
+    except Exception as e:  # DecodeError, and whatever else the C parser may raise on hostile input
+        raise MalformedResponse(method, f"{cls.DESCRIPTOR.name} does not decode ({type(e).__name__})") from None
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def _labels(labels: Any) -> dict[str, str]:

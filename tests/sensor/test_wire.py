@@ -26,6 +26,7 @@ from sensor.wire import (
     Tally,
     UnusableEvent,
     container_snap,
+    event_reader,
     parse,
     sandbox_snap,
     split_entries,
@@ -200,6 +201,115 @@ def test_stream_events_decode_or_are_skipped_cleanly(raw: bytes) -> None:
     odd_container = ev.container is not None and not 0 <= msg.containers_statuses[0].state < 4
     odd_sandbox = ev.sandbox is not None and not 0 <= msg.pod_sandbox_status.state < 2
     assert sum(tally.unknown.values()) == odd_container + odd_sandbox
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited field (``number``, wire type 2) as an encoder writes it."""
+    n, size = len(payload), bytearray()
+    while n > 0x7F:
+        size.append(n & 0x7F | 0x80)
+        n >>= 7
+    size.append(n)
+    return bytes([number << 3 | 2]) + bytes(size) + payload
+
+
+@st.composite
+def status_entries(draw: st.DrawFn, ids: st.SearchStrategy[str] = IDS) -> bytes:
+    """One ``ContainerStatus`` as a runtime may encode it: in field order, with the ID after other
+    fields, or with the ID field twice (protobuf keeps the last)."""
+    st_msg = PB.ContainerStatus(id=draw(ids), state=draw(st.integers(-3, 9)), created_at=draw(TIMES),
+                                started_at=draw(TIMES), finished_at=draw(TIMES),
+                                exit_code=draw(st.integers(-(2**31), 2**31 - 1)),
+                                metadata=PB.ContainerMetadata(name=draw(IDS)), labels=draw(
+                                    st.dictionaries(IDS, IDS, max_size=2)))
+    shape = draw(st.sampled_from(["ordered", "ordered", "id last", "id twice"]))
+    if shape == "ordered":
+        return st_msg.SerializeToString()
+    rest = PB.ContainerStatus()
+    rest.CopyFrom(st_msg)
+    rest.ClearField("id")
+    if shape == "id last":
+        return rest.SerializeToString() + PB.ContainerStatus(id=st_msg.id).SerializeToString()
+    return PB.ContainerStatus(id=draw(ids)).SerializeToString() + rest.SerializeToString() + PB.ContainerStatus(
+        id=st_msg.id).SerializeToString()
+
+
+@st.composite
+def pod_events(draw: st.DrawFn) -> bytes:
+    """A ``ContainerEventResponse`` as containerd sends it: the statuses of the pod's containers
+    (several, IDs repeating, in any encoding above), sometimes none about the event's container."""
+    cid = draw(IDS)
+    head = PB.ContainerEventResponse(container_id=cid, container_event_type=draw(st.integers(-1, 4)),
+                                     created_at=draw(TIMES))
+    ids = st.one_of(st.just(cid), IDS)  # the pod's statuses: the event's container's often among them
+    if draw(st.booleans()):
+        head.pod_sandbox_status.CopyFrom(PB.PodSandboxStatus(id=draw(IDS), state=draw(st.integers(-1, 3)),
+                                                             created_at=draw(TIMES)))
+    raw = head.SerializeToString() + b"".join(_field(5, e) for e in draw(st.lists(status_entries(ids), max_size=5)))
+    return draw(st.one_of(st.just(raw), mutated(raw)))
+
+
+def _whole(raw: bytes) -> tuple[Any, Tally] | Exception:
+    """What the sensor read before ``event_reader``: the whole message, every status checked."""
+    tally = Tally()
+    try:
+        return stream_event(parse(PB.ContainerEventResponse, raw, "GetContainerEvents",
+                                  nested="containers_statuses"), tally), tally
+    except (MalformedResponse, UnusableEvent) as e:
+        return e
+
+
+@given(st.one_of(pod_events(), event_bytes()))
+@example(PB.ContainerEventResponse(container_id="a", container_event_type=1).SerializeToString()
+         + _field(5, PB.ContainerStatus(id="b").SerializeToString())
+         + _field(5, PB.ContainerStatus(state=2).SerializeToString() + PB.ContainerStatus(id="a").SerializeToString()))
+@example(PB.ContainerEventResponse(container_id="a", container_event_type=2).SerializeToString()
+         + _field(5, PB.ContainerStatus(id="a").SerializeToString() + PB.ContainerStatus(id="b").SerializeToString())
+         + _field(5, PB.ContainerStatus(id="a", exit_code=3).SerializeToString()))
+@example(PB.ContainerEventResponse(container_id="a", container_event_type=2).SerializeToString()  # the first
+         + _field(5, PB.ContainerStatus(state=2).SerializeToString() + PB.ContainerStatus(id="a").SerializeToString())
+         + _field(5, PB.ContainerStatus(id="a", exit_code=3).SerializeToString()))  # not the one led by its ID
+def test_the_event_reader_reads_what_the_whole_message_says(raw: bytes) -> None:
+    """``event_reader`` (one status parsed) against protobuf's whole parse: the same event and the
+    same counts, or the same error -- except that a status the event is not about is not checked,
+    so bytes that fail only there give the event the whole parse would give unchecked."""
+    before = _whole(raw)
+    tally = Tally()
+    try:
+        view = event_reader(PB)(raw)
+        now: tuple[Any, Tally] | Exception = stream_event(view, tally), tally
+    except (MalformedResponse, UnusableEvent) as e:
+        now = e
+    if isinstance(now, Exception):
+        assert isinstance(before, Exception), f"refused what the whole message gives: {now}"
+        # the same error; or the whole parse failed in a status and the event itself is unusable
+        assert type(now) is type(before) or (isinstance(now, UnusableEvent) and isinstance(before, MalformedResponse))
+        return
+    if isinstance(before, Exception):  # it failed in a status the event is not about, not read now:
+        assert isinstance(before, MalformedResponse)  # the event is the message's with that status alone
+        alone = PB.ContainerEventResponse(container_id=view.container_id,
+                                          container_event_type=view.container_event_type,
+                                          created_at=view.created_at, containers_statuses=view.containers_statuses)
+        if view.HasField("pod_sandbox_status"):
+            alone.pod_sandbox_status.CopyFrom(view.pod_sandbox_status)
+        before = _whole(alone.SerializeToString())
+    assert now == before
+
+
+def test_a_broken_status_of_another_container_does_not_lose_the_event() -> None:
+    """containerd sends the whole pod's statuses with every event: one of them damaged (its state
+    field as a length-delimited string) made the event unusable and the sensor list; now only the
+    status the event is about is read."""
+    raw = (PB.ContainerEventResponse(container_id="a", container_event_type=1, created_at=5).SerializeToString()
+           + _field(5, b"\x0a\x01b" + _field(4, b"x"))  # state (field 4, a varint) sent as bytes
+           + _field(5, PB.ContainerStatus(id="a", state=1, started_at=5).SerializeToString()))
+    with pytest.raises(MalformedResponse, match="sent as length-delimited"):
+        parse(PB.ContainerEventResponse, raw, "GetContainerEvents", nested="containers_statuses")
+    ev = stream_event(event_reader(PB)(raw))
+    assert (ev.container_id, ev.type, ev.container and ev.container.state) == ("a", "started", "running")
+    with pytest.raises(MalformedResponse):  # the status it is about, damaged the same way: refused
+        event_reader(PB)(raw.replace(b"\x0a\x01b", b"\x0a\x01a", 1)[:-len(_field(5, PB.ContainerStatus(
+            id="a", state=1, started_at=5).SerializeToString()))])
 
 
 @given(st.one_of(st.binary(max_size=48), mutated(PB.ContainerStatusResponse(
