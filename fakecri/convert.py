@@ -18,6 +18,7 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 from fakecri import ocispec
 from fakecri.flavors import Flavor
 from fakecri.model import Container, Image, Sandbox
+from sensor.wire import varint
 
 CONTAINER_STATE = {"created": 0, "running": 1, "exited": 2, "unknown": 3}
 CONTAINER_STATE_NAME = {v: k for k, v in CONTAINER_STATE.items()}
@@ -291,16 +292,7 @@ def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
 def state_entry(parts: tuple[bytes, bytes], state: int) -> bytes:
     """The list entry (tag, length, payload) of a container from its ``container_parts``."""
     payload = parts[0] + _STATE_FIELD[state] + parts[1]
-    return b"\x0a" + _varint(len(payload)) + payload
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    return b"\x0a" + varint(len(payload)) + payload
 
 
 def _cached(cache: dict[str, Any], items: list[Any], make: Callable[[Any], Any]) -> list[Any]:

@@ -66,6 +66,7 @@ __all__ = [
     "parse",
     "sandbox_snap",
     "split_entries",
+    "varint",
 ]
 
 CONTAINER_STATES = ("created", "running", "exited", "unknown")
@@ -152,10 +153,7 @@ def _check_wire_types(msg: Any, method: str) -> None:
 def parse(cls: Any, raw: bytes, method: str, *, nested: str | None = None) -> Any:
     """``cls.FromString(raw)``, or ``MalformedResponse`` (rule 1). ``nested``: a message field (or
     repeated message field) whose message(s) are checked too: the list's entries, the status."""
-    try:
-        msg = cls.FromString(raw)
-    except Exception as e:  # DecodeError, and whatever else the C parser may raise on hostile input
-        raise MalformedResponse(method, f"{cls.DESCRIPTOR.name} does not decode ({type(e).__name__})") from None
+    msg = _decode(cls, raw, method)
     _check_wire_types(msg, method)
     if nested is not None:
         inner = getattr(msg, nested)
@@ -272,7 +270,7 @@ def event_reader(pb: Any, method: str = "GetContainerEvents") -> Callable[[bytes
         found: tuple[Any, ...] = ()
         if statuses:
             key = cid.encode()
-            prefix = b"\x0a" + _varint(len(key)) + key  # the ID field as encoders write it
+            prefix = b"\x0a" + varint(len(key)) + key  # the ID field as encoders write it
             others = raw.count(prefix) - raw.startswith(prefix)  # past the event's own leading ID field
             status = None
             if others == 1:  # one status holds those bytes: the one, if they lead it (checked below)
@@ -300,7 +298,8 @@ def _decode(cls: Any, raw: bytes, method: str) -> Any:
         raise MalformedResponse(method, f"{cls.DESCRIPTOR.name} does not decode ({type(e).__name__})") from None
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """``n`` (>= 0) as a protobuf varint, in as few bytes as encoders write it."""
     out = bytearray()
     while n > 0x7F:
         out.append(n & 0x7F | 0x80)

@@ -30,6 +30,7 @@ from sensor.wire import (
     parse,
     sandbox_snap,
     split_entries,
+    varint,
 )
 
 PB = cri_api.api("v1").pb2
@@ -205,12 +206,7 @@ def test_stream_events_decode_or_are_skipped_cleanly(raw: bytes) -> None:
 
 def _field(number: int, payload: bytes) -> bytes:
     """One length-delimited field (``number``, wire type 2) as an encoder writes it."""
-    n, size = len(payload), bytearray()
-    while n > 0x7F:
-        size.append(n & 0x7F | 0x80)
-        n >>= 7
-    size.append(n)
-    return bytes([number << 3 | 2]) + bytes(size) + payload
+    return bytes([number << 3 | 2]) + varint(len(payload)) + payload
 
 
 @st.composite
