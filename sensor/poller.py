@@ -530,8 +530,9 @@ class Poller:
     # ---- real-time schedule -------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Poll at a fixed rate until ``stop`` is set. Missed slots are skipped and counted. On the
-        way out the event stream, if any, is cancelled and its reader joined."""
+        """Poll at a fixed rate until ``stop`` is set (``sensor.schedule``: a late poll is followed
+        at once, the slots it ran past counted). On the way out the event stream, if any, is
+        cancelled and its reader joined."""
         try:
             self._run(stop)
         finally:
