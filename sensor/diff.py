@@ -152,6 +152,9 @@ TOMBSTONES = 16_384
 TOMB_DEPTH = 4
 #: Stream events held while there is no base list; past this many the base list covers them.
 HELD_MAX = 65_536
+#: IDs per kind the stream may touch between two lists and the next list still be a delta
+#: (``stream_touched``); past it the delta would decode most of a 10,000-container list anyway.
+TOUCHED_MAX = 16_384
 
 
 class EngineStateError(RuntimeError):
@@ -292,6 +295,7 @@ class DiffEngine:
         # IDs whose records the stream created, changed, replaced or removed since the last finish
         # (containers, sandboxes): what a list delta must show the engine again (begin_changes)
         self._touched: tuple[set[str], set[str]] = (set(), set())
+        self._touched_over = False  # more than TOUCHED_MAX: the next list is begun whole
         self._finished_gen = 0  # generation of the last finish (-1: a begin_changes is pending)
 
     # --- introspection ------------------------------------------------------------------------
@@ -544,7 +548,7 @@ class DiffEngine:
         self._finished_gen = p.gen
         self._committed_gen = p.gen
         self._streamed = False
-        self._touched = (set(), set())
+        self._touched, self._touched_over = (set(), set()), False
         if self._held:  # rule 6: the stream's increments on top of this base
             held, self._held = self._held, []
             for ev in held:
@@ -592,9 +596,18 @@ class DiffEngine:
         pending or dropped): what ``begin_changes`` needs besides the list's changes. ``None``
         otherwise (the caller then uses ``begin``). Both empty: ``settled``. The engine's own sets:
         read, do not keep."""
-        if self._pending is not None or self._finished_gen != self._gen:
+        if self._pending is not None or self._finished_gen != self._gen or self._touched_over:
             return None
         return self._touched
+
+    def _touch(self, kind: int, oid: str) -> None:
+        """The stream changed the record of ``oid`` (``kind`` 0: a container, 1: a sandbox). Past
+        ``TOUCHED_MAX`` IDs a delta would decode most of the list anyway: the sets stop growing."""
+        touched = self._touched[kind]
+        if len(touched) < TOUCHED_MAX:
+            touched.add(oid)
+        else:
+            self._touched_over = True
 
     def repeat(self, sent_ns: int, received_ns: int) -> bool:
         """The list just taken repeats the committed one entry for entry (the steady state; the fast
@@ -737,7 +750,7 @@ class DiffEngine:
         if not steps:
             return  # nothing new
         self._streamed = True
-        self._touched[1].add(sid)
+        self._touch(1, sid)
         reported = [0] * (len(steps) - 1) + [ev.time_ns]
         ctx = self._stream_ctx(st, st.floor_ns, now)
         after = max(st.last_ns, st.child_ns) if observation == "gone" else st.last_ns
@@ -754,7 +767,7 @@ class DiffEngine:
     def _stream_new_sandbox(self, s: SandboxSnap, observation: str, event_ns: int, now: int,
                             out: list[Event]) -> None:
         self._streamed = True
-        self._touched[1].add(s.id)
+        self._touch(1, s.id)
         pod = Pod(s.name, s.namespace, s.uid)
         steps = sandbox_steps(None, observation)
         reported = _sandbox_reported(steps, s)
@@ -785,7 +798,7 @@ class DiffEngine:
                 return  # a late event about an incarnation already destroyed (e.g. replaced in a list)
         if t is not None and c is not None and _reused(t.created_ns, c.created_at, now):
             self._streamed = True  # a new incarnation under a known ID: the old one's end is forged
-            self._touched[0].add(cid)
+            self._touch(0, cid)
             self._end_container(t, container_steps(t.announced, "replaced"),
                                 self._stream_ctx(t, t.floor_ns, now), c.created_at, out)
             del containers[cid]
@@ -813,7 +826,7 @@ class DiffEngine:
                 self._want_list = True  # its pod is a new sandbox under a known ID: a list sorts that out
                 return
             self._streamed = True
-            self._touched[0].add(cid)
+            self._touch(0, cid)
             steps = container_steps(None, observation)
             reported, exact = _stream_reported(steps, c, d, ev.time_ns, now)
             _, last = self._container_events(c, steps, reported, d, self._stream_ctx(None, 0, now), 0, 0, 0, out)
@@ -824,7 +837,7 @@ class DiffEngine:
         if not steps:
             return  # nothing new: an event older than what is announced
         self._streamed = True
-        self._touched[0].add(cid)
+        self._touch(0, cid)
         meta = t.snap if c is None else c
         if meta.sandbox_id != t.snap.sandbox_id:
             meta = replace(meta, sandbox_id=t.snap.sandbox_id)

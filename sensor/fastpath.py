@@ -41,8 +41,9 @@ Rule 4 -- what the event stream touched is shown again. Stream events between tw
 records that the committed list showed otherwise (or did not show, or showed and the stream
 removed). The engine names those IDs (``stream_touched``); their entries in the new list are
 decoded and handed over as changed even where their bytes did not change, so ``begin_changes``
-sees them as ``begin`` would. Before, any stream event sent the next list down the plain path: a
-reconciling list beside a busy event stream decoded all 10,000 entries.
+sees them as ``begin`` would (past ``diff.TOUCHED_MAX`` such IDs the list is decoded whole).
+Before, any stream event sent the next list down the plain path: a reconciling list beside a busy
+event stream decoded all 10,000 entries.
 
 Costs: a steady-state poll costs the RPCs plus two byte comparisons and a few attribute writes
 (after 250 ms idle the caches are cold, and each line of Python on that path costs microseconds);

@@ -550,3 +550,24 @@ def test_stream_during_a_poll_says_how_to_use_it() -> None:
     e.begin(Snapshot((SB,), (), T0 + 10 * MS, T0 + 11 * MS))
     with pytest.raises(EngineStateError, match="apply stream events before or after a poll, under the same lock"):
         e.stream(ev("c1", "created", T0 + 10 * MS, created=T0 + 10 * MS), T0 + 12 * MS)
+
+
+def test_past_touched_max_stream_ids_the_next_list_is_begun_whole(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The IDs the stream touched are kept for the next list's delta up to TOUCHED_MAX per kind:
+    past that a delta would decode most of the list anyway, and the sets stop growing."""
+    from sensor import diff
+
+    monkeypatch.setattr(diff, "TOUCHED_MAX", 2)
+    e = DiffEngine()
+    poll(e, T0)
+    for i, cid in enumerate(("c1", "c2")):
+        e.stream(ev(cid, "created", T0 + (5 + i) * MS, created=T0 + 5 * MS), T0 + 10 * MS)
+    assert e.stream_touched() == ({"c1", "c2"}, set())
+    e.stream(ev("c3", "created", T0 + 8 * MS, created=T0 + 5 * MS), T0 + 10 * MS)
+    assert e.stream_touched() is None
+    assert e.begin_changes(Snapshot((), (), T0 + 20 * MS, T0 + 21 * MS), gone_containers=(), gone_sandboxes=(),
+                           named=lambda: {"s1"}) is None
+    cs = tuple(csnap(c, "created", T0 + 5 * MS) for c in ("c1", "c2", "c3"))
+    e.begin(Snapshot((SB,), cs, T0 + 20 * MS, T0 + 21 * MS))
+    assert e.finish({}, T0 + 22 * MS) == []
+    assert e.stream_touched() == (set(), set())  # a finish starts counting again
