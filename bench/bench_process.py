@@ -33,8 +33,9 @@ Cases, per node size (``large_node``: kubelet-shaped containers, 100 per pod, co
   wall times come from its own histogram (``--metrics-addr``, scraped at the churn's start and
   end: the share of polls <= 250 ms, and p50/p99 interpolated within buckets), and so does each
   poll's wait in CRI calls (``crisensor_poll_rpc_wait_seconds``): the means of the two tell the
-  runtime's share of a poll from the sensor's own work; the fake's ground-truth jitter is the one
-  ``fakecri serve`` prints at the scenario's end.
+  runtime's share of a poll from the sensor's own work, and the events emitted by source
+  (``crisensor_events_total``: through the stream, or announced by a list); the fake's
+  ground-truth jitter is the one ``fakecri serve`` prints at the scenario's end.
 
 Sensor and floor alternate ``--repeats`` times per case; the table shows medians and the median of
 the per-pair ratios, so a machine whose load changes over the run moves both sides of a ratio.
@@ -338,20 +339,30 @@ def wait_floor_ready(c: Client) -> None:
 
 POLL_HIST = "crisensor_poll_duration_seconds"
 RPC_HIST = "crisensor_poll_rpc_wait_seconds"  # the share of each poll spent in its CRI calls
+EVENTS = "crisensor_events"  # emitted events by type and source (a counter)
 
 
 def scrape(port: int) -> dict[str, dict[str, float]]:
-    """The sensor's poll histograms (``POLL_HIST``, ``RPC_HIST``): cumulative counts by upper bound
-    (``+Inf`` too), and the sum under ``"sum"``."""
+    """The sensor's metrics as ``parse_metrics`` reads them."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    out: dict[str, dict[str, float]] = {POLL_HIST: {}, RPC_HIST: {}}
+        return parse_metrics(r.read().decode())
+
+
+def parse_metrics(text: str) -> dict[str, dict[str, float]]:
+    """The sensor's poll histograms (``POLL_HIST``, ``RPC_HIST``): cumulative counts by upper bound
+    (``+Inf`` too), and the sum under ``"sum"``; and under ``EVENTS`` the events emitted so far by
+    source (``poll``, ``stream``, ``resync``...), all types together."""
+    out: dict[str, dict[str, float]] = {POLL_HIST: {}, RPC_HIST: {}, EVENTS: {}}
     for m in re.finditer(r'^(\w+)_bucket\{le="([^"]+)"\} ([\d.e+]+)$', text, re.M):
         if m[1] in out:
             out[m[1]][m[2]] = float(m[3])
     for m in re.finditer(r'^(\w+)_sum ([\d.e+-]+)$', text, re.M):
         if m[1] in out:
             out[m[1]]["sum"] = float(m[2])
+    for m in re.finditer(rf'^{EVENTS}_total\{{([^}}]*)\}} ([\d.e+]+)$', text, re.M):
+        source = re.search(r'source="([^"]*)"', m[1])
+        if source:
+            out[EVENTS][source[1]] = out[EVENTS].get(source[1], 0.0) + float(m[2])
     return out
 
 
@@ -456,6 +467,7 @@ def measure(fake: Fake, kind: str, mode: str, window_s: float, workdir: str, *, 
         row["peak_rss_mb"] = status_mb(c.pid, "VmHWM")
         if metrics and h1:
             row.update(poll_figures(h0, h1))
+            row["events_per_s"] = {src: n / (t1 - t0) for src, n in row.pop("events_by_source").items()}
     finally:
         _stop(c.proc)
         if c.output:
@@ -545,6 +557,8 @@ def poll_figures(h0: dict[str, dict[str, float]], h1: dict[str, dict[str, float]
             out[f"{key}_p{q}_ms"] = None if v is None else v * 1e3
         n = a.get("+Inf", 0) - b.get("+Inf", 0)
         out[f"{key}_mean_ms"] = (a.get("sum", 0) - b.get("sum", 0)) / n * 1e3 if n else None
+    e0, e1 = h0.get(EVENTS, {}), h1.get(EVENTS, {})
+    out["events_by_source"] = {src: n - e0.get(src, 0.0) for src, n in sorted(e1.items()) if n > e0.get(src, 0.0)}
     return out
 
 
@@ -570,6 +584,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for key in ("poll_p50_ms", "poll_p99_ms", "poll_mean_ms", "rpc_p50_ms", "rpc_p99_ms", "rpc_mean_ms"):
             line[key] = _med([r.get(key) for r in sensor])
         line["polls_le_250ms"] = _med([r.get("polls_le_250ms") for r in sensor])
+        line["events_per_s"] = next((r["events_per_s"] for r in sensor if r.get("events_per_s")), None)
         jit = [r["fake_jitter"]["p99_ms"] for r in sensor + floor if r.get("fake_jitter")]
         line["fake_jitter_p99_ms"] = max(jit) if jit else None
         resync = [r for r in rows if (r["containers"], r["case"], r["client"]) == (n, case, "resync")]
@@ -583,6 +598,14 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         line["loads"] = [r["load"][0] for r in sensor + floor + resync]
         out.append(line)
     return out
+
+
+def _by_source(rates: dict[str, float] | None) -> str:
+    """``; events/s by source: poll 1,234, stream 56`` (what came in through the stream, and what
+    the lists had to announce), or nothing."""
+    if not rates:
+        return ""
+    return "; events/s by source: " + ", ".join(f"{src} {n:,.0f}" for src, n in sorted(rates.items()))
 
 
 def _f(x: float | None, fmt: str) -> str:
@@ -608,7 +631,7 @@ def table(summary: list[dict[str, Any]]) -> str:
                          f"{_f(s['poll_p99_ms'], '.0f')} ms, {_f(s['polls_le_250ms'], '.0%')} within 250 ms; mean "
                          f"{s['poll_mean_ms']:.0f} ms, of which {s['rpc_mean_ms']:.0f} ms waiting in CRI calls "
                          f"(p50 {_f(s['rpc_p50_ms'], '.0f')} ms) and {s['poll_mean_ms'] - s['rpc_mean_ms']:.0f} "
-                         "ms the sensor's own work")
+                         "ms the sensor's own work" + _by_source(s.get("events_per_s")))
     for s in summary:
         if s.get("resync_ms_per_s") is not None:
             lines.append(f"{s['containers']:>10,} {s['case']}: the resyncs' transport cost "

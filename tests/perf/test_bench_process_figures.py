@@ -31,3 +31,27 @@ def test_no_polls_between_scrapes_gives_no_figures() -> None:
     got = poll_figures(same, same)
     assert got["polls"] == 0 and got["polls_le_250ms"] is None
     assert got["poll_mean_ms"] is None and got["rpc_p50_ms"] is None
+
+
+def test_events_by_source_are_read_from_the_counter_and_differenced() -> None:
+    """The churn rows say how many events came through the stream and how many the lists (polls,
+    resyncs) announced: ``crisensor_events_total`` summed over types, per source."""
+    from bench.bench_process import EVENTS, _by_source, parse_metrics
+
+    def text(poll: int, stream: int) -> str:
+        return ("# HELP crisensor_events_total Events emitted by type and source.\n"
+                "# TYPE crisensor_events_total counter\n"
+                f'crisensor_events_total{{source="poll",type="container.created"}} {poll}.0\n'
+                f'crisensor_events_total{{source="poll",type="container.running"}} {poll}.0\n'
+                f'crisensor_events_total{{source="stream",type="container.exited"}} {stream}.0\n'
+                'crisensor_poll_duration_seconds_bucket{le="0.25"} 3.0\n'
+                'crisensor_poll_duration_seconds_bucket{le="+Inf"} 4.0\n'
+                "crisensor_poll_duration_seconds_sum 0.9\n")
+
+    before, after = parse_metrics(text(10, 5)), parse_metrics(text(30, 5))
+    assert before[EVENTS] == {"poll": 20.0, "stream": 5.0}
+    assert before[POLL_HIST] == {"0.25": 3.0, "+Inf": 4.0, "sum": 0.9}
+    got = poll_figures(before, after)
+    assert got["events_by_source"] == {"poll": 40.0}  # the stream sent nothing in between
+    assert _by_source({"stream": 1234.4, "resync": 56.0}) == "; events/s by source: resync 56, stream 1,234"
+    assert _by_source(None) == ""
