@@ -4,6 +4,7 @@ explicit address."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -27,14 +28,29 @@ def free_port(family: socket.AddressFamily = socket.AF_INET, host: str = "127.0.
         return int(s.getsockname()[1])
 
 
-def listening_hosts(port: int) -> set[str]:
-    """The addresses a TCP socket of this process tree listens on at ``port`` (from /proc/net)."""
+def _socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets process ``pid`` holds open."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                inodes.add(link[len("socket:["):-1])
+    return inodes
+
+
+def listening_hosts(port: int, pid: int) -> set[str]:
+    """The addresses process ``pid`` listens on at TCP ``port`` (from /proc/net). Only its own
+    sockets: another process may listen on the same port number at another address (containerd's
+    stream server on 127.0.0.1, in CI), which says nothing about the sensor."""
+    mine = _socket_inodes(pid)
     hosts = set()
     for name, width in (("tcp", 8), ("tcp6", 32)):
         for row in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
-            local, state = row.split()[1], row.split()[3]
+            fields = row.split()
+            local, state, inode = fields[1], fields[3], fields[9]
             addr, _, hexport = local.partition(":")
-            if state == "0A" and int(hexport, 16) == port and len(addr) == width:
+            if state == "0A" and int(hexport, 16) == port and len(addr) == width and inode in mine:
                 hosts.add(socket.inet_ntop(socket.AF_INET, bytes.fromhex(addr)[::-1]) if width == 8
                           else socket.inet_ntop(socket.AF_INET6, b"".join(
                               bytes.fromhex(addr[i:i + 8])[::-1] for i in range(0, 32, 8))))
@@ -98,7 +114,7 @@ def test_port_alone_listens_on_loopback_and_counts_failed_version(tmp_path: Path
                 break
             assert time.monotonic() < deadline, text
             time.sleep(0.2)
-        assert listening_hosts(port) == {"127.0.0.1"}
+        assert listening_hosts(port, sensor.pid) == {"127.0.0.1"}
         assert "_created" not in text, [line for line in text.splitlines() if "_created" in line][:3]
         assert "crisensor_runtime_up 0.0" in text
     finally:
@@ -113,7 +129,7 @@ def test_ipv6_literal(tmp_path: Path) -> None:
     sensor = run_sensor(tmp_path, f"unix://{tmp_path}/absent.sock", f"[::1]:{port}")
     try:
         assert "crisensor_runtime_up" in scrape(f"http://[::1]:{port}/metrics")
-        assert listening_hosts(port) == {"::1"}
+        assert listening_hosts(port, sensor.pid) == {"::1"}
     finally:
         stop(sensor)
 
