@@ -291,7 +291,6 @@ class DiffEngine:
         self._sb_tombs: dict[str, tuple[int, ...]] = {}
         self._held: list[StreamEvent] = []
         self._want_list = False
-        self._streamed = False
         # IDs whose records the stream created, changed, replaced or removed since the last finish
         # (containers, sandboxes): what a list delta must show the engine again (begin_changes)
         self._touched: tuple[set[str], set[str]] = (set(), set())
@@ -547,7 +546,6 @@ class DiffEngine:
         self._resync = False
         self._finished_gen = p.gen
         self._committed_gen = p.gen
-        self._streamed = False
         self._touched, self._touched_over = (set(), set()), False
         if self._held:  # rule 6: the stream's increments on top of this base
             held, self._held = self._held, []
@@ -588,7 +586,8 @@ class DiffEngine:
         pending or dropped since (``failed``/``reset_connection`` change no record). Then every
         tracked container -- and every tracked sandbox whose end is not pending -- was listed in the
         list that ``finish`` committed, as it is recorded: ``begin_changes``'s precondition."""
-        return self._pending is None and self._finished_gen == self._gen and not self._streamed
+        return (self._pending is None and self._finished_gen == self._gen and not self._touched_over
+                and not self._touched[0] and not self._touched[1])
 
     def stream_touched(self) -> tuple[set[str], set[str]] | None:
         """The IDs (containers, sandboxes) whose records the event stream created, changed, replaced
@@ -749,7 +748,6 @@ class DiffEngine:
             steps = sandbox_steps(st.announced, observation)
         if not steps:
             return  # nothing new
-        self._streamed = True
         self._touch(1, sid)
         reported = [0] * (len(steps) - 1) + [ev.time_ns]
         ctx = self._stream_ctx(st, st.floor_ns, now)
@@ -766,7 +764,6 @@ class DiffEngine:
 
     def _stream_new_sandbox(self, s: SandboxSnap, observation: str, event_ns: int, now: int,
                             out: list[Event]) -> None:
-        self._streamed = True
         self._touch(1, s.id)
         pod = Pod(s.name, s.namespace, s.uid)
         steps = sandbox_steps(None, observation)
@@ -797,8 +794,7 @@ class DiffEngine:
             if older is not False:
                 return  # a late event about an incarnation already destroyed (e.g. replaced in a list)
         if t is not None and c is not None and _reused(t.created_ns, c.created_at, now):
-            self._streamed = True  # a new incarnation under a known ID: the old one's end is forged
-            self._touch(0, cid)
+            self._touch(0, cid)  # a new incarnation under a known ID: the old one's end is forged
             self._end_container(t, container_steps(t.announced, "replaced"),
                                 self._stream_ctx(t, t.floor_ns, now), c.created_at, out)
             del containers[cid]
@@ -825,7 +821,6 @@ class DiffEngine:
                     _reused(tracked.created_ns, sb.created_at, now) or not _same_sandbox(tracked.snap, sb)):
                 self._want_list = True  # its pod is a new sandbox under a known ID: a list sorts that out
                 return
-            self._streamed = True
             self._touch(0, cid)
             steps = container_steps(None, observation)
             reported, exact = _stream_reported(steps, c, d, ev.time_ns, now)
@@ -836,7 +831,6 @@ class DiffEngine:
         steps = container_steps(t.announced, observation)
         if not steps:
             return  # nothing new: an event older than what is announced
-        self._streamed = True
         self._touch(0, cid)
         meta = t.snap if c is None else c
         if meta.sandbox_id != t.snap.sandbox_id:
