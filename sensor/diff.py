@@ -8,6 +8,13 @@ Sans-IO: the caller does every RPC and reads every clock; the engine only sees v
     details = client.status(need)            # ContainerStatus for those IDs only
     events = engine.finish(details, now_ns)  # events in a valid emission order, seq still 0
 
+or, to write what needs no status answer while the calls are in flight (sensor.poller)::
+
+    need = engine.begin(snapshot)
+    early = engine.finish_early(asked, now_ns)  # everything but the containers in ``asked``
+    details = client.status(asked)              # meanwhile, on another thread
+    events = engine.finish(details, now_ns)     # the containers in ``asked``; commits the poll
+
 and on trouble ``engine.failed(now_ns, error)`` (a list failed or timed out) or
 ``engine.reset_connection(now_ns)`` (the connection was lost; the runtime may have restarted).
 
@@ -252,6 +259,9 @@ class _Pending:
     c_replaced: list[tuple[_Container, ContainerSnap]] = field(default_factory=list)
     c_matched: int = 0
     named: Callable[[], Collection[str]] | None = None  # begin_changes: sandbox IDs the whole list names
+    ctx: _Ctx | None = None  # set by finish_early: the poll's context, its rest waits for status answers
+    later_new: list[ContainerSnap] = field(default_factory=list)  # ... new containers awaiting theirs
+    later_changed: list[tuple[_Container, ContainerSnap]] = field(default_factory=list)  # ... changed ones
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +428,26 @@ class DiffEngine:
         if self._prev is not None:
             self._resync = True
 
+    def finish_early(self, awaiting: Collection[str], now_ns: int, *, source: str | None = None) -> list[Event]:
+        """The first part of a split ``finish``: the events of everything but the containers in
+        ``awaiting`` -- the IDs whose status calls are still in flight -- so that the caller can
+        write them while it waits (sensor.poller). ``finish(details, ...)`` then gives the awaited
+        containers' events and commits the poll; nothing else may come between the two.
+
+        The events are those ``finish`` would give, with the awaited containers' listed events
+        moved after the rest (each object's own events, and the nesting of containers in their
+        sandboxes, keep their order: the awaited ones are new or changed listed containers, the
+        last group ``finish`` emits). Containers not awaited are placed without a status answer,
+        as ``finish`` places one whose status was not asked."""
+        p = self._pending
+        if p is None:
+            raise EngineStateError("finish_early() called without begin(): feed a successful snapshot first")
+        if p.ctx is not None:
+            raise EngineStateError("finish_early() called twice for one poll: call finish() next")
+        out: list[Event] = []
+        self._settle(p, {}, now_ns, source, awaiting, out)
+        return out
+
     def finish(self, details: Mapping[str, ContainerDetail | None], now_ns: int, *,
                source: str | None = None) -> list[Event]:
         """Complete the poll begun by ``begin``: ``details[id]`` per requested ID (``None``:
@@ -425,11 +455,35 @@ class DiffEngine:
 
         ``source`` labels the poll's events: ``poll`` (default) or ``resync`` for a reconciling
         poll beside the event stream; the first poll after ``reset_connection`` is always ``resync``.
+        After ``finish_early`` it gives only the awaited containers' events (``source`` as given
+        there), and ``details`` is read only for them.
         """
         p = self._pending
         if p is None:
             raise EngineStateError("finish() called without begin(): feed a successful snapshot first")
         self._pending = None
+        out: list[Event] = []
+        if p.ctx is None:
+            self._settle(p, details, now_ns, source, (), out)
+        else:
+            self._listed_containers(p.later_new, p.later_changed, details, replace(p.ctx, now=now_ns), p.gen, out)
+        self._prev = Snapshot((), (), p.snapshot.sent_ns, p.snapshot.received_ns)  # only its times are needed later
+        self._failures = 0
+        self._last_error = None
+        self._resync = False
+        self._finished_gen = p.gen
+        self._committed_gen = p.gen
+        self._touched, self._touched_over = (set(), set()), False
+        if self._held:  # rule 6: the stream's increments on top of this base
+            held, self._held = self._held, []
+            for ev in held:
+                self._apply_stream(ev, now_ns, out)
+        return out
+
+    def _settle(self, p: _Pending, details: Mapping[str, ContainerDetail | None], now_ns: int, source: str | None,
+                awaiting: Collection[str], out: list[Event]) -> None:
+        """The poll's events in ``finish``'s order, but those of listed containers in ``awaiting``,
+        which are kept in ``p`` for ``finish``. Commits nothing."""
         cur, prev = p.snapshot, self._prev
         blind = prev is not None and (self._failures > 0 or self._resync)
         source = "resync" if self._resync else (source or "poll")
@@ -442,7 +496,7 @@ class DiffEngine:
             source=source,
             blind=blind,
         )
-        out: list[Event] = []
+        p.ctx = ctx
         if blind and prev is not None:
             out.append(self._gap(prev, cur, ctx))
 
@@ -521,15 +575,30 @@ class DiffEngine:
                 st.announced = steps[-1].state
 
         # 4. new and changed containers
+        changed = p.c_changed
+        if awaiting:
+            p.later_new = [c for c in fresh if c.id in awaiting]
+            p.later_changed = [tc for tc in changed if tc[1].id in awaiting]
+            if p.later_new:
+                fresh = [c for c in fresh if c.id not in awaiting]
+            if p.later_changed:
+                changed = [tc for tc in changed if tc[1].id not in awaiting]
+        self._listed_containers(fresh, changed, details, ctx, p.gen, out)
+
+    def _listed_containers(self, fresh: list[ContainerSnap], changed: list[tuple[_Container, ContainerSnap]],
+                           details: Mapping[str, ContainerDetail | None], ctx: _Ctx, gen: int,
+                           out: list[Event]) -> None:
+        """Step 4 of ``finish``: the events of new and changed listed containers."""
+        containers = self._containers
         for c in fresh:
             if self._tombs:
                 _revive(self._tombs, c.id, _past(c.created_at, ctx.hi))
             steps, reported, detail, newer = _container_plan(None, c, details)
             cctx = replace(ctx, hi=max(ctx.hi, ctx.now)) if newer else ctx
             floor, last = self._container_events(c, steps, reported, detail, cctx, 0, 0, 0, out)
-            containers[c.id] = _Container(c, c.state, steps[-1].state, floor, last, p.gen, _past(c.created_at, ctx.hi),
+            containers[c.id] = _Container(c, c.state, steps[-1].state, floor, last, gen, _past(c.created_at, ctx.hi),
                                           was_listed=True)
-        for t, c in p.c_changed:
+        for t, c in changed:
             steps, reported, detail, newer = _container_plan(t.announced, c, details)
             cctx = replace(ctx, hi=max(ctx.hi, ctx.now)) if newer else ctx
             t.floor_ns, t.last_ns = self._container_events(
@@ -539,19 +608,6 @@ class DiffEngine:
             t.created_ns = t.created_ns or _past(c.created_at, ctx.hi)
             if steps:
                 t.announced = steps[-1].state
-
-        self._prev = Snapshot((), (), cur.sent_ns, cur.received_ns)  # only its times are needed later
-        self._failures = 0
-        self._last_error = None
-        self._resync = False
-        self._finished_gen = p.gen
-        self._committed_gen = p.gen
-        self._touched, self._touched_over = (set(), set()), False
-        if self._held:  # rule 6: the stream's increments on top of this base
-            held, self._held = self._held, []
-            for ev in held:
-                self._apply_stream(ev, now_ns, out)
-        return out
 
     def knows(self, container_id: str) -> bool:
         """Whether the container is tracked (announced and not yet destroyed)."""

@@ -115,6 +115,11 @@ class Emitter:
     all writing.
     """
 
+    #: Whether a poll's events must come in one batch, after the engine committed the list: the
+    #: poller then holds what ``DiffEngine.finish_early`` gave until ``finish`` (a ``PersistingEmitter``
+    #: journals each batch with the engine's committed records). False: they are written at once.
+    whole_polls = False
+
     def __init__(self, out: IO[str] | None = None, *, name: str | None = None,
                  on_failure: Callable[[OutputError], None] | None = None,
                  on_unwritten: Callable[[int], None] | None = None) -> None:

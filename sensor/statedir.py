@@ -490,6 +490,8 @@ class PersistingEmitter(Emitter):
     of ``sensor.state``); ``seq`` continues from the state. Nothing is journalled once the output
     has failed (the sensor is stopping; a restart repeats what may not have been written)."""
 
+    whole_polls = True  # a batch is journalled with the records of a list the engine committed
+
     def __init__(self, out: IO[str] | None = None, *, keeper: Keeper, **kwargs: Any) -> None:
         super().__init__(out, **kwargs)
         self.keeper = keeper

@@ -348,13 +348,16 @@ class DiffMachine(RuleBasedStateMachine):
         outcome=st.sampled_from(OUTCOMES),
         early=st.integers(-1, 20),
         late=st.integers(-1, 20),
+        split=st.integers(-1, 6),
     )
     def poll(
-        self, gap: int, a: int, b: int, race: int, status_fail: int, dup: bool, outcome: str, early: int, late: int
+        self, gap: int, a: int, b: int, race: int, status_fail: int, dup: bool, outcome: str, early: int, late: int,
+        split: int = -1,
     ) -> None:
         """One poll: sent, the runtime's answer instant, received. The runtime keeps changing while
         the request is in flight: ``early`` changes land before the answer (visible in it), ``late``
-        ones after it (visible only to the next poll)."""
+        ones after it (visible only to the next poll). ``split`` >= 0: the poller's way, status
+        calls only for the first ``split`` IDs, and ``finish_early`` before their answers."""
         self.now += gap
         sent = self.now
         if outcome != "ok":
@@ -389,8 +392,11 @@ class DiffMachine(RuleBasedStateMachine):
             self._remove_container(listed_c[need[race % len(need)]])
         details: dict[str, ContainerDetail | None] = {}
         provided: set[str] = set()
+        asked = need if split < 0 else need[:split]
+        early_events = self.engine.finish_early(set(asked), self.now) if split >= 0 else []
+        self.early_now = self.now  # their observed_ns
         self.status_at = self.now  # when the status answers were taken
-        for i, cid in enumerate(need):
+        for i, cid in enumerate(asked):
             c = listed_c[cid]
             if c.removed is not None:
                 details[cid] = None
@@ -402,7 +408,12 @@ class DiffMachine(RuleBasedStateMachine):
                 if c.shown(self.now) == "exited":  # a status answer that shows the exit is an observation of it
                     self.check.seen.setdefault(c, set()).add("exited")
         self.now += 1
-        events = self.engine.finish(details, self.now)
+        late_events = self.engine.finish(details, self.now)
+        if split >= 0:  # the rest is the awaited containers' (and held stream events, applied last)
+            assert all(e.container_id in asked for e in late_events if e.source != "stream"), late_events
+        else:
+            self.early_now = self.now
+        events = early_events + late_events
         self.cur_received = received
         self._check(events, sent, answer, listed_s, listed_c, listed_state, provided, held)
         self.had_success, self.last_sent = True, sent
@@ -433,7 +444,7 @@ class DiffMachine(RuleBasedStateMachine):
         for seq, e in enumerate(events, 1):
             VALIDATOR.validate(e.with_seq(seq).to_dict())
             assert e.type != "sensor.gap"
-            assert e.source == source and e.observed_ns == self.now
+            assert e.source == source and e.observed_ns in (self.early_now, self.now)
             lo, hi = e.window_ns
             assert lo <= e.time_ns <= hi, e  # G4 rule 3: always, whatever the runtime reports
             kind, transition = e.type.split(".")

@@ -1,0 +1,79 @@
+"""A poll writes the events that need no status answer while its status calls are in flight
+(``DiffEngine.finish_early``): under churn the writing overlaps the runtime's answers instead of
+following them. The runtime here holds every ContainerStatus until the rest of the poll's events
+are in the output (or a deadline passes); an emitter that journals whole polls gets them all at
+once, after the answers."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+
+import pytest
+
+from fakecri.server import CallPolicy
+from sensor.output import Emitter
+
+MS = 1_000_000
+WAIT_S = 1.0  # how long a held status call waits for the output to show the poll's other events (the rig's
+# status deadline is 2 s)
+
+
+class HoldStatus(CallPolicy):
+    """Holds each ContainerStatus until ``ready()`` is true; records whether it became so."""
+
+    def __init__(self) -> None:
+        self.ready: object = None  # Callable[[], bool] | None
+        self.seen: list[bool] = []
+
+    def before_call(self, method: str, api: str, target: str | None) -> None:
+        if method != "ContainerStatus" or self.ready is None:
+            return
+        deadline = time.monotonic() + WAIT_S
+        while not self.ready() and time.monotonic() < deadline:  # type: ignore[operator]
+            time.sleep(0.005)
+        self.seen.append(bool(self.ready()))  # type: ignore[operator]
+
+
+class WholePolls(Emitter):
+    whole_polls = True
+
+
+def _types(out: io.StringIO, cid: str) -> list[str]:
+    return [e["type"] for e in map(json.loads, out.getvalue().splitlines()) if e.get("container_id") == cid]
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["early", "whole-polls"])
+def test_events_that_need_no_status_are_written_while_the_status_calls_wait(rig, whole: bool) -> None:  # type: ignore[no-untyped-def]
+    policy = HoldStatus()
+    r = rig(policy=policy)
+    m, clock, p = r.model, r.clock, r.poller
+    if whole:
+        p.emitter = WholePolls(r.out)
+    sb = m.run_pod_sandbox("p", "ns", "u")
+    ends = m.create_container(sb.id, "ends", 0, "busybox")
+    m.start_container(ends.id)
+    goes = m.create_container(sb.id, "goes", 0, "busybox")
+    m.start_container(goes.id)
+    assert p.step()  # the first snapshot: both running, no status asked
+    clock.advance(250 * MS)
+    m.exit_container(ends.id, 7)  # needs its status: the exit code
+    m.exit_container(goes.id, 0)
+    m.remove_container(goes.id)  # gone: ended from the list alone
+    new = m.create_container(sb.id, "new", 0, "busybox")  # created: no status needed
+    policy.ready = lambda: "container.destroyed" in _types(r.out, goes.id) and _types(r.out, new.id)
+    done = threading.Event()
+    stepper = threading.Thread(target=lambda: (p.step(), done.set()))
+    stepper.start()
+    stepper.join(10)
+    assert done.is_set(), "the poll did not finish"
+    assert policy.seen == [not whole], policy.seen
+    assert _types(r.out, goes.id)[-2:] == ["container.exited", "container.destroyed"]
+    assert _types(r.out, new.id) == ["container.created"]
+    exited = [e for e in map(json.loads, r.out.getvalue().splitlines())
+              if e.get("container_id") == ends.id and e["type"] == "container.exited"]
+    assert [e["exit_code"] for e in exited] == [7]  # the awaited answer still reached its event
+    seqs = [e["seq"] for e in map(json.loads, r.out.getvalue().splitlines())]
+    assert seqs == sorted(set(seqs))
