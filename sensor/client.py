@@ -286,7 +286,7 @@ class CriClient:
         details, _ = self.status([cid])
         return container, details.get(cid), sandbox
 
-    def status(self, ids: Iterable[str], *, until: float | None = None, must: int = 0
+    def status(self, ids: Iterable[str], *, until: float | None = None, must: int = 0, tally: Tally | None = None
                ) -> tuple[dict[str, ContainerDetail | None], CriCallError | None]:
         """ContainerStatus per ID: NotFound -> ``None`` (removed since the list); other errors -> absent.
 
@@ -297,13 +297,15 @@ class CriClient:
         and returns that error with what it had, so the caller can still finish the poll with partial
         details. ``until`` (``time.monotonic()``): issue no call after it; IDs not asked by then are
         absent from the result, and counted in ``status_unasked``. The first ``must`` IDs are asked
-        whatever the time (exits: their codes cannot be estimated).
+        whatever the time (exits: their codes cannot be estimated). What decoding drops is counted in
+        ``tally`` (default: ``self.tally``; another thread's calls count in their own).
         """
         import time
 
         from sensor.fanout import fan_out
 
         out: dict[str, ContainerDetail | None] = {}
+        counts = self.tally if tally is None else tally
         pb = self.pb
         fn = self._unary(self._api(), "ContainerStatus", pb.ContainerStatusRequest)
         timeout = self.rpc_timeout_s
@@ -337,9 +339,9 @@ class CriClient:
             try:
                 st = parse(pb.ContainerStatusResponse, raw, "ContainerStatus", nested="status").status
             except MalformedResponse as e:
-                self.tally.malformed[e.method] += 1  # as a failed call: the list's state stands
+                counts.malformed[e.method] += 1  # as a failed call: the list's state stands
                 return None
-            note_state(self.tally, CONTAINER_STATE_ENUM, st.state)
+            note_state(counts, CONTAINER_STATE_ENUM, st.state)
             out[cid] = container_detail(st)
             return None
 

@@ -65,6 +65,7 @@ decoded and found unchanged by the engine) but costs as much as the plain path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate, compress, repeat
 from operator import add, and_, attrgetter, eq, lshift, not_, or_, rshift, sub
@@ -72,7 +73,7 @@ from typing import Any, Protocol
 
 from sensor.diff import DiffEngine
 from sensor.snapshot import Snapshot
-from sensor.wire import CONTAINERS, SANDBOXES, ListKind, Tally, split_entries
+from sensor.wire import CONTAINERS, SANDBOXES, ListKind, Tally, exited_ids, split_entries
 
 __all__ = ["FastPath", "Listing", "PlainPath", "split_entries"]
 
@@ -183,10 +184,12 @@ class _Kind:
             tally.dropped[(self.wire.kind, "empty_id")] += ref.empty
         return _Delta(ref, [], [])
 
-    def delta(self, pb: Any, raw: bytes, ref: _Index, tally: Tally, force: set[str] | None = None) -> _Delta | None:
+    def delta(self, pb: Any, raw: bytes, ref: _Index, tally: Tally, force: set[str] | None = None,
+              changed_entries: Callable[[list[bytes]], None] | None = None) -> _Delta | None:
         """What changed since ``ref``; ``None`` when this answer repeats an entry or an ID. ``force``:
         IDs whose entries count as changed even where their bytes did not change (the event stream
-        touched their records: ``DiffEngine.stream_touched``).
+        touched their records: ``DiffEngine.stream_touched``). ``changed_entries`` is shown the new
+        and changed entries' bytes before they are decoded (``FastPath.take``'s ``exits``).
 
         Consumes ``ref``: the new index reuses (updates) its dicts, so the caller must drop ``ref``.
         The caller has compared ``raw`` with ``ref.raw`` (``same`` when equal): not compared again.
@@ -212,6 +215,8 @@ class _Kind:
         if len(kept) != len(kept_hashes):
             return None  # an unchanged entry listed twice
         new_at = list(compress(range(len(entries)), map(not_, same)))  # new or changed, in list order
+        if changed_entries is not None and new_at:
+            changed_entries(list(map(entries.__getitem__, new_at)))
         decoded = [w.decode_one(pb, entries[i], tally) for i in new_at]
         empty = sum(1 for s in decoded if not s.id)
         dropped = ()
@@ -263,7 +268,10 @@ class PlainPath:
     def begin(self, engine: DiffEngine, listing: Snapshot, pb: Any = None, tally: Tally | None = None) -> list[str]:
         return engine.begin(listing)  # client.list() decoded it, and counted what it dropped
 
-    take = begin  # never takes a list whole: every list is begun and finished
+    def take(self, engine: DiffEngine, listing: Snapshot, pb: Any = None, tally: Tally | None = None, *,
+             exits: Callable[[list[str]], None] | None = None) -> list[str]:
+        """``begin``: never takes a list whole, and gives no early hint of exits."""
+        return self.begin(engine, listing)
 
 
 class FastPath:
@@ -312,14 +320,20 @@ class FastPath:
         assert need is not None
         return need
 
-    def take(self, engine: DiffEngine, listing: Listing, pb: Any, tally: Tally | None = None) -> list[str] | None:
+    def take(self, engine: DiffEngine, listing: Listing, pb: Any, tally: Tally | None = None, *,
+             exits: Callable[[list[str]], None] | None = None) -> list[str] | None:
         """``begin``, or ``None`` when ``listing`` repeats the reference byte for byte and the engine
         took it whole (``DiffEngine.repeat``): then there is nothing to ask and nothing to ``finish``.
-        The poller's steady state: two ``memcmp``s and a few attribute writes."""
-        return self._begin(engine, listing, pb, tally, whole=True)
+        The poller's steady state: two ``memcmp``s and a few attribute writes.
 
-    def _begin(self, engine: DiffEngine, listing: Listing, pb: Any, tally: Tally | None, *, whole: bool
-               ) -> list[str] | None:
+        ``exits`` is told, before the delta's entries are decoded, the IDs of new or changed entries
+        that show the container exited (``wire.exited_ids``), but those the event stream touched
+        (it may have announced their exits): nearly all of the exits ``begin`` will say need a
+        status, so the caller can ask them meanwhile. Only a hint: ``need`` is what counts."""
+        return self._begin(engine, listing, pb, tally, whole=True, exits=exits)
+
+    def _begin(self, engine: DiffEngine, listing: Listing, pb: Any, tally: Tally | None, *, whole: bool,
+               exits: Callable[[list[str]], None] | None = None) -> list[str] | None:
         tally = Tally() if tally is None else tally
         self._adopt(engine)
         ref = self._ref
@@ -341,8 +355,16 @@ class FastPath:
             seen = Tally()  # merged only if the delta is taken: a fallback decodes (and counts) again
             sb = (_SANDBOXES.same(ref[0], seen) if same_sb and not force_sb
                   else _SANDBOXES.delta(pb, listing.sandboxes, ref[0], seen, force_sb))
+            hint = None
+            if exits is not None:
+                def hint(entries: list[bytes]) -> None:
+                    ids = exited_ids(entries)
+                    if force_c:
+                        ids = [i for i in ids if i not in force_c]
+                    if ids:
+                        exits(ids)
             cs = None if sb is None else (_CONTAINERS.same(ref[1], seen) if same_c and not force_c
-                                          else _CONTAINERS.delta(pb, listing.containers, ref[1], seen, force_c))
+                                          else _CONTAINERS.delta(pb, listing.containers, ref[1], seen, force_c, hint))
             if sb is not None and cs is not None:
                 c_index = cs.index
                 changes = Snapshot(tuple(sb.changed), tuple(cs.changed), listing.sent_ns, listing.received_ns)

@@ -50,7 +50,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sensor.client import ConnectError, CriCallError, CriClient
@@ -86,6 +86,8 @@ STATUS_BUDGET = 256
 #: statuses, ~1,000 events to build and write) needs the remaining 70% -- at 50% one poll in 20 overran
 #: a 250 ms interval at 1,000 lifecycles/s on 10,000 containers, at 30% none of ~200 (docs/performance.md).
 STATUS_TIME_SHARE = 0.3
+#: What a poll's status calls give: details by ID, and the error that ended them, if one did.
+_Answers = tuple[dict[str, ContainerDetail | None], CriCallError | None]
 #: Distinct unknown enum values logged (each once); past this many they are only counted.
 UNKNOWN_LOGGED_MAX = 64
 
@@ -125,6 +127,53 @@ class StateLog:
     def reset(self) -> None:
         """The condition last said has cleared: the next message is logged even if it repeats."""
         self._last = None
+
+
+class _StatusJobs:
+    """One poll's status calls, on the status thread: the exits the fast path named before it decoded
+    the list (``exits``), then whatever else the poll asks (``rest``). ``collect`` waits for all."""
+
+    def __init__(self, thread: Callable[[], ThreadPoolExecutor], run: Callable[..., _Answers], t0: float) -> None:
+        self._thread, self._run, self._t0 = thread, run, t0
+        self._jobs: list[tuple[Future[_Answers], Tally]] = []
+        self._ahead: set[str] = set()
+
+    def _submit(self, ids: list[str], exits: int) -> None:
+        tally = Tally()  # the poll thread's decoding counts in the client's own meanwhile
+        self._jobs.append((self._thread().submit(self._run, ids, exits, self._t0, tally), tally))
+
+    def exits(self, ids: list[str]) -> None:
+        fresh = [i for i in ids if i not in self._ahead]
+        self._ahead.update(fresh)
+        if fresh:
+            self._submit(fresh, len(fresh))
+
+    def rest(self, asked: list[str], exits: int) -> None:
+        """``asked`` (its first ``exits`` are exited containers) but what ``exits`` asked already."""
+        if self._ahead:
+            first = [i for i in asked[:exits] if i not in self._ahead]
+            asked, exits = first + [i for i in asked[exits:] if i not in self._ahead], len(first)
+        if asked:
+            self._submit(asked, exits)
+
+    def collect(self, into: Tally) -> _Answers:
+        """Every answer (the first error among them), once all calls ended; counts merged ``into``."""
+        details: dict[str, ContainerDetail | None] = {}
+        err: CriCallError | None = None
+        failure: BaseException | None = None
+        for job, tally in self._jobs:
+            try:
+                got, e = job.result()
+            except BaseException as x:  # raised once every call has ended
+                failure = failure or x
+                continue
+            details.update(got)
+            err = err or e
+            into.merge(tally)
+        self._jobs.clear()
+        if failure is not None:
+            raise failure
+        return details, err
 
 
 class Poller:
@@ -236,12 +285,19 @@ class Poller:
         self._list_now = False
         reconciling = self._stream_seen and self.engine.last_success is not None
         self._stream_seen = self.plan.streaming
+        jobs = _StatusJobs(self._status_thread, self._statuses, t0)
         try:
             t_list = time.perf_counter()
             listing = self.lists.list(self.client)
             waited = time.perf_counter() - t_list  # in the CRI calls: the runtime's share of the poll
-            # the fast path decodes here: an undecodable answer fails the poll, as in client.list()
-            need = self.lists.take(self.engine, listing, self.client.pb, self.client.tally)  # type: ignore[arg-type]
+            # the fast path decodes here: an undecodable answer fails the poll, as in client.list();
+            # it names the exits it sees before it decodes them, and their statuses are asked at once
+            try:
+                need = self.lists.take(self.engine, listing, self.client.pb, self.client.tally,  # type: ignore[arg-type]
+                                       exits=jobs.exits)
+            except BaseException:
+                jobs.collect(self.client.tally)  # no call outlives its poll
+                raise
         except MalformedResponse as e:  # sensor.wire: a failed list, never an empty runtime
             self.metrics.malformed.labels(e.method).inc()
             self.engine.failed(self.now_ns(), str(e))
@@ -259,21 +315,20 @@ class Poller:
             return False
         # need is None: the list repeated the last one and the engine took it whole (sensor.fastpath)
         source = "resync" if reconciling else None
-        details: dict[str, ContainerDetail | None] = {}
-        err: CriCallError | None = None
         early: list[Event] = []
         asked = self._budget(need) if need else []
-        if asked:  # the calls run on the status thread while this one settles what does not wait on them
-            job = self._status_thread().submit(self._statuses, asked, min(self.engine.exits_needed, len(asked)), t0)
-            try:
+        exits = min(self.engine.exits_needed, len(asked))
+        jobs.rest(asked, exits)  # the calls run on the status thread; this one settles what waits on none
+        try:
+            if asked:
                 early = self.engine.finish_early(set(asked), self.now_ns(), source=source)
                 if not self.emitter.whole_polls:
                     self.emit(early)
                     early = []
-            finally:
-                t_status = time.perf_counter()
-                details, err = job.result()
-                waited += time.perf_counter() - t_status
+        finally:
+            t_status = time.perf_counter()
+            details, err = jobs.collect(self.client.tally)
+            waited += time.perf_counter() - t_status
         tally = self.client.tally
         if tally:
             self._note_input(tally.take(), poll=True)
@@ -318,17 +373,18 @@ class Poller:
             self._status_pool = ThreadPoolExecutor(1, thread_name_prefix="crisensor-status")
         return self._status_pool
 
-    def _statuses(self, need: list[str], exits: int, t0: float
+    def _statuses(self, need: list[str], exits: int, t0: float, tally: Tally
                   ) -> tuple[dict[str, ContainerDetail | None], CriCallError | None]:
-        """ContainerStatus for ``need`` (``_budget``'s; its first ``exits`` are exited containers),
-        on the status thread. With ``status_time_share``, none but the exits' issued past that share
-        of the poll interval; what is left out is counted and logged once per streak."""
+        """ContainerStatus for ``need`` (its first ``exits`` are exited containers), on the status
+        thread; what decoding drops counts in ``tally``. With ``status_time_share``, none but the
+        exits' issued past that share of the poll interval; what is left out is counted and logged
+        once per streak (which a call of exits alone neither starts nor ends)."""
         share = self.status_time_share
         if need and share is not None:
             until = time.monotonic() - (time.perf_counter() - t0) + self.poll_interval_ns / 1e9 * share
-            details, err = self.client.status(need, until=until, must=exits)
+            details, err = self.client.status(need, until=until, must=exits, tally=tally)
         else:
-            details, err = self.client.status(need) if need else ({}, None)
+            details, err = self.client.status(need, tally=tally) if need else ({}, None)
         unasked = self.client.status_unasked if need and share is not None else 0
         if unasked:
             self.metrics.status_skipped.inc(unasked)
@@ -337,7 +393,7 @@ class Poller:
                                                f"{share:.0%} of the poll interval); the start times of "
                                                "those containers are estimated (counted in "
                                                "crisensor_status_skipped_total)", key="time")
-        elif need:
+        elif len(need) > exits:
             self.time_log.reset()
         return details, err
 

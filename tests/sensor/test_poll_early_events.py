@@ -77,3 +77,74 @@ def test_events_that_need_no_status_are_written_while_the_status_calls_wait(rig,
     assert [e["exit_code"] for e in exited] == [7]  # the awaited answer still reached its event
     seqs = [e["seq"] for e in map(json.loads, r.out.getvalue().splitlines())]
     assert seqs == sorted(set(seqs))
+
+
+class SeenStatus(CallPolicy):
+    """Records the IDs of the ContainerStatus calls the runtime has received."""
+
+    def __init__(self) -> None:
+        self.asked: set[str] = set()
+
+    def before_call(self, method: str, api: str, target: str | None) -> None:
+        if method == "ContainerStatus" and target:
+            self.asked.add(target)
+
+
+def test_exits_statuses_are_asked_before_the_changed_entries_are_decoded(rig, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The fast path names the exits it sees in the changed entries' bytes (``FastPath.take``'s
+    ``exits``) and their calls go out at once: decoding here waits until the runtime has the call."""
+    import sensor.fastpath as fastpath
+
+    policy = SeenStatus()
+    r = rig(policy=policy)
+    m, clock, p = r.model, r.clock, r.poller
+    sb = m.run_pod_sandbox("p", "ns", "u")
+    ends = m.create_container(sb.id, "ends", 0, "busybox")
+    m.start_container(ends.id)
+    assert p.step()  # the first snapshot; the next poll is a delta
+    assert p.step()
+    clock.advance(250 * MS)
+    m.exit_container(ends.id, 3)
+    waited: list[bool] = []
+    wire = fastpath._CONTAINERS.wire
+    plain = wire.decode_one
+
+    def decode_one(pb, entry, tally=None):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + WAIT_S
+        while ends.id not in policy.asked and time.monotonic() < deadline:
+            time.sleep(0.005)
+        waited.append(ends.id in policy.asked)
+        return plain(pb, entry, tally)
+
+    monkeypatch.setattr(wire, "decode_one", decode_one)
+    assert p.step()
+    assert waited == [True], "the exit's status was not asked before its entry was decoded"
+    monkeypatch.undo()
+    assert [e["exit_code"] for e in r.events() if e.get("container_id") == ends.id
+            and e["type"] == "container.exited"] == [3]
+    assert p.lists.counts["delta"] >= 1  # the path under test
+
+
+def test_status_jobs_ask_only_what_the_early_exits_did_not() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sensor.poller import _StatusJobs
+    from sensor.wire import Tally
+
+    calls: list[tuple[list[str], int]] = []
+
+    def run(ids: list[str], exits: int, t0: float, tally: Tally) -> tuple[dict[str, None], None]:
+        calls.append((ids, exits))
+        tally.dropped[("container", "empty_id")] += 1
+        return dict.fromkeys(ids), None
+
+    with ThreadPoolExecutor(1) as pool:
+        jobs = _StatusJobs(lambda: pool, run, 0.0)
+        jobs.exits(["a", "b"])
+        jobs.exits(["b", "x"])  # only x is new
+        jobs.rest(["a", "c", "x", "s1", "b", "s2"], 3)  # exits a, c, x; then starts (and a stray b)
+        into = Tally()
+        details, err = jobs.collect(into)
+    assert calls == [(["a", "b"], 2), (["x"], 1), (["c", "s1", "s2"], 1)]
+    assert set(details) == {"a", "b", "x", "c", "s1", "s2"} and err is None
+    assert into.dropped[("container", "empty_id")] == 3

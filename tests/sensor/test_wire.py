@@ -27,6 +27,7 @@ from sensor.wire import (
     UnusableEvent,
     container_snap,
     event_reader,
+    exited_ids,
     parse,
     sandbox_snap,
     split_entries,
@@ -330,3 +331,31 @@ def test_a_known_field_with_the_wrong_wire_type_is_malformed_not_empty(kind: str
         split_entries(b"\x08\x01", wire.method)
     with pytest.raises(MalformedResponse, match="sent as varint"):
         wire.decode(PB, b"\x08\x01")
+
+
+def _protobuf_exits(entries: list[bytes]) -> list[str]:
+    """The IDs protobuf reads as exited containers, entry by entry (an entry it refuses: none)."""
+    out = []
+    for e in entries:
+        try:
+            m = PB.Container.FromString(e)
+        except Exception:
+            continue
+        if m.state == PB.CONTAINER_EXITED and m.id:
+            out.append(m.id)
+    return out
+
+
+@given(st.lists(container_msgs(), max_size=6))
+def test_the_exit_hint_names_exactly_the_exited_entries(msgs: list[Any]) -> None:
+    entries = split_entries(answer("containers", msgs))
+    assert exited_ids(entries) == _protobuf_exits(entries) == [m.id for m in msgs if m.state == 2 and m.id]
+
+
+@given(st.lists(st.one_of(st.binary(max_size=32), container_msgs().map(lambda m: m.SerializeToString()).flatmap(
+    mutated)), max_size=6))
+@example([b"\x0a\x01\xff\x30\x02"])  # an ID that is not UTF-8: no hint
+def test_the_exit_hint_misses_no_exit_protobuf_reads_in_damaged_entries(entries: list[bytes]) -> None:
+    """A hint may name an entry whose nested fields are damaged (decoding judges it); never miss one."""
+    got = exited_ids(entries)
+    assert set(_protobuf_exits(entries)) <= set(got)
