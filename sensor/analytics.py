@@ -96,6 +96,9 @@ class Pipeline:
         self.metrics = metrics
         self.sinks: list[Sink] = list(sinks)
         self.watermark = isinstance(stage.reorder, WatermarkReorder)
+        #: Called after every ``push`` with ``next_release_ns()`` (the ``Ticker`` wakes up if that
+        #: is sooner than it planned: with a fixed window it sleeps until something is due).
+        self.on_due: Callable[[int | None], None] | None = None
         self._lock = threading.Lock()
         self._forced_seen = {"overflow": 0, "capped": 0, "flushed": 0}
         if self.watermark and source is not None and PROCESS_SOURCE not in stage.reorder.sources:
@@ -153,7 +156,11 @@ class Pipeline:
                     m.reorder_lateness.observe(max(0, it.observed_ns - it.time_ns) / 1e9)
         with self._lock:
             out = self.stage.push_many(items, now)
-            return self._deliver(out)
+            due = self.stage.reorder.next_release_ns()
+            released = self._deliver(out)
+        if self.on_due is not None:
+            self.on_due(due)
+        return released
 
     def on_poll(self, started_ns: int) -> list[Released]:
         """``ProgressPoller`` callback: a poll that started at ``started_ns`` succeeded. Reports
@@ -242,15 +249,20 @@ class Pipeline:
         return released
 
 
-#: The ticker's longest sleep when nothing is due: it also bounds how long progress waits.
+#: The ticker's longest sleep in watermark mode, where progress (not a clock) releases items: it
+#: bounds how long progress waits. With a fixed window it sleeps until an item is due.
 TICKER_IDLE_S = 0.25
+_AWAKE = -1  # Ticker._wake_ns while the ticker is not sleeping
 
 
 class Ticker:
     """The pipeline's clock in a running sensor: one thread that calls ``pipeline.tick`` when the
     process source has queued events (``ready`` is set) or when the next held item is due
-    (``pipeline.next_release_ns``), and sleeps otherwise -- no busy polling. Owned by ``crisensor
-    run``: ``start`` starts it, ``close`` wakes it, joins it and flushes the pipeline.
+    (``pipeline.next_release_ns``), and sleeps otherwise -- no busy polling, and with a fixed window
+    no wake-up at all while nothing is held: a push that holds something sooner than the ticker
+    planned to wake wakes it (``Pipeline.on_due``). In watermark mode it also wakes every
+    ``idle_s`` (progress releases items there). Owned by ``crisensor run``: ``start`` starts it,
+    ``close`` wakes it, joins it and flushes the pipeline.
 
     ``after_tick`` runs after every tick (and after the final flush) outside the pipeline's lock:
     that is where releases are written. Sinks themselves run under the pipeline's lock, and the
@@ -265,7 +277,15 @@ class Ticker:
         self.idle_s = idle_s
         self.ticks = 0
         self._stop = threading.Event()
+        self._wake_ns: int | None = _AWAKE  # when the sleeping ticker plans to wake (None: not by itself)
         self._thread = threading.Thread(target=self._run, name="crisensor-analytics", daemon=True)
+        pipeline.on_due = self._due
+
+    def _due(self, due_ns: int | None) -> None:
+        """``Pipeline.on_due``: wake now if an item falls due before the planned wake-up."""
+        planned = self._wake_ns
+        if due_ns is not None and (planned is None or planned == _AWAKE or due_ns < planned):
+            self.ready.set()  # awake: it may have looked before this push, so it looks again
 
     def start(self) -> Ticker:
         self._thread.start()
@@ -273,11 +293,17 @@ class Ticker:
 
     def _run(self) -> None:
         pipe = self.pipeline
+        cap = self.idle_s if pipe.watermark else None
         while not self._stop.is_set():
             due = pipe.next_release_ns()
-            wait = self.idle_s if due is None else max(0.0, min(self.idle_s, (due - pipe.now_ns()) / 1e9))
+            now = pipe.now_ns()
+            wait = cap if due is None else max(0.0, (due - now) / 1e9)
+            if cap is not None and wait is not None:
+                wait = min(wait, cap)
+            self._wake_ns = None if wait is None else now + int(wait * 1e9)
             if self.ready.wait(wait):
                 self.ready.clear()
+            self._wake_ns = _AWAKE
             if self._stop.is_set():
                 return
             pipe.tick()

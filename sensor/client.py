@@ -286,7 +286,8 @@ class CriClient:
         details, _ = self.status([cid])
         return container, details.get(cid), sandbox
 
-    def status(self, ids: Iterable[str], *, until: float | None = None, must: int = 0, tally: Tally | None = None
+    def status(self, ids: Iterable[str], *, until: float | None = None, must: int = 0, tally: Tally | None = None,
+               on_issued: Callable[[], None] | None = None
                ) -> tuple[dict[str, ContainerDetail | None], CriCallError | None]:
         """ContainerStatus per ID: NotFound -> ``None`` (removed since the list); other errors -> absent.
 
@@ -298,7 +299,8 @@ class CriClient:
         details. ``until`` (``time.monotonic()``): issue no call after it; IDs not asked by then are
         absent from the result, and counted in ``status_unasked``. The first ``must`` IDs are asked
         whatever the time (exits: their codes cannot be estimated). What decoding drops is counted in
-        ``tally`` (default: ``self.tally``; another thread's calls count in their own).
+        ``tally`` (default: ``self.tally``; another thread's calls count in their own). ``on_issued()``
+        is called once no more calls will be issued (``sensor.fanout``).
         """
         import time
 
@@ -347,7 +349,7 @@ class CriClient:
 
         more = None if until is None else (lambda: issued < must or time.monotonic() < until)
         try:
-            err = fan_out(ids, start, take, self.status_in_flight, more=more)
+            err = fan_out(ids, start, take, self.status_in_flight, more=more, issued=on_issued)
         except CriCallError as e:  # cancelled before or while issuing
             err = e
         self.status_unasked = 0 if err is not None else len(ids) - issued

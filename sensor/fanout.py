@@ -21,22 +21,28 @@ E = TypeVar("E")
 
 
 def fan_out(ids: Iterable[str], start: Callable[[str], Any], take: Callable[[str, Any], E | None],
-            limit: int, *, more: Callable[[], bool] | None = None) -> E | None:
+            limit: int, *, more: Callable[[], bool] | None = None,
+            issued: Callable[[], None] | None = None) -> E | None:
     """Issue ``start`` for every ID with at most ``limit`` outstanding; ``take`` each in issue
     order. Returns the first error ``take`` reports (the rest are cancelled, not taken), else None.
     An exception from ``start`` cancels what is in flight and propagates. ``more()``, asked before
-    each issue, False: issue no more (what is in flight is still taken) -- a time budget."""
+    each issue, False: issue no more (what is in flight is still taken) -- a time budget.
+    ``issued()`` is called once, as soon as nothing more will be issued (however that came)."""
     limit = max(1, limit)
     flight: deque[tuple[str, Any]] = deque()
     try:
-        for cid in ids:
-            while len(flight) >= limit:
-                err = take(*flight.popleft())
-                if err is not None:
-                    return err
-            if more is not None and not more():
-                break
-            flight.append((cid, start(cid)))
+        try:
+            for cid in ids:
+                while len(flight) >= limit:
+                    err = take(*flight.popleft())
+                    if err is not None:
+                        return err
+                if more is not None and not more():
+                    break
+                flight.append((cid, start(cid)))
+        finally:
+            if issued is not None:
+                issued()
         while flight:
             err = take(*flight.popleft())
             if err is not None:

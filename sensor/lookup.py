@@ -98,6 +98,7 @@ class LookupWorker:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
+        self.rounds = 0  # times the thread woke up
         self._thread = threading.Thread(target=self._run, name="crisensor-lookup", daemon=True)
 
     def start(self) -> LookupWorker:
@@ -113,8 +114,9 @@ class LookupWorker:
 
     def _run(self) -> None:
         while not self._stop:
-            self._wake.wait(0.5)
+            self._wake.wait()  # set by want() when it queued an ID, and by close(): no idle wake-ups
             self._wake.clear()
+            self.rounds += 1
             while not self._stop:
                 with self._lock:
                     cid = self.planner.take(self.now_ns())

@@ -137,10 +137,20 @@ class _StatusJobs:
         self._thread, self._run, self._t0 = thread, run, t0
         self._jobs: list[tuple[Future[_Answers], Tally]] = []
         self._ahead: set[str] = set()
+        self._issued: threading.Event | None = None  # set once the last job issued its last call
 
     def _submit(self, ids: list[str], exits: int) -> None:
         tally = Tally()  # the poll thread's decoding counts in the client's own meanwhile
-        self._jobs.append((self._thread().submit(self._run, ids, exits, self._t0, tally), tally))
+        self._issued = threading.Event()
+        self._jobs.append((self._thread().submit(self._run, ids, exits, self._t0, tally, self._issued.set), tally))
+
+    def wait_issued(self, until: float) -> None:
+        """Wait until the calls are all issued or ``until`` (``time.monotonic()``) passed: while start
+        times may still be asked (``status_time_share``), the status thread issues them without
+        taking turns with the poll thread's writing. The jobs run one after the other: the last
+        one's issuing ends last."""
+        if self._issued is not None:
+            self._issued.wait(max(0.0, until - time.monotonic()))
 
     def exits(self, ids: list[str]) -> None:
         fresh = [i for i in ids if i not in self._ahead]
@@ -320,6 +330,9 @@ class Poller:
         exits = min(self.engine.exits_needed, len(asked))
         jobs.rest(asked, exits)  # the calls run on the status thread; this one settles what waits on none
         try:
+            until = self._until(t0)
+            if len(asked) > exits and until is not None:
+                jobs.wait_issued(until)  # start times are asked while the share lasts, not squeezed
             if asked:
                 early = self.engine.finish_early(set(asked), self.now_ns(), source=source)
                 if not self.emitter.whole_polls:
@@ -373,18 +386,25 @@ class Poller:
             self._status_pool = ThreadPoolExecutor(1, thread_name_prefix="crisensor-status")
         return self._status_pool
 
-    def _statuses(self, need: list[str], exits: int, t0: float, tally: Tally
+    def _until(self, t0: float) -> float | None:
+        """When (``time.monotonic()``) a poll begun at ``t0`` (``perf_counter``) stops issuing
+        status calls for start times (``status_time_share``; None: never)."""
+        share = self.status_time_share
+        if share is None:
+            return None
+        return time.monotonic() - (time.perf_counter() - t0) + self.poll_interval_ns / 1e9 * share
+
+    def _statuses(self, need: list[str], exits: int, t0: float, tally: Tally,
+                  issued: Callable[[], None] | None = None
                   ) -> tuple[dict[str, ContainerDetail | None], CriCallError | None]:
         """ContainerStatus for ``need`` (its first ``exits`` are exited containers), on the status
-        thread; what decoding drops counts in ``tally``. With ``status_time_share``, none but the
-        exits' issued past that share of the poll interval; what is left out is counted and logged
-        once per streak (which a call of exits alone neither starts nor ends)."""
+        thread; what decoding drops counts in ``tally``; ``issued()`` once every call is out. With
+        ``status_time_share``, none but the exits' issued past that share of the poll interval; what
+        is left out is counted and logged once per streak (which a call of exits alone neither
+        starts nor ends)."""
         share = self.status_time_share
-        if need and share is not None:
-            until = time.monotonic() - (time.perf_counter() - t0) + self.poll_interval_ns / 1e9 * share
-            details, err = self.client.status(need, until=until, must=exits, tally=tally)
-        else:
-            details, err = self.client.status(need, tally=tally) if need else ({}, None)
+        until = self._until(t0)
+        details, err = self.client.status(need, until=until, must=exits, tally=tally, on_issued=issued)
         unasked = self.client.status_unasked if need and share is not None else 0
         if unasked:
             self.metrics.status_skipped.inc(unasked)

@@ -225,3 +225,33 @@ def test_the_ticker_releases_a_held_exec_when_its_window_closes_and_flushes_on_c
     finally:
         ticker.close()
     assert len(released) == 2 and released[1].forced  # flushed at close
+
+
+def test_with_a_fixed_window_the_ticker_sleeps_until_something_is_held_and_wakes_when_it_is_due() -> None:
+    """No wake-up while nothing is held (an idle node costs no ticks), and a lifecycle event the
+    emitter pushes meanwhile is released when its window closes, not at some later tick."""
+    import threading
+    import time
+
+    from sensor.analytics import TICKER_IDLE_S, Ticker
+    from sensor.reorder import ReorderBuffer
+
+    released: list = []
+    ready = threading.Event()
+    pipe = Pipeline(AnalyticsStage(ReorderBuffer(50 * MS)), sinks=[released.append])
+    ticker = Ticker(pipe, ready).start()
+    try:
+        time.sleep(3 * TICKER_IDLE_S)
+        assert ticker.ticks == 0, "ticked with nothing held and nothing queued"
+        now = time.time_ns()
+        pipe.push([created("c1", now, now)])
+        deadline = time.monotonic() + 5
+        while not released and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert [r.item.container_id for r in released] == ["c1"]
+        assert now + 50 * MS <= released[0].released_ns < now + 50 * MS + 1_000 * MS
+        ticks = ticker.ticks
+        time.sleep(3 * TICKER_IDLE_S)
+        assert ticker.ticks == ticks, "ticked again with nothing held"
+    finally:
+        ticker.close()

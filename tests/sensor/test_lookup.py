@@ -100,3 +100,29 @@ def test_a_lookup_of_a_container_in_a_sandbox_no_poll_has_seen_announces_the_san
     events = r.events()
     validate(events)
     assert sum(e["type"] == "sandbox.ready" for e in events) == 1
+
+
+def test_the_lookup_thread_sleeps_until_an_exec_names_an_unknown_container() -> None:
+    """No idle wake-ups; an ID queued by ``want`` is asked about at once."""
+    import threading
+    import time
+
+    from sensor.lookup import LookupWorker
+
+    asked: list[str] = []
+    done = threading.Event()
+
+    def lookup(cid: str) -> None:
+        asked.append(cid)
+        done.set()
+
+    worker = LookupWorker(LookupPlanner(250_000_000), known=lambda cid: False, lookup=lookup).start()
+    try:
+        time.sleep(1.2)
+        assert worker.rounds == 0, "woke up with nothing queued"
+        worker.want("c1")
+        assert done.wait(5)
+        assert asked == ["c1"]
+    finally:
+        worker.close()
+    assert not worker._thread.is_alive(), "close() did not wake and end the thread"

@@ -133,8 +133,9 @@ def test_status_jobs_ask_only_what_the_early_exits_did_not() -> None:
 
     calls: list[tuple[list[str], int]] = []
 
-    def run(ids: list[str], exits: int, t0: float, tally: Tally) -> tuple[dict[str, None], None]:
+    def run(ids: list[str], exits: int, t0: float, tally: Tally, issued: object) -> tuple[dict[str, None], None]:
         calls.append((ids, exits))
+        issued()  # type: ignore[operator]
         tally.dropped[("container", "empty_id")] += 1
         return dict.fromkeys(ids), None
 
@@ -143,8 +144,39 @@ def test_status_jobs_ask_only_what_the_early_exits_did_not() -> None:
         jobs.exits(["a", "b"])
         jobs.exits(["b", "x"])  # only x is new
         jobs.rest(["a", "c", "x", "s1", "b", "s2"], 3)  # exits a, c, x; then starts (and a stray b)
+        jobs.wait_issued(time.monotonic() + 5)
         into = Tally()
         details, err = jobs.collect(into)
     assert calls == [(["a", "b"], 2), (["x"], 1), (["c", "s1", "s2"], 1)]
     assert set(details) == {"a", "b", "x", "c", "s1", "s2"} and err is None
     assert into.dropped[("container", "empty_id")] == 3
+
+
+def test_start_times_are_asked_while_the_time_share_lasts_however_much_the_poll_has_to_write(
+        rig, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The poll thread holds the GIL while it settles and writes a big poll; start times are asked
+    only within ``status_time_share`` of the interval, so it lets the status thread issue them
+    first (``_StatusJobs.wait_issued``). Here settling holds the GIL past the share, in one C call."""
+    policy = SeenStatus()
+    r = rig(policy=policy, poll_interval_ns=1_000 * MS)
+    m, clock, p = r.model, r.clock, r.poller
+    p.status_time_share = 0.3  # as crisensor run sets it: start times asked in the first 300 ms
+    assert p.step()  # the first snapshot: nothing yet
+    sb = m.run_pod_sandbox("p", "ns", "u")
+    started = []
+    for i in range(20):
+        c = m.create_container(sb.id, f"c{i}", 0, "busybox")
+        m.start_container(c.id)
+        started.append(c.id)
+    clock.advance(1_000 * MS)
+    engine = p.engine
+    plain = engine.finish_early
+
+    def busy_finish_early(*args, **kwargs):  # type: ignore[no-untyped-def]
+        sum(range(15_000_000))  # one C loop of ~0.45 s: no other thread runs meanwhile
+        return plain(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "finish_early", busy_finish_early)
+    assert p.step()
+    assert set(started) <= policy.asked, f"{len(set(started) - policy.asked)} start times not asked"
+    assert p.metrics.registry.get_sample_value("crisensor_status_skipped_total") == 0
