@@ -153,6 +153,7 @@ class _StatusJobs:
             self._issued.wait(max(0.0, until - time.monotonic()))
 
     def exits(self, ids: list[str]) -> None:
+        """``FastPath.take``'s hint: ask these exits' statuses now (each ID once per poll)."""
         fresh = [i for i in ids if i not in self._ahead]
         self._ahead.update(fresh)
         if fresh:
@@ -332,7 +333,9 @@ class Poller:
         try:
             until = self._until(t0)
             if len(asked) > exits and until is not None:
+                t_issue = time.perf_counter()
                 jobs.wait_issued(until)  # start times are asked while the share lasts, not squeezed
+                waited += time.perf_counter() - t_issue
             if asked:
                 early = self.engine.finish_early(set(asked), self.now_ns(), source=source)
                 if not self.emitter.whole_polls:
