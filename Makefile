@@ -42,7 +42,7 @@ DEEP_TESTS ?= tests/perf/test_fastpath_equivalence.py tests/sensor/test_sensor_d
 	tests/analytics/test_analytics_reorder.py tests/analytics/test_analytics_enrich.py tests/fakecri/test_model.py \
 	tests/process/test_cnproc.py tests/process/test_cgroup.py tests/process/test_exectrack.py tests/sensor/test_lookup.py \
 	tests/check/test_check_attribution.py tests/sensor/test_wire.py tests/fakecri/test_shell.py \
-	tests/sensor/test_state.py tests/sensor/test_state_killpoints.py
+	tests/sensor/test_state.py tests/sensor/test_state_killpoints.py tests/sensor/test_fanout.py
 deep: setup
 	CHECK_EXAMPLES=3000 HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -q -p no:cacheprovider -k 'not socket' \
 		$(DEEP_TESTS) $(PYTEST_ARGS)

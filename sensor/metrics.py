@@ -30,7 +30,7 @@ class Metrics:
         self.poll_rpc_seconds = Histogram(
             "crisensor_poll_rpc_wait_seconds",
             "Wall time of one successful poll spent waiting for its CRI calls (the lists, and the status "
-            "answers once the events that need none are written): the runtime's share of "
+            "calls but while the events that need no answer are written): the runtime's share of "
             "crisensor_poll_duration_seconds; the rest is the sensor's own work.",
             buckets=POLL_BUCKETS, registry=r)
         self.rpc_errors = Counter("crisensor_rpc_errors_total", "Failed CRI calls by method and gRPC code.",

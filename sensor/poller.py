@@ -21,8 +21,9 @@ virtual clock. ``Poller.run()`` is the real-time schedule around it:
 * A poll's status calls run on a thread of their own (``_status_thread``) while the poll thread
   writes the events that need no answer (``DiffEngine.finish_early``): on a churning node the
   runtime answers a hundred exits' statuses in ~100 ms, and writing the poll's other ~800 events
-  took ~40 ms after them. An emitter that journals whole polls (``Emitter.whole_polls``: the
-  state directory) gets them in one batch, after the answers, as before.
+  took ~40 ms after them. While start times may still be asked (``status_time_share``) it waits
+  for those calls to go out first (``_StatusJobs.wait_issued``). An emitter that journals whole
+  polls (``Emitter.whole_polls``: the state directory) gets them in one batch, after the answers.
 
 Event streaming (``events``: ``crisensor.events``; docs/streaming.md). With ``auto`` or ``on`` the
 poller also reads ``GetContainerEvents`` where the runtime serves it; ``sensor.stream`` holds the

@@ -229,8 +229,7 @@ def _head_classes() -> Any:
 
 
 _EventHead, _StatusId, _ContainerHead = _head_classes()
-#: ``ContainerState.CONTAINER_EXITED`` (api.proto)
-_EXITED = 2
+_EXITED = CONTAINER_STATES.index("exited")  # ContainerState.CONTAINER_EXITED
 
 
 def exited_ids(entries: Iterable[bytes]) -> list[str]:

@@ -20,6 +20,16 @@ from sensor.poller import Poller
 MS = 1_000_000
 
 
+def start_containers(model: RuntimeModel, sandbox_id: str, prefix: str, count: int) -> list[str]:
+    """Create and start ``count`` containers named ``prefix0``... in the sandbox; their IDs."""
+    ids = []
+    for i in range(count):
+        c = model.create_container(sandbox_id, f"{prefix}{i}", 0, "busybox")
+        model.start_container(c.id)
+        ids.append(c.id)
+    return ids
+
+
 @pytest.fixture
 def rig(tmp_path) -> Iterator[Callable[..., SimpleNamespace]]:  # type: ignore[no-untyped-def]
     """``rig(flavor, policy=None, handshake="require")``: fake runtime + sensor poller on one virtual clock."""

@@ -74,3 +74,33 @@ def test_an_exception_from_start_cancels_what_is_in_flight() -> None:
     with pytest.raises(RuntimeError):
         fan_out([f"c{i}" for i in range(10)], start, r.take, 8)
     assert [h.cid for h in r.started] == ["c0", "c1", "c2"] and all(h.cancelled for h in r.started)
+
+
+@given(n=st.integers(0, 40), limit=st.integers(1, 8), stop_at=st.integers(0, 50), fail=st.integers(-1, 39))
+def test_issued_is_called_once_as_soon_as_nothing_more_will_be_issued(n: int, limit: int, stop_at: int,
+                                                                      fail: int) -> None:
+    """After the last ``start`` and before the calls still in flight are taken -- whether the IDs
+    ran out, ``more()`` said no, or an error ended the fan-out."""
+    ids = [f"c{i}" for i in range(n)]
+    r = Recorder(fail_on=ids[fail] if 0 <= fail < n else None)
+    seen: list[tuple[int, int]] = []  # (started, taken) when issued() came
+    fan_out(ids, r.start, r.take, limit, more=lambda: len(r.started) < stop_at,
+            issued=lambda: seen.append((len(r.started), len(r.taken))))
+    assert len(seen) == 1
+    started, taken = seen[0]
+    assert started == len(r.started)  # nothing was issued after it
+    if r.fail_on is None:
+        assert taken <= started == len(r.taken)  # what was still in flight was taken after it
+        if started == n > 0:  # the IDs ran out: the last one issued was still in flight
+            assert taken < started
+
+
+def test_issued_is_called_when_start_raises() -> None:
+    calls: list[int] = []
+
+    def start(cid: str) -> Handle:
+        raise RuntimeError("stopping")
+
+    with pytest.raises(RuntimeError):
+        fan_out(["c0"], start, Recorder().take, 4, issued=lambda: calls.append(1))
+    assert calls == [1]

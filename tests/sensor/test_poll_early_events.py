@@ -15,6 +15,7 @@ import pytest
 
 from fakecri.server import CallPolicy
 from sensor.output import Emitter
+from tests.sensor.conftest import start_containers
 
 MS = 1_000_000
 WAIT_S = 1.0  # how long a held status call waits for the output to show the poll's other events (the rig's
@@ -163,11 +164,7 @@ def test_start_times_are_asked_while_the_time_share_lasts_however_much_the_poll_
     p.status_time_share = 0.3  # as crisensor run sets it: start times asked in the first 300 ms
     assert p.step()  # the first snapshot: nothing yet
     sb = m.run_pod_sandbox("p", "ns", "u")
-    started = []
-    for i in range(20):
-        c = m.create_container(sb.id, f"c{i}", 0, "busybox")
-        m.start_container(c.id)
-        started.append(c.id)
+    started = start_containers(m, sb.id, "c", 20)
     clock.advance(1_000 * MS)
     engine = p.engine
     plain = engine.finish_early

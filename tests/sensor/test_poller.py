@@ -11,6 +11,7 @@ import pytest
 from fakecri.model import CriError
 from fakecri.server import CallPolicy
 from fakecri.truth import ContainerTransition
+from tests.sensor.conftest import start_containers
 
 MS = 1_000_000
 SCHEMA = json.loads((Path(__file__).parents[2] / "sensor/schema/event.schema.json").read_text())
@@ -216,11 +217,7 @@ def test_a_poll_over_its_status_budget_keeps_exits_and_estimates_starts(rig) -> 
     p.status_budget = 2
     p.step()  # the first snapshot (empty)
     sb = m.run_pod_sandbox("p", "ns", "u")
-    started = []
-    for i in range(3):
-        c = m.create_container(sb.id, f"run{i}", 0, "busybox")
-        m.start_container(c.id)
-        started.append(c.id)
+    started = start_containers(m, sb.id, "run", 3)
     gone = m.create_container(sb.id, "quick", 0, "busybox")
     m.start_container(gone.id)
     clock.advance(50 * MS)
@@ -276,11 +273,7 @@ def test_exits_beyond_the_count_budget_are_still_asked(rig) -> None:  # type: ig
     p.status_budget = 1
     p.step()
     sb = m.run_pod_sandbox("p", "ns", "u")
-    quick = []
-    for i in range(3):
-        c = m.create_container(sb.id, f"q{i}", 0, "busybox")
-        m.start_container(c.id)
-        quick.append(c.id)
+    quick = start_containers(m, sb.id, "q", 3)
     clock.advance(50 * MS)
     for i, cid in enumerate(quick):
         m.exit_container(cid, 10 + i, "Error")
