@@ -14,7 +14,11 @@ Two clients take turns against the same fake, in the same run:
   (``events: off``) or streaming (``events: on``, a reconciling list every ``resync_interval``);
 * ``floor``: ``python -m bench.bench_process floor``, the transport floor: a grpcio client that
   fetches the same ListContainers + ListPodSandbox answers at the same rate and decodes nothing
-  (``poll``), or holds a GetContainerEvents stream open and reads its items undecoded (``stream``);
+  (``poll``), or holds a GetContainerEvents stream open and reads its items undecoded (``stream``).
+  Under churn the polling floor also makes, after each poll's lists, as many ContainerStatus calls
+  as the sensor made per poll in the same run (``crisensor_cri_calls_total``; the sensor's
+  ``status_in_flight`` at once, for IDs the runtime does not have: most of the sensor's exits answer
+  NotFound under this churn too), and times its polls as the sensor's histogram does;
 * ``resync``: the stream floor that also fetches the two lists once per resync period, as the
   streaming sensor does (``resync`` floor minus ``floor`` is the resync's amortized transport cost).
 
@@ -35,7 +39,9 @@ Cases, per node size (``large_node``: kubelet-shaped containers, 100 per pod, co
   poll's wait in CRI calls (``crisensor_poll_rpc_wait_seconds``): the means of the two tell the
   runtime's share of a poll from the sensor's own work, and the events emitted by source
   (``crisensor_events_total``: through the stream, or announced by a list); the fake's
-  ground-truth jitter is the one ``fakecri serve`` prints at the scenario's end.
+  ground-truth jitter is the one ``fakecri serve`` prints at the scenario's end. The churn floor's
+  poll times (the transport's share of a churning poll: lists and status calls, nothing decoded)
+  are reported beside the sensor's.
 
 Sensor and floor alternate ``--repeats`` times per case; the table shows medians and the median of
 the per-pair ratios, so a machine whose load changes over the run moves both sides of a ratio.
@@ -285,11 +291,13 @@ def spawn_sensor(fake: Fake, mode: str, workdir: str, *, metrics: bool = False) 
     return Client("sensor", mode, proc, t, out, port)
 
 
-def spawn_floor(fake: Fake, mode: str, *, resync: bool = False) -> Client:
+def spawn_floor(fake: Fake, mode: str, *, resync: bool = False, statuses: int = 0) -> Client:
     t = time.time_ns()
     argv = [sys.executable, "-m", "bench.bench_process", "floor", "--addr", fake.addr, "--mode", mode]
     if resync:
         argv += ["--resync", f"{RESYNC_PERIOD_S:g}"]
+    if statuses:
+        argv += ["--statuses", str(statuses)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     return Client("resync" if resync else "floor", mode, proc, t)
 
@@ -340,6 +348,7 @@ def wait_floor_ready(c: Client) -> None:
 POLL_HIST = "crisensor_poll_duration_seconds"
 RPC_HIST = "crisensor_poll_rpc_wait_seconds"  # the share of each poll spent in its CRI calls
 EVENTS = "crisensor_events"  # emitted events by type and source (a counter)
+CALLS = "crisensor_cri_calls"  # CRI calls issued by method (a counter)
 
 
 def scrape(port: int) -> dict[str, dict[str, float]]:
@@ -351,8 +360,9 @@ def scrape(port: int) -> dict[str, dict[str, float]]:
 def parse_metrics(text: str) -> dict[str, dict[str, float]]:
     """The sensor's poll histograms (``POLL_HIST``, ``RPC_HIST``): cumulative counts by upper bound
     (``+Inf`` too), and the sum under ``"sum"``; and under ``EVENTS`` the events emitted so far by
-    source (``poll``, ``stream``, ``resync``...), all types together."""
-    out: dict[str, dict[str, float]] = {POLL_HIST: {}, RPC_HIST: {}, EVENTS: {}}
+    source (``poll``, ``stream``, ``resync``...), all types together; under ``CALLS`` the CRI calls
+    issued so far by method."""
+    out: dict[str, dict[str, float]] = {POLL_HIST: {}, RPC_HIST: {}, EVENTS: {}, CALLS: {}}
     for m in re.finditer(r'^(\w+)_bucket\{le="([^"]+)"\} ([\d.e+]+)$', text, re.M):
         if m[1] in out:
             out[m[1]][m[2]] = float(m[3])
@@ -363,6 +373,8 @@ def parse_metrics(text: str) -> dict[str, dict[str, float]]:
         source = re.search(r'source="([^"]*)"', m[1])
         if source:
             out[EVENTS][source[1]] = out[EVENTS].get(source[1], 0.0) + float(m[2])
+    for m in re.finditer(rf'^{CALLS}_total\{{method="([^"]*)"\}} ([\d.e+]+)$', text, re.M):
+        out[CALLS][m[1]] = float(m[2])
     return out
 
 
@@ -386,9 +398,11 @@ def hist_quantile(before: dict[str, float], after: dict[str, float], q: float) -
 # --- the floor client (a subprocess) -------------------------------------------------------------
 
 
-def floor_main(addr: str, mode: str, resync_s: float = 0.0) -> int:
+def floor_main(addr: str, mode: str, resync_s: float = 0.0, statuses: int = 0) -> int:
     """Fetch what the sensor fetches, decode nothing: the transport floor. Runs until SIGTERM.
-    ``resync_s`` (stream mode): also fetch both lists every that many seconds, at a fixed rate."""
+    ``resync_s`` (stream mode): also fetch both lists every that many seconds, at a fixed rate.
+    ``statuses`` (poll mode): also make that many ContainerStatus calls after each poll's lists; then
+    each poll's start (``time.monotonic``) and wall time are printed as one JSON line on SIGTERM."""
     import threading
 
     import grpc
@@ -416,10 +430,16 @@ def floor_main(addr: str, mode: str, resync_s: float = 0.0) -> int:
     # The answers are kept until the next poll's arrive, as the sensor keeps its last list: dropping
     # a 7 MB buffer at once makes the allocator hand it back to the kernel and fault it in again.
     kept = [fn(empty, timeout=30) for fn in lists]
+    status = channel.unary_unary("/runtime.v1.RuntimeService/ContainerStatus")
+    polls: list[tuple[float, float]] = []
     print("ready", flush=True)
     start, k = time.monotonic(), 0
     while not stop.is_set():
+        t = time.monotonic()
         kept = [fn(empty, timeout=30) for fn in lists]
+        if statuses:
+            _status_calls(status, statuses)
+            polls.append((t, time.monotonic() - t))
         k += 1
         due = start + k * POLL_S
         now = time.monotonic()
@@ -428,7 +448,45 @@ def floor_main(addr: str, mode: str, resync_s: float = 0.0) -> int:
             due = start + k * POLL_S
         stop.wait(due - now)
     del kept
+    if statuses:
+        print(json.dumps({"polls": polls}), flush=True)
     return 0
+
+
+def _status_calls(status: Any, n: int) -> None:
+    """``n`` ContainerStatus calls for IDs nobody has, ``STATUS_IN_FLIGHT`` at a time as the sensor
+    makes them (``sensor.fanout``); every answer is waited for, none decoded."""
+    from collections import deque
+
+    from sensor.client import STATUS_IN_FLIGHT
+
+    window: deque[Any] = deque()
+    for _ in range(n):
+        if len(window) >= STATUS_IN_FLIGHT:
+            window.popleft().exception()
+        window.append(status.future(b"\x0a\x40" + os.urandom(32).hex().encode(), timeout=30))
+    for call in window:
+        call.exception()
+
+
+def floor_poll_figures(proc: subprocess.Popen[str], t0: float, t1: float) -> dict[str, Any]:
+    """The churn floor's polls that began within ``[t0, t1]`` (its JSON line, read after SIGTERM),
+    in the sensor's terms: through the same histogram buckets (``sensor.metrics.POLL_BUCKETS``)."""
+    from sensor.metrics import POLL_BUCKETS
+
+    assert proc.stdout is not None
+    line = next((x for x in proc.stdout.read().splitlines() if x.startswith("{")), None)
+    if line is None:
+        return {}
+    walls = [w for t, w in json.loads(line)["polls"] if t0 <= t <= t1]
+    if not walls:
+        return {}
+    hist = {f"{b:g}": float(sum(1 for w in walls if w <= b)) for b in POLL_BUCKETS}
+    hist["+Inf"] = float(len(walls))
+    return {"polls": len(walls), "polls_le_250ms": hist["0.25"] / len(walls),
+            "poll_p50_ms": (hist_quantile({}, hist, 0.5) or 0.0) * 1e3,
+            "poll_p99_ms": (hist_quantile({}, hist, 0.99) or 0.0) * 1e3,
+            "poll_mean_ms": statistics.fmean(walls) * 1e3}
 
 
 # --- cases ---------------------------------------------------------------------------------------
@@ -439,10 +497,10 @@ def _expected(containers: int) -> int:
 
 
 def measure(fake: Fake, kind: str, mode: str, window_s: float, workdir: str, *, settle_s: float = 1.0,
-            metrics: bool = False, until: float | None = None) -> dict[str, Any]:
+            metrics: bool = False, until: float | None = None, statuses: int = 0) -> dict[str, Any]:
     """One client's run: start, wait for its first snapshot, measure CPU over the window, stop."""
     c = (spawn_sensor(fake, mode, workdir, metrics=metrics) if kind == "sensor"
-         else spawn_floor(fake, mode, resync=kind == "resync"))
+         else spawn_floor(fake, mode, resync=kind == "resync", statuses=statuses))
     row: dict[str, Any] = {"client": kind, "mode": mode}
     try:
         if kind == "sensor":
@@ -468,11 +526,15 @@ def measure(fake: Fake, kind: str, mode: str, window_s: float, workdir: str, *, 
         if metrics and h1:
             row.update(poll_figures(h0, h1))
             row["events_per_s"] = {src: n / (t1 - t0) for src, n in row.pop("events_by_source").items()}
+            statuses_made = h1[CALLS].get("ContainerStatus", 0.0) - h0[CALLS].get("ContainerStatus", 0.0)
+            row["status_calls_per_poll"] = statuses_made / row["polls"] if row["polls"] else 0.0
     finally:
         _stop(c.proc)
         if c.output:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(c.output)
+    if statuses:  # what the floor printed as it stopped
+        row.update(floor_poll_figures(c.proc, t0, t1), status_calls_per_poll=statuses)
     return row
 
 
@@ -497,8 +559,10 @@ def idle_cases(containers: int, window_s: float, repeats: int, modes: list[str])
     return rows
 
 
-def churn_case(containers: int, rate: float, churn_s: float, mode: str, kind: str) -> dict[str, Any]:
-    """One client against a node that churns ``rate`` lifecycles/s for ``churn_s`` seconds."""
+def churn_case(containers: int, rate: float, churn_s: float, mode: str, kind: str, statuses: int = 0
+               ) -> dict[str, Any]:
+    """One client against a node that churns ``rate`` lifecycles/s for ``churn_s`` seconds (the floor:
+    with ``statuses`` ContainerStatus calls per poll)."""
     lead_s = 4.0 + containers / 2500  # the client starts and takes its first snapshot before the churn
     with tempfile.TemporaryDirectory(prefix="bench-process-") as d:
         fake = Fake(containers, d, churn_rate=rate, churn_start_s=lead_s, churn_s=churn_s)
@@ -507,7 +571,7 @@ def churn_case(containers: int, rate: float, churn_s: float, mode: str, kind: st
         try:
             window = churn_s - 1.0
             row = measure(fake, kind, mode, window, d, settle_s=0.0, metrics=kind == "sensor",
-                          until=t0 + lead_s + 1.0)
+                          until=t0 + lead_s + 1.0, statuses=statuses)
             if fake.proc is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     fake.proc.wait(max(0.0, t0 + lead_s + churn_s + 15.0 - time.monotonic()))
@@ -584,6 +648,9 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for key in ("poll_p50_ms", "poll_p99_ms", "poll_mean_ms", "rpc_p50_ms", "rpc_p99_ms", "rpc_mean_ms"):
             line[key] = _med([r.get(key) for r in sensor])
         line["polls_le_250ms"] = _med([r.get("polls_le_250ms") for r in sensor])
+        line["status_calls_per_poll"] = _med([r.get("status_calls_per_poll") for r in sensor])
+        for key in ("poll_p50_ms", "poll_p99_ms", "poll_mean_ms", "polls_le_250ms"):
+            line[f"floor_{key}"] = _med([r.get(key) for r in floor])
         line["events_per_s"] = next((r["events_per_s"] for r in sensor if r.get("events_per_s")), None)
         jit = [r["fake_jitter"]["p99_ms"] for r in sensor + floor if r.get("fake_jitter")]
         line["fake_jitter_p99_ms"] = max(jit) if jit else None
@@ -632,6 +699,12 @@ def table(summary: list[dict[str, Any]]) -> str:
                          f"{s['poll_mean_ms']:.0f} ms, of which {s['rpc_mean_ms']:.0f} ms waiting in CRI calls "
                          f"(p50 {_f(s['rpc_p50_ms'], '.0f')} ms) and {s['poll_mean_ms'] - s['rpc_mean_ms']:.0f} "
                          "ms the sensor's own work" + _by_source(s.get("events_per_s")))
+        if s.get("floor_poll_p99_ms") is not None:
+            lines.append(f"{s['containers']:>10,} {s['case']}: the floor's polls (the lists and "
+                         f"{s['status_calls_per_poll']:.0f} status calls, as the sensor made per poll) p50 "
+                         f"{_f(s['floor_poll_p50_ms'], '.0f')} ms, p99 {_f(s['floor_poll_p99_ms'], '.0f')} ms, "
+                         f"{_f(s['floor_polls_le_250ms'], '.0%')} within 250 ms; mean "
+                         f"{_f(s['floor_poll_mean_ms'], '.0f')} ms")
     for s in summary:
         if s.get("resync_ms_per_s") is not None:
             lines.append(f"{s['containers']:>10,} {s['case']}: the resyncs' transport cost "
@@ -654,8 +727,10 @@ def run(sizes: list[int], window_s: float, repeats: int, churn_size: int, churn_
     if churn_size and churn_rate:
         print(f"{churn_size:,} containers churning {churn_rate:g} lifecycles/s for {churn_s:g} s", flush=True)
         for mode in modes:
-            for kind in ("sensor", "floor"):
-                rows.append(churn_case(churn_size, churn_rate, churn_s, mode, kind))
+            sensor = churn_case(churn_size, churn_rate, churn_s, mode, "sensor")
+            # the polling floor makes the status calls the sensor made (the stream carries exits' codes)
+            statuses = round(sensor.get("status_calls_per_poll", 0.0)) if mode == "poll" else 0
+            rows += [sensor, churn_case(churn_size, churn_rate, churn_s, mode, "floor", statuses)]
     summary = summarize(rows)
     return {"benchmark": "process", "machine": machine(), "load_before": load_before, "load_after": machine_load(),
             "poll_interval_s": POLL_S, "resync_interval_s": RESYNC_S, "rows": rows, "summary": summary}
@@ -670,8 +745,9 @@ def main(argv: list[str] | None = None) -> int:
         fp.add_argument("--addr", required=True)
         fp.add_argument("--mode", choices=("poll", "stream"), default="poll")
         fp.add_argument("--resync", type=float, default=0.0, help="stream: also list every S seconds")
+        fp.add_argument("--statuses", type=int, default=0, help="poll: ContainerStatus calls per poll")
         a = fp.parse_args(argv[1:])
-        return floor_main(a.addr, a.mode, a.resync)
+        return floor_main(a.addr, a.mode, a.resync, a.statuses)
     ap = argparse.ArgumentParser(prog="python -m bench.bench_process", description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,10000", help="node sizes for the idle cases (default 1000,10000)")
     ap.add_argument("--window", default="12s", help="measuring window per run (default 12s)")

@@ -92,7 +92,7 @@ class CriClient:
         self._shim: Any = None
         self._rt: Any = None
         self._pb: Any = None
-        #: Count of RPCs issued, by method (load on the runtime; metrics read it).
+        #: Count of RPCs issued, by method (the load on the runtime: ``crisensor_cri_calls_total``).
         self.rpc_count: dict[str, int] = {}
         #: What decoding dropped or read loosely, and malformed status answers (``sensor.wire``);
         #: the poller takes it after every poll.

@@ -201,6 +201,7 @@ class Poller:
         self.now_ns = now_ns
         self.engine = engine or DiffEngine()
         self.metrics = metrics or Metrics()
+        self.metrics.cri_calls.source = lambda: self.client.rpc_count
         #: How lists reach the engine: ``FastPath`` decodes only what changed (``sensor.fastpath``).
         self.lists: FastPath | PlainPath = FastPath() if fast else PlainPath()
         self.backoff = Backoff()

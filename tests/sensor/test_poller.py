@@ -282,3 +282,34 @@ def test_exits_beyond_the_count_budget_are_still_asked(rig) -> None:  # type: ig
     assert r.client.rpc_count.get("ContainerStatus", 0) == 3
     events = r.events()
     assert [by_type(events, cid)["container.exited"]["exit_code"] for cid in quick] == [10, 11, 12]
+
+
+def test_cri_calls_metric_counts_what_the_runtime_served(rig) -> None:  # type: ignore[no-untyped-def]
+    """``crisensor_cri_calls_total{method}`` is the load on the runtime: per method, as many calls
+    as the fake recorded serving (the handshake, lists, status calls for exits)."""
+    from collections import Counter
+
+    from prometheus_client import generate_latest
+
+    from fakecri.truth import RpcServed
+
+    r = rig()
+    m, clock, p = r.model, r.clock, r.poller
+    sb = m.run_pod_sandbox("web", "default", "u1")
+    gone = m.create_container(sb.id, "gone", 0, "busybox")
+    m.start_container(gone.id)
+    p.step()
+    for cid in start_containers(m, sb.id, "c", 3)[:2]:
+        m.exit_container(cid, 0)
+    m.exit_container(gone.id, 0)
+    clock.advance(250 * MS)
+    p.step()
+    m.remove_container(gone.id)
+    clock.advance(250 * MS)
+    p.step()
+    served = Counter(rec.method for rec in m.truth if isinstance(rec, RpcServed))
+    text = generate_latest(p.metrics.registry).decode()
+    scraped = {line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+               for line in text.splitlines() if line.startswith("crisensor_cri_calls_total{")}
+    assert served["ContainerStatus"] >= 3 and served["ListContainers"] == 3
+    assert scraped == {k: float(v) for k, v in served.items()}
