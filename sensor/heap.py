@@ -26,15 +26,19 @@ docs/performance.md "Memory" and "Churn"):
   ``gc.freeze()`` right after the first snapshot moves what exists then out of the collector's
   sight; reference counting still frees those objects when they go. What it costs: a reference
   cycle among them that becomes garbage later is never collected -- bounded by what existed at
-  the first snapshot, once (the sensor's records hold no cycles).
+  the first snapshot, once (the sensor's records hold no cycles). Until then the collector is off
+  while a poll runs (``collector_paused``): the first snapshot only builds what it keeps (~200,000
+  objects at 10,000 containers), and the one or two full collections that fell inside it walked
+  them all for nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 #: ``M_ARENA_MAX``, ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` from glibc's ``malloc.h``.
 _M_ARENA_MAX = -8
@@ -83,6 +87,20 @@ def keep_freed_memory(env: dict[str, str] | None = None) -> bool:
     mallopt = _mallopt()
     return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
         mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic collector off for the block (as it was after): for work that only allocates what
+    it keeps, where a collection can free nothing and walks everything. Reference counting still
+    frees what the block drops."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 class FreezeOnce:

@@ -52,6 +52,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from sensor.client import ConnectError, CriCallError, CriClient
@@ -59,6 +60,7 @@ from sensor.diff import DiffEngine
 from sensor.duration import format_duration
 from sensor.events import Event
 from sensor.fastpath import FastPath, PlainPath
+from sensor.heap import collector_paused
 from sensor.metrics import Metrics
 from sensor.output import Emitter
 from sensor.schedule import Ticks
@@ -289,7 +291,8 @@ class Poller:
             self._tend_stream()
             if not self._list_due():
                 return True
-        with self.lock:
+        # the first snapshot builds a record per container and frees nothing (sensor.heap)
+        with self.lock, collector_paused() if self.engine.last_success is None else nullcontext():
             return self._poll(t0)
 
     def _poll(self, t0: float) -> bool:

@@ -313,3 +313,42 @@ def test_cri_calls_metric_counts_what_the_runtime_served(rig) -> None:  # type: 
                for line in text.splitlines() if line.startswith("crisensor_cri_calls_total{")}
     assert served["ContainerStatus"] >= 3 and served["ListContainers"] == 3
     assert scraped == {k: float(v) for k, v in served.items()}
+
+
+class CollectorSeen(CallPolicy):
+    """Records, per ListContainers call, whether the cyclic collector was on (the fake serves from a
+    thread of the sensor's own process here); ``fail`` makes the next list fail."""
+
+    def __init__(self) -> None:
+        self.seen: list[bool] = []
+        self.fail = False
+
+    def before_call(self, method: str, api: str, target: str | None) -> None:
+        if method == "ListContainers":
+            import gc
+
+            self.seen.append(gc.isenabled())
+            if self.fail:
+                self.fail = False
+                raise CriError("UNAVAILABLE", "injected")
+
+
+def test_the_collector_is_paused_only_while_the_first_snapshot_is_taken(rig) -> None:  # type: ignore[no-untyped-def]
+    """The first snapshot builds a record per container and frees nothing: a collection then walks
+    them all for nothing (sensor.heap). A failed first poll turns the collector back on; once a
+    poll succeeded, polls run with it on."""
+    import gc
+
+    assert gc.isenabled()
+    policy = CollectorSeen()
+    r = rig(policy=policy)
+    policy.fail = True
+    assert r.poller.step() is False
+    assert gc.isenabled()
+    r.clock.advance(250 * MS)
+    assert r.poller.step() is True
+    assert gc.isenabled()
+    r.clock.advance(250 * MS)
+    assert r.poller.step() is True
+    assert policy.seen == [False, False, True]
+    assert gc.isenabled()
