@@ -237,6 +237,8 @@ class Poller:
         self._stream_seen = False  # a stream was open since the last list: that list reconciles
         self._announced: StreamReader | None = None  # the subscription last logged as streaming
         self._status_pool: ThreadPoolExecutor | None = None  # _status_thread
+        #: The cyclic collector is off while a poll runs (``sensor.heap.collector_paused``).
+        self.pause_collector = True
 
     # ---- one tick ----------------------------------------------------------------------------
 
@@ -291,8 +293,8 @@ class Poller:
             self._tend_stream()
             if not self._list_due():
                 return True
-        # the first snapshot builds a record per container and frees nothing (sensor.heap)
-        with self.lock, collector_paused() if self.engine.last_success is None else nullcontext():
+        # no collection inside a poll: the collector runs between polls (sensor.heap)
+        with self.lock, collector_paused() if self.pause_collector else nullcontext():
             return self._poll(t0)
 
     def _poll(self, t0: float) -> bool:
