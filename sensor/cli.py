@@ -104,6 +104,7 @@ SUPERVISE_S = 1.0
 def cmd_run(args: argparse.Namespace) -> int:
     from sensor.analytics import Pipeline, ProgressPoller
     from sensor.diff import DiffEngine
+    from sensor.enrich import NoHistory
     from sensor.metrics import Metrics
     from sensor.output import Emitter, stream_name
 
@@ -169,7 +170,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sensor.processes import start_processes
 
     source = start_processes(cfg.processes, emitter, metrics, keep_host=cfg.processes_scope == "all")
-    analytics = Pipeline.from_config(cfg, metrics=metrics, source=source)
+    # without a process source nothing reads the enricher's history: it keeps none (the metrics stay)
+    analytics = Pipeline.from_config(cfg, metrics=metrics, source=source,
+                                     enricher=NoHistory() if source is None else None)
     analytics.attach(emitter)
     poller.on_poll.append(analytics.on_poll)
     poller.on_poll.append(FreezeOnce())  # the first snapshot's records leave the collector's sight

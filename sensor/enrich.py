@@ -70,6 +70,7 @@ __all__ = [
     "ContainerMeta",
     "EnrichedProcess",
     "Enricher",
+    "NoHistory",
     "exec_record",
 ]
 
@@ -374,6 +375,16 @@ class Enricher:
             "unenriched_by_why": dict(self._unenriched),
             "expired": self._expired,
         }
+
+
+class NoHistory(Enricher):
+    """The enricher of a stage no process event reaches (``crisensor run`` without a process
+    source): it keeps no history. Under 1,000 lifecycles a second the history cost ~5% of a churning
+    poll's work, and it held every ended incarnation for ``retention_ns`` (~10,000 of them at 10 s)
+    for nobody. A process event pushed anyway is released unenriched (``unknown_container``)."""
+
+    def apply(self, event: Event) -> None:
+        """Nothing is kept."""
 
 
 def _ended_by(inc: _Incarnation, t: int) -> bool:

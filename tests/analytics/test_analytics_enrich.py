@@ -182,3 +182,22 @@ def test_lookup_returns_the_incarnation_alive_at_the_time(
                 assert why == WHY_NOT_YET_SEEN
             else:
                 assert why == WHY_DESTROYED_BEFORE
+
+
+def test_no_history_keeps_nothing_and_leaves_a_stray_process_event_unenriched() -> None:
+    """``crisensor run`` without a process source: the stage still orders and counts lifecycle events
+    (its metrics), but nothing would read the history, so none is kept."""
+    from sensor.enrich import AnalyticsStage, NoHistory
+    from sensor.reorder import ReorderBuffer
+
+    en = NoHistory()
+    stage = AnalyticsStage(ReorderBuffer(10), en)
+    released = []
+    for t, typ in enumerate(("created", "running", "exited", "destroyed")):
+        released += stage.push(cev(typ, "c1", 100 + t, "web"), 100 + t)
+    released += stage.advance(10_000)
+    assert [r.item.type for r in released] == ["container.created", "container.running", "container.exited",
+                                               "container.destroyed"]
+    assert en.stats["containers"] == 0 and en.stats["incarnations"] == 0 and en.stats["applied"] == 0
+    stray = en.enrich(ProcessEvent("c1", 101, 7))
+    assert not stray.enriched and stray.why_unenriched == WHY_UNKNOWN_CONTAINER

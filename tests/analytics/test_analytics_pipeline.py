@@ -255,3 +255,43 @@ def test_with_a_fixed_window_the_ticker_sleeps_until_something_is_held_and_wakes
         assert ticker.ticks == ticks, "ticked again with nothing held"
     finally:
         ticker.close()
+
+
+#: ``crisensor run`` recording the enricher its analytics stage was given (argv[1]), the rest argv[2:].
+RECORDING_RUN = """
+import sys
+import sensor.analytics, sensor.cli
+made = sensor.analytics.Pipeline.from_config
+def record(*a, **kw):
+    open(sys.argv[1], "a").write(type(kw.get("enricher")).__name__ + "\\n")
+    return made(*a, **kw)
+sensor.analytics.Pipeline.from_config = record
+sys.exit(sensor.cli.main(sys.argv[2:]))
+"""
+
+
+def test_run_without_a_process_source_keeps_no_enrichment_history(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import sensor.cli
+    from fakecri.harness import Harness
+    from tests.sensor.test_cli import _wait_for, write
+
+    marks = tmp_path / "enricher"
+    with Harness(socket=str(tmp_path / "cri.sock"), clock="real") as h:
+        proc = subprocess.Popen([sys.executable, "-c", RECORDING_RUN, str(marks), "-q", "run", "--config",
+                                 write(tmp_path, "{}\n"), "--enable", "--addr", h.addr, "--processes", "off",
+                                 "--output", str(tmp_path / "out.jsonl")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(Path(sensor.cli.__file__).parents[1])})
+        try:
+            _wait_for(lambda: marks.exists())
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert marks.read_text() == "NoHistory\n"
