@@ -141,7 +141,14 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from sensor.events import WHY_EXITED_AND_REMOVED, WHY_STOPPED_AND_REMOVED, WHY_VANISHED_DURING_OUTAGE, Event, Pod
+from sensor.events import (
+    WHY_EXITED_AND_REMOVED,
+    WHY_STOPPED_AND_REMOVED,
+    WHY_VANISHED_DURING_OUTAGE,
+    Event,
+    Pod,
+    new_event,
+)
 from sensor.lifecycle import Step, container_steps, is_regression, sandbox_steps
 from sensor.snapshot import ContainerDetail, ContainerSnap, SandboxSnap, Snapshot, StreamEvent
 
@@ -960,27 +967,9 @@ class DiffEngine:
             if step.state == "exited" and step.why is None and detail is not None:
                 exit_code = None if detail.exit_code == -1 else detail.exit_code
                 reason = detail.reason or None
-            out.append(
-                Event(
-                    type="container." + step.state,
-                    time_ns=tm,
-                    window_ns=(lo, hi),
-                    observed_ns=ctx.now,
-                    source=ctx.source,
-                    container_id=c.id,
-                    sandbox_id=c.sandbox_id,
-                    name=c.name,
-                    attempt=c.attempt,
-                    image=c.image,
-                    image_ref=c.image_ref,
-                    labels=dict(c.labels),
-                    pod=pod,
-                    exit_code=exit_code,
-                    reason=reason,
-                    synthetic=step.why is not None,
-                    why=step.why,
-                )
-            )
+            out.append(new_event("container." + step.state, tm, (lo, hi), ctx.now, ctx.source, c.id, c.sandbox_id,
+                                 c.name, c.attempt, c.image, c.image_ref, dict(c.labels), pod, exit_code, reason,
+                                 step.why is not None, step.why))
         last = times[-1][0]
         if sb is not None and last > sb.child_ns:
             sb.child_ns = last
@@ -1004,21 +993,9 @@ class DiffEngine:
             return floor, after
         times = place(reported, lo, ctx.hi, floor=floor, cap=cap, after=after, origin=ctx.origin)
         for step, (tm, wlo, whi) in zip(steps, times, strict=True):
-            out.append(
-                Event(
-                    type="sandbox." + step.state,
-                    time_ns=tm,
-                    window_ns=(wlo, whi),
-                    observed_ns=ctx.now,
-                    source=ctx.source,
-                    sandbox_id=s.id,
-                    attempt=s.attempt,
-                    labels=dict(s.labels),
-                    pod=pod,
-                    synthetic=step.why is not None,
-                    why=step.why,
-                )
-            )
+            out.append(new_event("sandbox." + step.state, tm, (wlo, whi), ctx.now, ctx.source, None, s.id, None,
+                                 s.attempt, None, None, dict(s.labels), pod, None, None, step.why is not None,
+                                 step.why))
         return max([floor, *(r for r in reported if 0 < r <= ctx.hi)]), times[-1][0]
 
 

@@ -138,6 +138,41 @@ _event_values = attrgetter(*_EVENT_FIELDS)
 #: ``dataclasses.replace`` cost 2-5 times as much per event).
 _EVENT_SETTERS = tuple(vars(Event)[name].__set__ for name in _EVENT_FIELDS)
 _SET_SEQ = vars(Event)["seq"].__set__
+(_SET_TYPE, _SET_TIME, _SET_WINDOW, _SET_OBSERVED, _SET_SOURCE, _SET_CONTAINER_ID, _SET_SANDBOX_ID, _SET_NAME,
+ _SET_ATTEMPT, _SET_IMAGE, _SET_IMAGE_REF, _SET_LABELS, _SET_POD, _SET_EXIT_CODE, _SET_REASON, _SET_SYNTHETIC,
+ _SET_WHY, _SET_INFO, _) = _EVENT_SETTERS
+_NEW = object.__new__
+
+
+def new_event(type: str, time_ns: int, window_ns: tuple[int, int], observed_ns: int, source: str,
+              container_id: str | None, sandbox_id: str | None, name: str | None, attempt: int | None,
+              image: str | None, image_ref: str | None, labels: dict[str, str], pod: Pod | None,
+              exit_code: int | None, reason: str | None, synthetic: bool, why: str | None) -> Event:
+    """``Event(...)`` with every field but ``info`` and ``seq`` given, in field order: what the diff
+    engine makes for each listed change. The frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``; the slots' own setters cost 40% of that (2.8 against 7 us an event:
+    ~60 ms of a first snapshot's 22,000 events at 10,000 containers)."""
+    e = _NEW(Event)
+    _SET_TYPE(e, type)
+    _SET_TIME(e, time_ns)
+    _SET_WINDOW(e, window_ns)
+    _SET_OBSERVED(e, observed_ns)
+    _SET_SOURCE(e, source)
+    _SET_CONTAINER_ID(e, container_id)
+    _SET_SANDBOX_ID(e, sandbox_id)
+    _SET_NAME(e, name)
+    _SET_ATTEMPT(e, attempt)
+    _SET_IMAGE(e, image)
+    _SET_IMAGE_REF(e, image_ref)
+    _SET_LABELS(e, labels)
+    _SET_POD(e, pod)
+    _SET_EXIT_CODE(e, exit_code)
+    _SET_REASON(e, reason)
+    _SET_SYNTHETIC(e, synthetic)
+    _SET_WHY(e, why)
+    _SET_INFO(e, None)
+    _SET_SEQ(e, 0)
+    return e
 
 
 def _compact_encoder() -> Any:

@@ -28,3 +28,22 @@ def test_to_json_and_with_seq_match_the_standard_library(e: Event, seq: int) -> 
     numbered = e.with_seq(seq)
     assert numbered == dataclasses.replace(e, seq=seq) and e.seq == 0
     assert numbered.to_json() == json.dumps(numbered.to_dict(), separators=(",", ":"))
+
+
+def test_new_event_takes_every_field_but_info_and_seq_in_order() -> None:
+    """``new_event`` sets the slots one by one: a field added to ``Event`` must be added to it too."""
+    import inspect
+
+    from sensor.events import new_event
+
+    names = [f.name for f in dataclasses.fields(Event)]
+    assert list(inspect.signature(new_event).parameters) == [n for n in names if n not in ("info", "seq")]
+
+
+@given(events.filter(lambda e: e.info is None))
+def test_new_event_is_the_dataclass_event(e: Event) -> None:
+    from sensor.events import new_event
+
+    made = new_event(*(getattr(e, f.name) for f in dataclasses.fields(Event) if f.name not in ("info", "seq")))
+    assert made == e and type(made) is Event and made.seq == 0 and made.info is None
+    assert made.to_json() == e.to_json() and hash(made.window_ns) == hash(e.window_ns)
