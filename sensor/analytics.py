@@ -151,9 +151,8 @@ class Pipeline:
         items = list(items)
         m = self.metrics
         if m is not None:
-            for it in items:
-                if type(it) is Event and it.container_id is not None:
-                    m.reorder_lateness.observe(max(0, it.observed_ns - it.time_ns) / 1e9)
+            m.reorder_lateness.observe_many([max(0, it.observed_ns - it.time_ns) / 1e9 for it in items
+                                             if type(it) is Event and it.container_id is not None])
         with self._lock:
             out = self.stage.push_many(items, now)
             due = self.stage.reorder.next_release_ns()
