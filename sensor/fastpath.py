@@ -196,27 +196,27 @@ class _Kind:
         """
         w = self.wire
         entries = split_entries(raw, w.method)
-        places = _places(entries, len(raw))
-        if places is None:
-            return None
         hashes = list(map(hash, entries))
         snaps, where, ids, old = ref.snaps, ref.where, ref.ids, ref.raw
         # unchanged: the same bytes at the place the hash was seen (a collision is a change), checked
-        # for every entry at once in C -- the place each hash had (nowhere: past the old answer's end)
-        # and the bytes there; the new places share the old ones' layout (offset << 32 | length)
+        # for every entry at once in C -- the place each hash had (nowhere: past the old answer's end,
+        # offset << 32 | length), its length and the bytes there
         at = list(map(where.get, hashes, repeat((len(old) + 1) << 32)))
-        same = list(map(and_, map(eq, map(and_, at, repeat(_MASK)), map(and_, places, repeat(_MASK))),
+        same = list(map(and_, map(eq, map(and_, at, repeat(_MASK)), map(len, entries)),
                         map(old.startswith, entries, map(rshift, at, repeat(32)))))
         forced = set(map(ids.get, force)) - {None} if force else None  # their entries' hashes in ref
         if forced:
             same = list(map(and_, same, map(not_, map(forced.__contains__, hashes))))
+        new_at = list(compress(range(len(entries)), map(not_, same)))  # new or changed, in list order
+        if changed_entries is not None and new_at:  # as early as the changes are known: the exits' calls
+            changed_entries(list(map(entries.__getitem__, new_at)))
+        places = _places(entries, len(raw))
+        if places is None:
+            return None
         kept_hashes = list(compress(hashes, same))
         kept = set(map(_ID, map(snaps.__getitem__, kept_hashes)))  # IDs listed unchanged
         if len(kept) != len(kept_hashes):
             return None  # an unchanged entry listed twice
-        new_at = list(compress(range(len(entries)), map(not_, same)))  # new or changed, in list order
-        if changed_entries is not None and new_at:
-            changed_entries(list(map(entries.__getitem__, new_at)))
         decoded = [w.decode_one(pb, entries[i], tally) for i in new_at]
         empty = sum(1 for s in decoded if not s.id)
         dropped = ()
