@@ -47,3 +47,15 @@ def test_new_event_is_the_dataclass_event(e: Event) -> None:
     made = new_event(*(getattr(e, f.name) for f in dataclasses.fields(Event) if f.name not in ("info", "seq")))
     assert made == e and type(made) is Event and made.seq == 0 and made.info is None
     assert made.to_json() == e.to_json() and hash(made.window_ns) == hash(e.window_ns)
+
+
+def test_to_json_writes_the_standard_librarys_bytes_where_orjson_would_not() -> None:
+    """The fast encoder stands aside where its bytes would differ: text outside ASCII (escaped by the
+    standard library), a lone surrogate or an int past 64 bits (refused), a non-finite float in
+    ``info`` (written as ``null``)."""
+    base = {"type": "container.created", "time_ns": 5, "window_ns": (1, 5), "observed_ns": 6}
+    cases = [Event(**base, labels={"app": "caf\u00e9"}), Event(**base, name="\ud800"),  # type: ignore[arg-type]
+             Event(**base, exit_code=2**70), Event(**base, info={"lag": float("nan"), "x": float("inf")}),  # type: ignore[arg-type]
+             Event(**base, labels={"app": "plain"})]  # type: ignore[arg-type]
+    for e in cases:
+        assert e.to_json() == json.dumps(e.to_dict(), separators=(",", ":"))
