@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sensor.events import Event, Pod
@@ -24,6 +24,7 @@ events = st.builds(
 
 
 @given(events, st.integers(1, 2**40))
+@example(Event("container.created", 0, (0, 0), 0, labels={"": "\x7f"}), 1)  # DEL: escaped, orjson does not
 def test_to_json_and_with_seq_match_the_standard_library(e: Event, seq: int) -> None:
     numbered = e.with_seq(seq)
     assert numbered == dataclasses.replace(e, seq=seq) and e.seq == 0
@@ -55,6 +56,7 @@ def test_to_json_writes_the_standard_librarys_bytes_where_orjson_would_not() -> 
     ``info`` (written as ``null``)."""
     base = {"type": "container.created", "time_ns": 5, "window_ns": (1, 5), "observed_ns": 6}
     cases = [Event(**base, labels={"app": "caf\u00e9"}), Event(**base, name="\ud800"),  # type: ignore[arg-type]
+             Event(**base, labels={"app": "a\x7fb", "nl": "a\nb\x01"}),  # type: ignore[arg-type]
              Event(**base, exit_code=2**70), Event(**base, info={"lag": float("nan"), "x": float("inf")}),  # type: ignore[arg-type]
              Event(**base, labels={"app": "plain"})]  # type: ignore[arg-type]
     for e in cases:
