@@ -136,9 +136,6 @@ class BatchHistogram:
                 self._counts[i] += n
             self._sum += total
 
-    def observe(self, value: float) -> None:
-        self.observe_many((value,))
-
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             counts, total = list(self._counts), self._sum
