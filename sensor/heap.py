@@ -37,11 +37,10 @@ docs/performance.md "Memory" and "Churn"):
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import gc
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 #: ``M_ARENA_MAX``, ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` from glibc's ``malloc.h``.
 _M_ARENA_MAX = -8
@@ -92,17 +91,19 @@ def keep_freed_memory(env: dict[str, str] | None = None) -> bool:
         mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
+class collector_paused:
     """The cyclic collector off for the block (as it was after): for work that only allocates what
     it keeps, where a collection can free nothing and walks everything. Reference counting still
-    frees what the block drops."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
+    frees what the block drops. A class, not a generator: it is entered on every poll."""
+
+    __slots__ = ("_was",)
+
+    def __enter__(self) -> None:
+        self._was = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._was:
             gc.enable()
 
 

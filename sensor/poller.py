@@ -332,6 +332,11 @@ class Poller:
                 self.state_log.say(logging.WARNING, f"crisensor: list failed ({e}); will retry")
             return False
         # need is None: the list repeated the last one and the engine took it whole (sensor.fastpath)
+        if need is None and not self.client.tally:  # the steady state: nothing asked, dropped or written
+            self.input_log.reset()
+            if not self.plan.streaming:
+                self.state_log.say(logging.INFO, "crisensor: polling")
+            return self._polled(t0, waited)
         source = "resync" if reconciling else None
         early: list[Event] = []
         asked = self._budget(need) if need else []
@@ -365,6 +370,10 @@ class Poller:
                 self._lost(err)
         elif not self.plan.streaming:
             self.state_log.say(logging.INFO, "crisensor: polling")
+        return self._polled(t0, waited)
+
+    def _polled(self, t0: float, waited: float) -> bool:
+        """A successful poll's end: counted, and timed from ``t0`` (``waited`` of it in CRI calls)."""
         self.polls += 1
         self.metrics.poll_seconds.observe(time.perf_counter() - t0)
         self.metrics.poll_rpc_seconds.observe(waited)

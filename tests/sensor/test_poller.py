@@ -354,3 +354,30 @@ def test_the_collector_runs_between_polls_not_inside_them(rig) -> None:  # type:
     r.clock.advance(250 * MS)
     assert r.poller.step() is True
     assert policy.seen[-1] is True
+
+
+def test_a_repeated_list_is_counted_timed_and_logged_like_any_poll(rig, caplog) -> None:  # type: ignore[no-untyped-def]
+    """The steady state (the list repeats the last one byte for byte: ``FastPath.take`` returns None)
+    ends the poll early, and still counts it, times it (``crisensor_poll_duration_seconds``, its CRI
+    wait) and keeps the tracked gauge; "polling" is logged once, not per poll."""
+    import logging
+
+    from prometheus_client import generate_latest
+
+    r = rig()
+    m, clock, p = r.model, r.clock, r.poller
+    sb = m.run_pod_sandbox("web", "default", "u1")
+    start_containers(m, sb.id, "c", 3)
+    with caplog.at_level(logging.INFO, logger="crisensor"):
+        for _ in range(5):
+            assert p.step() is True
+            clock.advance(250 * MS)
+    assert p.lists.counts["same"] >= 3  # the repeats took the early end
+    assert p.polls == 5
+    text = generate_latest(p.metrics.registry).decode()
+    values = {line.split(" ")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
+    assert values["crisensor_poll_duration_seconds_count"] == 5
+    assert values["crisensor_poll_rpc_wait_seconds_count"] == 5
+    assert values["crisensor_containers_tracked"] == 3
+    assert [rec.getMessage() for rec in caplog.records].count("crisensor: polling") == 1
