@@ -7,8 +7,9 @@ docs/performance.md "Memory" and "Churn"):
   per core), and memory freed into one arena is not reused by another. grpcio's threads receive
   every list answer (7 MB, four times a second) while the Python thread decodes it, so the
   answers' buffers spread over several arenas that each keep their high-water mark: peak RSS was
-  142-146 MB with glibc's default, 120 MB with two arenas, 114 MB with one, at the same CPU per
-  poll. Set with ``mallopt(M_ARENA_MAX)``, only
+  142-146 MB with glibc's default. Two arenas gave 119-137 MB, as a run's buffers happened to
+  fall; one gives 111-113 MB idle and 118-127 MB under churn, at the same CPU per idle poll and
+  ~4% more under churn (the threads take one lock). Set with ``mallopt(M_ARENA_MAX)``, only
   where the C library is glibc and the operator has not chosen (``MALLOC_ARENA_MAX`` wins), and
   before any thread starts: arenas already handed out are kept.
 * **Thresholds** (``keep_freed_memory``). With glibc's dynamic thresholds the answers' buffers were
@@ -52,8 +53,8 @@ MMAP_THRESHOLD = 32 * 1024 * 1024
 TRIM_THRESHOLD = 64 * 1024 * 1024
 #: The operator's own choices, honoured as glibc itself would.
 KEEP_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
-#: Arenas the sensor allows: the Python thread and grpcio's threads share two.
-ARENAS = 2
+#: Arenas the sensor allows: the Python thread and grpcio's threads share one.
+ARENAS = 1
 #: The operator's own choice, honoured as glibc itself would.
 ENV = "MALLOC_ARENA_MAX"
 
