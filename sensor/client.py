@@ -14,6 +14,7 @@ Why it looks like this:
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -93,7 +94,9 @@ class CriClient:
         self._rt: Any = None
         self._pb: Any = None
         #: Count of RPCs issued, by method (the load on the runtime: ``crisensor_cri_calls_total``).
+        #: The poll, status, stream and lookup threads all issue calls: ``_counted`` takes a lock.
         self.rpc_count: dict[str, int] = {}
+        self._count_lock = threading.Lock()
         #: What decoding dropped or read loosely, and malformed status answers (``sensor.wire``);
         #: the poller takes it after every poll.
         self.tally = Tally()
@@ -195,8 +198,14 @@ class CriClient:
 
     # ---- calls -------------------------------------------------------------------------------
 
+    def _counted(self, method: str) -> None:
+        """One more call of ``method`` in ``rpc_count``; a read-then-store from two threads at once
+        would lose one."""
+        with self._count_lock:
+            self.rpc_count[method] = self.rpc_count.get(method, 0) + 1
+
     def _call(self, fn: Callable[..., Any], req: Any, method: str) -> Any:
-        self.rpc_count[method] = self.rpc_count.get(method, 0) + 1
+        self._counted(method)
         self._refuse_if_cancelled(method)
         try:
             return fn(req, timeout=self.rpc_timeout_s)
@@ -318,7 +327,7 @@ class CriClient:
         def start(cid: str) -> Any:
             nonlocal issued
             issued += 1
-            self.rpc_count["ContainerStatus"] = self.rpc_count.get("ContainerStatus", 0) + 1
+            self._counted("ContainerStatus")
             self._refuse_if_cancelled("ContainerStatus")
             try:
                 return fn.future(pb.ContainerStatusRequest(container_id=cid), timeout=timeout)
@@ -365,7 +374,7 @@ class CriClient:
         ``event_decoder()`` reads) and cancels."""
         if self.info is None or self.info.api != "v1":
             raise CriCallError("GetContainerEvents", "UNIMPLEMENTED", "runtime.v1alpha2 has no event stream")
-        self.rpc_count["GetContainerEvents"] = self.rpc_count.get("GetContainerEvents", 0) + 1
+        self._counted("GetContainerEvents")
         self._refuse_if_cancelled("GetContainerEvents")
         pb = self.pb
         try:

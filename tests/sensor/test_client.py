@@ -148,3 +148,32 @@ def test_status_fan_out_gives_what_one_call_after_the_other_gives(tmp_path) -> N
     details, err = answers[0]
     assert err is None and details["f" * 64] is None and len(details) == len(ids)
     assert details[ids[2]] is not None and details[ids[2]].finished_at > 0  # c2: exited
+
+
+def test_call_counts_lose_nothing_when_threads_issue_at_once() -> None:
+    """``rpc_count`` (``crisensor_cri_calls_total``) is bumped by the poll, status, stream and lookup
+    threads; a read-then-store that a thread switch splits would lose counts. Switching threads every
+    microsecond makes such a split near certain without the lock."""
+    import sys
+    import threading
+
+    client = CriClient("unix:///nonexistent.sock")
+    per_thread, threads = 50_000, 4
+    go = threading.Barrier(threads)
+
+    def bump() -> None:
+        go.wait()
+        for _ in range(per_thread):
+            client._counted("ContainerStatus")
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        workers = [threading.Thread(target=bump) for _ in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        sys.setswitchinterval(before)
+    assert client.rpc_count == {"ContainerStatus": per_thread * threads}
