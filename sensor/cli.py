@@ -96,9 +96,6 @@ def _parse_hostport(text: str) -> tuple[str, int]:
 #: decoding a huge list is left behind, as a daemon thread, so that the sensor exits within a
 #: second at any scale).
 SHUTDOWN_JOIN_S = 0.25
-#: The main thread sleeps on a self-pipe (``sensor.wakeup``) that signals, the poll loop's end and a
-#: failed output poke; this is only its safety net.
-SUPERVISE_S = 1.0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -208,7 +205,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         worker.start()
     try:
         while worker.is_alive() and not stop.is_set() and not signalled:
-            wakeup.wait(SUPERVISE_S)
+            wakeup.wait()  # until signalled, the poll loop ends or the output fails: each pokes it
     finally:
         wakeup.unwatch_signals()
         stop.set()

@@ -3,8 +3,8 @@ something to do, not every few milliseconds to look (docs/performance.md, "Idle 
 
 Who pokes it: the kernel, for SIGTERM/SIGINT (``signal.set_wakeup_fd``: a byte is written before
 the Python handler even runs, so no lock is taken in a handler); the poll loop when it ends; a
-failed output when it stops the sensor. ``wait`` returns at the first poke (or after its timeout,
-a safety net) and drains what is pending.
+failed output when it stops the sensor. ``wait`` returns at the first poke and drains what is
+pending; it has no timeout of its own, so an idle sensor's main thread never wakes by the clock.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ class Wakeup:
         with contextlib.suppress(BlockingIOError, OSError):  # a full pipe is awake already
             os.write(self._w, b"\0")
 
-    def wait(self, timeout_s: float) -> None:
-        """Sleep until poked or ``timeout_s`` passed; drain the pokes."""
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Sleep until poked (or ``timeout_s`` passed, if given); drain the pokes."""
         readable, _, _ = select.select([self._r], [], [], timeout_s)
         if readable:
             with contextlib.suppress(BlockingIOError, OSError):

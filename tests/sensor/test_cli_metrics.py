@@ -177,3 +177,30 @@ def test_the_metrics_server_sleeps_until_a_scrape() -> None:
     time.sleep(1.6)  # three wake-ups of a 0.5 s poll loop
     assert _wakeups(t.native_id) - before == 0
     assert "crisensor_poll_duration_seconds" in scrape(f"http://127.0.0.1:{port}/metrics")
+
+
+def _thread_wakeups(pid: int, tid: int) -> int:
+    for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches in /proc")
+
+
+def test_the_main_thread_sleeps_until_there_is_something_to_do(tmp_path: Path, fakecri: str) -> None:
+    """``crisensor run``'s main thread wakes for a signal, the poll loop's end or a failed output,
+    each of which pokes its self-pipe (``sensor.wakeup``), and never by the clock: a periodic check
+    would be a wake-up of an idle sensor's own (docs/performance.md, "Idle streaming"). SIGTERM still
+    ends it at once."""
+    port = free_port()
+    sensor = run_sensor(tmp_path, fakecri, f":{port}")
+    try:
+        scrape(f"http://127.0.0.1:{port}/metrics")  # up: the main thread is in its wait
+        time.sleep(0.5)
+        before = _thread_wakeups(sensor.pid, sensor.pid)
+        time.sleep(2.5)
+        assert _thread_wakeups(sensor.pid, sensor.pid) - before == 0
+    finally:
+        t = time.monotonic()
+        stop(sensor)
+    assert sensor.returncode == 0
+    assert time.monotonic() - t < 5
