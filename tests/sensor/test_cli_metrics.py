@@ -154,9 +154,10 @@ def test_daemonset_sets_the_pod_ip_explicitly() -> None:
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
 
 
-def _wakeups(tid: int) -> int:
-    """Times a thread of this process went to sleep and was woken (its voluntary context switches)."""
-    for line in Path(f"/proc/self/task/{tid}/status").read_text().splitlines():
+def _wakeups(tid: int, pid: int | str = "self") -> int:
+    """Times a thread (of this process by default) went to sleep and was woken (its voluntary
+    context switches)."""
+    for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
         if line.startswith("voluntary_ctxt_switches:"):
             return int(line.split()[1])
     raise AssertionError("no voluntary_ctxt_switches in /proc")
@@ -179,13 +180,6 @@ def test_the_metrics_server_sleeps_until_a_scrape() -> None:
     assert "crisensor_poll_duration_seconds" in scrape(f"http://127.0.0.1:{port}/metrics")
 
 
-def _thread_wakeups(pid: int, tid: int) -> int:
-    for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
-        if line.startswith("voluntary_ctxt_switches:"):
-            return int(line.split()[1])
-    raise AssertionError("no voluntary_ctxt_switches in /proc")
-
-
 def test_the_main_thread_sleeps_until_there_is_something_to_do(tmp_path: Path, fakecri: str) -> None:
     """``crisensor run``'s main thread wakes for a signal, the poll loop's end or a failed output,
     each of which pokes its self-pipe (``sensor.wakeup``), and never by the clock: a periodic check
@@ -196,9 +190,9 @@ def test_the_main_thread_sleeps_until_there_is_something_to_do(tmp_path: Path, f
     try:
         scrape(f"http://127.0.0.1:{port}/metrics")  # up: the main thread is in its wait
         time.sleep(0.5)
-        before = _thread_wakeups(sensor.pid, sensor.pid)
+        before = _wakeups(sensor.pid, sensor.pid)
         time.sleep(2.5)
-        assert _thread_wakeups(sensor.pid, sensor.pid) - before == 0
+        assert _wakeups(sensor.pid, sensor.pid) - before == 0
     finally:
         t = time.monotonic()
         stop(sensor)
